@@ -1,0 +1,8 @@
+// CPU kernels for cln_head (stub: filled in by the op's implementation).
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+namespace mclner {
+void register_cln_head_cpu(py::module_& m) { (void)m; }
+}  // namespace mclner

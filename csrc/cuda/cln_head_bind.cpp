@@ -1,0 +1,8 @@
+// pybind11 glue for the cln_head CUDA kernels (stub: filled in by the op's implementation).
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+namespace mclner {
+void register_cln_head_cuda(py::module_& m) { (void)m; }
+}  // namespace mclner

@@ -1,0 +1,94 @@
+"""Shared checks for the fused ops: every impl against the reference, forward and all gradients."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Sequence
+
+import pytest
+import torch
+
+from mclner.ops import available_impls
+
+FUSED_IMPLS = ("cpu", "triton", "cuda")
+
+
+def impl_device(impl: str) -> torch.device:
+    """Device an impl is tested on; skips when it cannot run here."""
+    status = available_impls()[impl]
+    if impl == "cuda" or (impl == "triton" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            pytest.skip(f"{impl}: needs a CUDA device ({status['reason']})")
+        device = torch.device("cuda")
+    else:
+        device = torch.device("cpu")
+    if not status["runnable"]:
+        pytest.skip(f"{impl} not runnable here: {status['reason']}")
+    return device
+
+
+def impl_dtypes(impl: str, device: torch.device) -> Sequence[torch.dtype]:
+    if device.type == "cuda":
+        return (torch.float32, torch.bfloat16)
+    if impl == "triton":  # the interpreter computes in numpy: float32 is what the GPU path uses
+        return (torch.float32,)
+    return (torch.float32, torch.float64)
+
+
+def _grads(fn: Callable, inputs: Dict[str, torch.Tensor], upstream: torch.Tensor | None):
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()}
+    out = fn(**leaves)
+    g = torch.ones_like(out) if upstream is None else upstream.to(out.dtype)
+    out.backward(g)
+    return out.detach(), {k: v.grad for k, v in leaves.items()}
+
+
+def _err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return (x.double() - ref.double()).abs().max().item()
+
+
+def compare_to_reference(
+    fused: Callable,
+    reference: Callable,
+    inputs: Dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    *,
+    atol: float,
+    rtol: float = 0.0,
+    upstream_seed: int = 1234,
+) -> None:
+    """Forward and every input gradient of `fused` in `dtype` against `reference`.
+
+    float64: direct closeness. Lower precision (flash-attention's rule): the fused error against a
+    float64 oracle is at most 2× the error of the reference run in the same dtype, plus `atol`
+    (and `rtol`·|oracle|).
+    """
+    cast = {k: v.to(dtype) for k, v in inputs.items()}
+    out, grads = _grads(fused, cast, None)
+    gen = torch.Generator(device="cpu").manual_seed(upstream_seed)
+    upstream = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device)
+    if out.dim() == 0:
+        upstream = upstream.abs() + 0.5
+    out, grads = _grads(fused, cast, upstream)
+
+    oracle_in = {k: v.to(torch.float64) for k, v in inputs.items()}
+    o_out, o_grads = _grads(reference, oracle_in, upstream)
+    assert out.shape == o_out.shape, f"output shape {tuple(out.shape)} != {tuple(o_out.shape)}"
+    assert out.dtype == dtype, f"output dtype {out.dtype} != {dtype}"
+    if dtype == torch.float64:
+        torch.testing.assert_close(out, o_out, atol=atol, rtol=max(rtol, 1e-7), msg="forward")
+        for k in inputs:
+            assert grads[k] is not None, f"no gradient for {k}"
+            torch.testing.assert_close(grads[k], o_grads[k], atol=atol, rtol=max(rtol, 1e-7), msg=f"grad {k}")
+        return
+    s_out, s_grads = _grads(reference, cast, upstream)
+    pairs = [("forward", out, s_out, o_out)] + [
+        (f"grad {k}", grads[k], s_grads[k], o_grads[k]) for k in inputs
+    ]
+    for name, got, same, oracle in pairs:
+        assert got is not None, f"{name}: no gradient"
+        assert got.shape == oracle.shape, f"{name}: shape {tuple(got.shape)} != {tuple(oracle.shape)}"
+        assert torch.isfinite(got).all(), f"{name}: non-finite values"
+        bound = 2 * _err(same, oracle) + atol + rtol * oracle.abs().max().item()
+        err = _err(got, oracle)
+        same_err = _err(same, oracle)
+        assert err <= bound, f"{name}: error {err:.3e} > bound {bound:.3e} (same-precision ref {same_err:.3e})"

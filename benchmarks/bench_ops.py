@@ -1,0 +1,96 @@
+"""pytest-benchmark suite for the three fused ops: forward+backward, reference vs fused impls.
+
+Run: pytest benchmarks --benchmark-only [--ratio-table ratios.md]
+CPU sizes are those of the build issue; on a GPU the larger sizes of the GPU issue are added.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import record
+from memory import cpu_peak_supported, peak_extra_bytes
+
+from mclner.ops import available_impls, biaffine, cln_head, info_nce
+
+HAS_GPU = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if HAS_GPU else "cpu")
+IMPLS = ["reference", "cpu", "triton", "cuda"]
+
+
+def _runnable(impl: str) -> bool:
+    if impl == "reference":
+        return True
+    if impl == "cpu":
+        return not HAS_GPU and available_impls()["cpu"]["runnable"]
+    return HAS_GPU and bool(available_impls()[impl]["runnable"])
+
+
+def _dtype() -> torch.dtype:
+    return torch.float32
+
+
+def cln_inputs(B, N, D, H, C):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s, scale=1.0: (torch.randn(*s, generator=g) * scale).to(DEVICE, _dtype())
+    return [r(B, N, D), r(D, D, scale=D**-0.5), r(D), r(D, D, scale=D**-0.5), r(D),
+            r(H, D, scale=D**-0.5), r(H), r(C, H, scale=H**-0.5), r(C)]
+
+
+def biaffine_inputs(B, N, Db, C):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s, scale=1.0: (torch.randn(*s, generator=g) * scale).to(DEVICE, _dtype())
+    return [r(B, N, Db), r(B, N, Db), r(C, Db, Db, scale=Db**-0.5), r(C, 2 * Db, scale=(2 * Db) ** -0.5), r(C)]
+
+
+def nce_inputs(M, P):
+    g = torch.Generator().manual_seed(0)
+    za = torch.randn(M, P, generator=g)
+    zb = 0.6 * za + 0.8 * torch.randn(M, P, generator=g)
+    return [za.to(DEVICE, _dtype()), zb.to(DEVICE, _dtype())]
+
+
+CASES = {
+    "cln_head B8 N128 D384 H128 C6": (cln_head, lambda: cln_inputs(8, 128, 384, 128, 6), {}),
+    "info_nce M16384 P128": (info_nce, lambda: nce_inputs(16384, 128), {"temperature": 0.1}),
+    "biaffine B8 N128 Db256 C6": (biaffine, lambda: biaffine_inputs(8, 128, 256, 6), {}),
+}
+if HAS_GPU:
+    CASES.update({
+        "cln_head B32 N128 D768 H256 C6": (cln_head, lambda: cln_inputs(32, 128, 768, 256, 6), {}),
+        "cln_head B8 N512 D768 H256 C6": (cln_head, lambda: cln_inputs(8, 512, 768, 256, 6), {}),
+        "info_nce M65536 P128": (info_nce, lambda: nce_inputs(65536, 128), {"temperature": 0.1}),
+        "biaffine B32 N128 Db512 C6": (biaffine, lambda: biaffine_inputs(32, 128, 512, 6), {}),
+    })
+
+
+def _sync():
+    if HAS_GPU:
+        torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_op_forward_backward(benchmark, case, impl):
+    if not _runnable(impl):
+        pytest.skip(f"{impl} not runnable on {DEVICE}")
+    if DEVICE.type == "cpu" and not cpu_peak_supported():
+        pytest.skip("peak memory measurement needs /proc/self/clear_refs")
+    op, make, kwargs = CASES[case]
+    inputs = [t.requires_grad_(True) for t in make()]
+
+    def step():
+        for t in inputs:
+            t.grad = None
+        out = op(*inputs, **kwargs, impl=impl)
+        out.backward(torch.ones_like(out))
+        _sync()
+
+    try:
+        step()  # warm-up (kernel compilation, thread pools)
+        mem = peak_extra_bytes(step, DEVICE)
+    except torch.OutOfMemoryError:
+        pytest.skip(f"{impl} runs out of memory at {case}")
+    benchmark.extra_info.update({"impl": impl, "case": case, "device": str(DEVICE), "peak_extra_bytes": mem})
+    benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=0)
+    record(case, impl, benchmark.stats.stats.median, mem)

@@ -45,14 +45,14 @@ def _load_pair_operand(G, Nn, row_g, row_n, rmask, d0, D, BLOCK_D: tl.constexpr)
 
 @triton.jit
 def _pre_activation(G, Nn, U, W1, row_g, row_n, rmask, hs, hmask, D, H,
-                    BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+                    BLOCK_D: tl.constexpr, PREC: tl.constexpr, DOT: tl.constexpr):
     """pre[:, hs] = (γ_i ⊙ n_j) W1[hs]ᵀ + u_i[hs] for the tile's rows, reduced over D in chunks."""
     pre = tl.load(U + row_g[:, None] * H + hs[None, :], mask=rmask[:, None] & hmask[None, :], other=0.0)
     for d0 in range(0, D, BLOCK_D):
         ds, gam, nn, a = _load_pair_operand(G, Nn, row_g, row_n, rmask, d0, D, BLOCK_D)
         # W1ᵀ tile [BLOCK_D, BLOCK_H] read straight from the [H, D] weight.
         w1t = tl.load(W1 + hs[None, :] * D + ds[:, None], mask=(ds < D)[:, None] & hmask[None, :], other=0.0)
-        pre = tl.dot(a.to(w1t.dtype), w1t, pre, input_precision=PREC)
+        pre = tl.dot(a.to(DOT), w1t.to(DOT), pre, input_precision=PREC)
     return pre
 
 
@@ -61,7 +61,7 @@ def _cln_grid_fwd_kernel(
     G, Nn, U, W1, W2, B2, S,
     N, D, H, C,
     BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_C: tl.constexpr, PREC: tl.constexpr,
+    BLOCK_C: tl.constexpr, PREC: tl.constexpr, DOT: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
     pid_i = tl.program_id(1)
@@ -79,10 +79,10 @@ def _cln_grid_fwd_kernel(
     for h0 in range(0, H, BLOCK_H):
         hs = h0 + tl.arange(0, BLOCK_H)
         hmask = hs < H
-        pre = _pre_activation(G, Nn, U, W1, row_g, row_n, rmask, hs, hmask, D, H, BLOCK_D, PREC)
+        pre = _pre_activation(G, Nn, U, W1, row_g, row_n, rmask, hs, hmask, D, H, BLOCK_D, PREC, DOT)
         g = 0.5 * pre * (1.0 + tl.math.erf(pre * _SQRT1_2))
         w2t = tl.load(W2 + cs[None, :] * H + hs[:, None], mask=hmask[:, None] & cmask[None, :], other=0.0)
-        acc = tl.dot(g.to(w2t.dtype), w2t, acc, input_precision=PREC)
+        acc = tl.dot(g.to(DOT), w2t.to(DOT), acc, input_precision=PREC)
     acc += tl.load(B2 + cs, mask=cmask, other=0.0).to(acc.dtype)[None, :]
     out = S + (row_g * N + jj)[:, None] * C + cs[None, :]
     tl.store(out, acc.to(S.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
@@ -93,7 +93,7 @@ def _cln_grid_bwd_kernel(
     G, Nn, U, W1, W2, dS, dG, dN, dU, dW1, dW2,
     N, D, H, C,
     BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
-    BLOCK_C: tl.constexpr, PREC: tl.constexpr,
+    BLOCK_C: tl.constexpr, PREC: tl.constexpr, DOT: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
     pid_i = tl.program_id(1)
@@ -118,37 +118,37 @@ def _cln_grid_bwd_kernel(
     for h0 in range(0, H, BLOCK_H):
         hs = h0 + tl.arange(0, BLOCK_H)
         hmask = hs < H
-        pre = _pre_activation(G, Nn, U, W1, row_g, row_n, rmask, hs, hmask, D, H, BLOCK_D, PREC)
+        pre = _pre_activation(G, Nn, U, W1, row_g, row_n, rmask, hs, hmask, D, H, BLOCK_D, PREC, DOT)
         cdf = 0.5 * (1.0 + tl.math.erf(pre * _SQRT1_2))
         g = pre * cdf
         gelu_grad = cdf + pre * tl.exp(-0.5 * pre * pre) * _INV_SQRT_2PI
         w2 = tl.load(W2 + cs[:, None] * H + hs[None, :], mask=cmask[:, None] & hmask[None, :], other=0.0)
-        dg = tl.dot(ds_tile.to(w2.dtype), w2, input_precision=PREC, out_dtype=acc_ty)
+        dg = tl.dot(ds_tile.to(DOT), w2.to(DOT), input_precision=PREC, out_dtype=acc_ty)
         # Padded rows/columns carry dS = 0 and W2 = 0, so dpre is already 0 there; the where keeps
         # it exact even if a padded pre overflowed.
         dpre = tl.where(rmask[:, None] & hmask[None, :], dg * gelu_grad, 0.0)
 
-        dw2 = tl.dot(tl.trans(ds_tile.to(w2.dtype)), g.to(w2.dtype), input_precision=PREC, out_dtype=acc_ty)
+        dw2 = tl.dot(tl.trans(ds_tile.to(DOT)), g.to(DOT), input_precision=PREC, out_dtype=acc_ty)
         tl.atomic_add(dW2 + cs[:, None] * H + hs[None, :], dw2,
                       mask=cmask[:, None] & hmask[None, :], sem="relaxed")
         du = tl.sum(tl.reshape(dpre, (BLOCK_I, BLOCK_J, BLOCK_H)), axis=1)
         tl.atomic_add(dU + (pid_b * N + i_idx)[:, None] * H + hs[None, :], du,
                       mask=i_mask[:, None] & hmask[None, :], sem="relaxed")
 
-        dpre_w = dpre.to(w2.dtype)
+        dpre_w = dpre.to(DOT)
         for d0 in range(0, D, BLOCK_D):
             ds, gam, nn, a = _load_pair_operand(G, Nn, row_g, row_n, rmask, d0, D, BLOCK_D)
             dmask = ds < D
             w1 = tl.load(W1 + hs[:, None] * D + ds[None, :], mask=hmask[:, None] & dmask[None, :], other=0.0)
             # E = dpre W1 is the gradient of the pair feature A = γ_i ⊙ n_j.
-            e = tl.dot(dpre_w, w1, input_precision=PREC, out_dtype=acc_ty)
+            e = tl.dot(dpre_w, w1.to(DOT), input_precision=PREC, out_dtype=acc_ty)
             dgam = tl.sum(tl.reshape(e * nn, (BLOCK_I, BLOCK_J, BLOCK_D)), axis=1)
             tl.atomic_add(dG + (pid_b * N + i_idx)[:, None] * D + ds[None, :], dgam,
                           mask=i_mask[:, None] & dmask[None, :], sem="relaxed")
             dn = tl.sum(tl.reshape(e * gam, (BLOCK_I, BLOCK_J, BLOCK_D)), axis=0)
             tl.atomic_add(dN + (pid_b * N + j_idx)[:, None] * D + ds[None, :], dn,
                           mask=j_mask[:, None] & dmask[None, :], sem="relaxed")
-            dw1 = tl.dot(tl.trans(dpre_w), a.to(w1.dtype), input_precision=PREC, out_dtype=acc_ty)
+            dw1 = tl.dot(tl.trans(dpre_w), a.to(DOT), input_precision=PREC, out_dtype=acc_ty)
             tl.atomic_add(dW1 + hs[:, None] * D + ds[None, :], dw1,
                           mask=hmask[:, None] & dmask[None, :], sem="relaxed")
 
@@ -181,9 +181,18 @@ def _blocks(N: int, D: int, H: int, C: int, backward: bool) -> dict:
                 num_warps=8)
 
 
-def _precision(dtype: torch.dtype) -> str:
+_TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64, torch.float16: tl.float16,
+              torch.bfloat16: tl.bfloat16}
+
+
+def _dot_args(dtype: torch.dtype) -> dict:
+    """tl.dot operand dtype and precision for weights of `dtype` (accumulation is fp32/fp64)."""
+    if dtype == torch.bfloat16 and _interpreting():
+        # The interpreter multiplies bf16 dot operands as raw bits (garbage); numpy has no bf16.
+        return dict(PREC="ieee", DOT=tl.float32)
     # float32 operands must not be rounded to TF32 on the GPU; 16-bit operands use the tensor cores.
-    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
+    prec = "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
+    return dict(PREC=prec, DOT=_TL_DTYPES[dtype])
 
 
 def _grid(B: int, N: int, blocks: dict) -> tuple[int, int, int]:
@@ -203,7 +212,7 @@ def cln_grid_forward(gamma, n, u, W1, W2, b2, blocks: dict | None = None) -> tor
     blocks = blocks or _blocks(N, D, H, C, backward=False)
     with _device_ctx(gamma):
         _cln_grid_fwd_kernel[_grid(B, N, blocks)](
-            gamma, n, u, W1, W2, b2, S, N, D, H, C, PREC=_precision(W1.dtype), **blocks
+            gamma, n, u, W1, W2, b2, S, N, D, H, C, **_dot_args(W1.dtype), **blocks
         )
     return S
 
@@ -222,7 +231,7 @@ def cln_grid_backward(gamma, n, u, W1, W2, dS, blocks: dict | None = None):
     with _device_ctx(gamma):
         _cln_grid_bwd_kernel[_grid(B, N, blocks)](
             gamma, n, u, W1, W2, dS, dG, dN, dU, dW1, dW2, N, D, H, C,
-            PREC=_precision(W1.dtype), **blocks,
+            **_dot_args(W1.dtype), **blocks,
         )
     return dG, dN, dU, dW1, dW2
 

@@ -84,7 +84,8 @@ def _cln_grid_fwd_kernel(
         w2t = tl.load(W2 + cs[None, :] * H + hs[:, None], mask=hmask[:, None] & cmask[None, :], other=0.0)
         acc = tl.dot(g.to(DOT), w2t.to(DOT), acc, input_precision=PREC)
     acc += tl.load(B2 + cs, mask=cmask, other=0.0).to(acc.dtype)[None, :]
-    out = S + (row_g * N + jj)[:, None] * C + cs[None, :]
+    # B·N²·C can pass 2³¹ at long sentences and large batches: 64-bit offsets into S and dS.
+    out = S + (row_g.to(tl.int64) * N + jj)[:, None] * C + cs[None, :]
     tl.store(out, acc.to(S.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
 
 
@@ -113,7 +114,7 @@ def _cln_grid_bwd_kernel(
     cmask = cs < C
     acc_ty = G.dtype.element_ty
 
-    ds_tile = tl.load(dS + (row_g * N + jj)[:, None] * C + cs[None, :],
+    ds_tile = tl.load(dS + (row_g.to(tl.int64) * N + jj)[:, None] * C + cs[None, :],
                       mask=rmask[:, None] & cmask[None, :], other=0.0)
     for h0 in range(0, H, BLOCK_H):
         hs = h0 + tl.arange(0, BLOCK_H)

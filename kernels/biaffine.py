@@ -44,7 +44,7 @@ def _blocks(NC: int, N: int, Db: int) -> Tuple[int, int, int]:
     """(BLOCK_Q, BLOCK_J, BLOCK_K). tl.dot needs every dim >= 16 on GPUs; the interpreter pays per
     program and per op, so there it gets large tiles and the whole Db in one chunk."""
     if _interpreting():
-        return _pow2(NC, 16, 256), _pow2(N, 16, 128), _pow2(Db, 16, 256)
+        return _pow2(NC, 16, 1024), _pow2(N, 16, 512), _pow2(Db, 16, 256)
     return _pow2(NC, 16, 64), _pow2(N, 16, 64), _pow2(Db, 16, 64)
 
 

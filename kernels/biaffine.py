@@ -54,16 +54,25 @@ def _upcast(dtype: torch.dtype) -> bool:
     return _interpreting() and dtype == torch.bfloat16
 
 
+def _ieee(dtype: torch.dtype) -> bool:
+    """fp32/fp64 tiles (and interpreter-widened bf16 ones) are multiplied in full IEEE precision."""
+    return dtype in (torch.float32, torch.float64) or _upcast(dtype)
+
+
 # ----------------------------------------------------------------------------- kernels
 
 
 @triton.jit
-def _mma(acc, a, b, ACC: tl.constexpr, UPCAST: tl.constexpr):
-    """acc + a @ b: fp32 operands in IEEE fp32 (no TF32), bf16/fp16 operands with ACC accumulation."""
+def _mma(acc, a, b, ACC: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr):
+    """acc + a @ b: fp32/fp64 operands in IEEE precision (no TF32), bf16/fp16 ones on the tensor
+    cores with ACC accumulation (input_precision only concerns fp32 operands, so it is left out)."""
     if UPCAST:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
-    return acc + tl.dot(a, b, input_precision="ieee", out_dtype=ACC)
+    if IEEE:
+        return acc + tl.dot(a, b, input_precision="ieee", out_dtype=ACC)
+    else:
+        return acc + tl.dot(a, b, out_dtype=ACC)
 
 
 @triton.jit
@@ -77,6 +86,7 @@ def _biaffine_fwd_kernel(
     Db,
     ACC: tl.constexpr,
     UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     BLOCK_J: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -99,7 +109,7 @@ def _biaffine_fwd_kernel(
         p = tl.load(P_b + q[:, None] * Db + (k0 + k)[None, :], mask=qm[:, None] & km[None, :], other=0.0)
         # he loaded already transposed ([K, J]) so the dot needs no tl.trans.
         e = tl.load(he_b + j[None, :] * Db + (k0 + k)[:, None], mask=km[:, None] & jm[None, :], other=0.0)
-        acc = _mma(acc, p, e, ACC, UPCAST)
+        acc = _mma(acc, p, e, ACC, UPCAST, IEEE)
     r = tl.load(r_ptr + pid_b * NC + q, mask=qm, other=0.0)
     acc += r[:, None]
 
@@ -126,6 +136,7 @@ def _biaffine_bwd_dp_kernel(
     Db,
     ACC: tl.constexpr,
     UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     BLOCK_J: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -153,7 +164,7 @@ def _biaffine_bwd_dp_kernel(
         jm = j < N
         g = tl.load(dS_b + row_off[:, None] + (j * C)[None, :], mask=qm[:, None] & jm[None, :], other=0.0)
         e = tl.load(he_b + j[:, None] * Db + d[None, :], mask=jm[:, None] & dm[None, :], other=0.0)
-        acc = _mma(acc, g, e, ACC, UPCAST)
+        acc = _mma(acc, g, e, ACC, UPCAST, IEEE)
         rsum += tl.sum(g.to(ACC), axis=1)
     tl.store(dP_ptr + pid_b * NC * Db + q[:, None] * Db + d[None, :], acc, mask=qm[:, None] & dm[None, :])
     if pid_d == 0:
@@ -170,6 +181,7 @@ def _biaffine_bwd_dhe_kernel(
     Db,
     ACC: tl.constexpr,
     UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
     BLOCK_J: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -197,7 +209,7 @@ def _biaffine_bwd_dhe_kernel(
         # dSᵀ tile [J, Q] loaded transposed directly.
         g = tl.load(dS_b + (j * C)[:, None] + row_off[None, :], mask=jm[:, None] & qm[None, :], other=0.0)
         p = tl.load(P_b + q[:, None] * Db + d[None, :], mask=qm[:, None] & dm[None, :], other=0.0)
-        acc = _mma(acc, g, p, ACC, UPCAST)
+        acc = _mma(acc, g, p, ACC, UPCAST, IEEE)
     tl.store(dhe_ptr + pid_b * N * Db + j[:, None] * Db + d[None, :], acc, mask=jm[:, None] & dm[None, :])
 
 
@@ -220,6 +232,7 @@ def biaffine_pairs_forward(P: torch.Tensor, r: torch.Tensor, he: torch.Tensor) -
         Db,
         ACC=_tl_acc(P.dtype),
         UPCAST=_upcast(P.dtype),
+        IEEE=_ieee(P.dtype),
         BLOCK_Q=BQ,
         BLOCK_J=BJ,
         BLOCK_K=BK,
@@ -249,6 +262,7 @@ def biaffine_pairs_backward(
         Db,
         ACC=_tl_acc(P.dtype),
         UPCAST=_upcast(P.dtype),
+        IEEE=_ieee(P.dtype),
         BLOCK_Q=BQ,
         BLOCK_J=BJ,
         BLOCK_D=BD,
@@ -263,6 +277,7 @@ def biaffine_pairs_backward(
         Db,
         ACC=_tl_acc(P.dtype),
         UPCAST=_upcast(P.dtype),
+        IEEE=_ieee(P.dtype),
         BLOCK_J=BJ,
         BLOCK_Q=BQ,
         BLOCK_D=BD,

@@ -42,6 +42,11 @@ def _upcast(dtype: torch.dtype) -> bool:
     return _interpreting() and dtype == torch.bfloat16
 
 
+def _ieee(dtype: torch.dtype) -> bool:
+    """fp32/fp64 tiles (and interpreter-widened bf16 ones) are multiplied in full IEEE precision."""
+    return dtype in (torch.float32, torch.float64) or _upcast(dtype)
+
+
 def _pow2(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(n)))
 
@@ -61,12 +66,16 @@ def _blocks(M: int, P: int) -> Tuple[int, int, int, int]:
 
 
 @triton.jit
-def _mma(acc, x, y, ACC: tl.constexpr, UPCAST: tl.constexpr):
-    """acc + x @ y: fp32 operands in IEEE fp32 (no TF32), bf16/fp16 operands with ACC accumulation."""
+def _mma(acc, x, y, ACC: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr):
+    """acc + x @ y: fp32/fp64 operands in IEEE precision (no TF32), bf16/fp16 ones on the tensor
+    cores with ACC accumulation (input_precision only concerns fp32 operands, so it is left out)."""
     if UPCAST:
         x = x.to(tl.float32)
         y = y.to(tl.float32)
-    return acc + tl.dot(x, y, input_precision="ieee", out_dtype=ACC)
+    if IEEE:
+        return acc + tl.dot(x, y, input_precision="ieee", out_dtype=ACC)
+    else:
+        return acc + tl.dot(x, y, out_dtype=ACC)
 
 
 @triton.jit
@@ -81,6 +90,7 @@ def _logits_tile(
     inv_tau,
     ACC: tl.constexpr,
     UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
     BLOCK_O: tl.constexpr,
     BLOCK_T: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -94,7 +104,7 @@ def _logits_tile(
         x = tl.load(X_ptr + o[:, None] * P + k[None, :], mask=om[:, None] & km[None, :], other=0.0)
         # Y tile loaded already transposed ([K, T]) so the dot needs no tl.trans.
         y = tl.load(Y_ptr + t[None, :] * P + k[:, None], mask=km[:, None] & tm[None, :], other=0.0)
-        acc = _mma(acc, x, y, ACC, UPCAST)
+        acc = _mma(acc, x, y, ACC, UPCAST, IEEE)
     return acc * inv_tau
 
 
@@ -109,6 +119,7 @@ def _nce_lse_kernel(
     inv_tau,
     ACC: tl.constexpr,
     UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
     STORE_POS: tl.constexpr,
     BLOCK_O: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -123,7 +134,7 @@ def _nce_lse_kernel(
     for t0 in range(0, M, BLOCK_T):
         t = t0 + tt
         tm = t < M
-        l = _logits_tile(X_ptr, Y_ptr, o, t, om, tm, P, inv_tau, ACC, UPCAST, BLOCK_O, BLOCK_T, BLOCK_K)
+        l = _logits_tile(X_ptr, Y_ptr, o, t, om, tm, P, inv_tau, ACC, UPCAST, IEEE, BLOCK_O, BLOCK_T, BLOCK_K)
         l = tl.where(tm[None, :], l, float("-inf"))
         # Every tile holds at least one valid column, so new_max is finite and no inf - inf occurs.
         new_max = tl.maximum(run_max, tl.max(l, axis=1))
@@ -150,6 +161,7 @@ def _nce_bwd_kernel(
     inv_tau,
     ACC: tl.constexpr,
     UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
     HAS_OWN: tl.constexpr,
     HAS_OTH: tl.constexpr,
     BLOCK_O: tl.constexpr,
@@ -175,7 +187,7 @@ def _nce_bwd_kernel(
     for t0 in range(0, M, BLOCK_T):
         t = t0 + tt
         tm = t < M
-        l = _logits_tile(X_ptr, Y_ptr, o, t, om, tm, P, inv_tau, ACC, UPCAST, BLOCK_O, BLOCK_T, BLOCK_K)
+        l = _logits_tile(X_ptr, Y_ptr, o, t, om, tm, P, inv_tau, ACC, UPCAST, IEEE, BLOCK_O, BLOCK_T, BLOCK_K)
         # Padding rows/columns get -inf logits: their softmax terms vanish instead of overflowing.
         l = tl.where(om[:, None] & tm[None, :], l, float("-inf"))
         g = tl.zeros([BLOCK_O, BLOCK_T], dtype=ACC)
@@ -187,7 +199,7 @@ def _nce_bwd_kernel(
             g += w_oth[None, :] * tl.exp(l - lse_oth[None, :])
         g = tl.where(o[:, None] == t[None, :], g - diag_w[:, None], g)
         y = tl.load(Y_ptr + t[:, None] * P + d[None, :], mask=tm[:, None] & dm[None, :], other=0.0)
-        acc = _mma(acc, g.to(Y_ptr.dtype.element_ty), y, ACC, UPCAST)
+        acc = _mma(acc, g.to(Y_ptr.dtype.element_ty), y, ACC, UPCAST, IEEE)
     acc = acc * inv_tau
     tl.store(dX_ptr + o[:, None] * P + d[None, :], acc.to(dX_ptr.dtype.element_ty), mask=om[:, None] & dm[None, :])
 
@@ -206,7 +218,7 @@ def nce_lse(
     BO, BT, BK, _ = _blocks(M, P)
     _nce_lse_kernel[(triton.cdiv(M, BO),)](
         X, Y, lse, pos, M, P, 1.0 / temperature,
-        ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), STORE_POS=with_pos,
+        ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype), STORE_POS=with_pos,
         BLOCK_O=BO, BLOCK_T=BT, BLOCK_K=BK, num_warps=4,
     )  # fmt: skip
     return lse, (pos if with_pos else None)
@@ -231,7 +243,7 @@ def nce_grad(
         lse_own if lse_own is not None else some, w_own if w_own is not None else some,
         lse_oth if lse_oth is not None else some, w_oth if w_oth is not None else some,
         dX, M, P, 1.0 / temperature,
-        ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype),
+        ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype),
         HAS_OWN=lse_own is not None, HAS_OTH=lse_oth is not None,
         BLOCK_O=BO, BLOCK_T=BT, BLOCK_K=BK, BLOCK_D=BD, num_warps=4,
     )  # fmt: skip

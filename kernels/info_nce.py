@@ -1,0 +1,306 @@
+"""Triton InfoNCE over cosine similarities without the M×M matrix (SPEC.md §4, §6; Inf-CL style).
+
+torch normalises the two views (``F.normalize``, eps 1e-12) and chains that backward; the Triton
+Function works on the unit rows a, b [M, P] with logits l[m,k] = a_m·b_k / τ, one tile at a time:
+
+* forward: one program per block of "own" rows sweeps the "other" rows with an online log-sum-exp
+  (running max and running sum, fp32). Run with (own, other) = (a, b) it gives the row LSE and the
+  positive logits; with (b, a) the column LSE (symmetric only). Only these [M] vectors are saved.
+* backward: with per-row weights w from the reduction (w_r, w_c for the row and the column loss),
+  dl[m,k] = w_r[m]·exp(l[m,k] − lse_r[m]) + w_c[k]·exp(l[m,k] − lse_c[k]) − δ_mk (w_r[m] + w_c[m]);
+  da = dl b / τ by a program per block of a's rows sweeping b, db = dlᵀ a / τ by the same kernel with
+  the roles swapped, so every program owns its output rows (no atomics) and the logits are recomputed.
+
+Extra memory is O(M·P) (the normalised views) plus O(M) vectors.
+"""
+
+import os
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: fp32 for fp32/bf16/fp16, fp64 for fp64 (interpreter)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _tl_acc(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _upcast(dtype: torch.dtype) -> bool:
+    """The interpreter's tl.dot multiplies bfloat16 tiles as their raw 16-bit patterns (numpy has no
+    bfloat16), so there the tiles are widened to fp32 first; GPUs use the bf16 tensor-core dot."""
+    return _interpreting() and dtype == torch.bfloat16
+
+
+def _ieee(dtype: torch.dtype) -> bool:
+    """fp32/fp64 tiles (and interpreter-widened bf16 ones) are multiplied in full IEEE precision."""
+    return dtype in (torch.float32, torch.float64) or _upcast(dtype)
+
+
+def _pow2(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(n)))
+
+
+def _blocks(M: int, P: int) -> Tuple[int, int, int, int]:
+    """(BLOCK_O own rows, BLOCK_T other rows, BLOCK_K logit chunk of P, BLOCK_D output chunk of P).
+    tl.dot needs every dim >= 16 on GPUs; the interpreter pays per program and per op, so there it
+    gets large tiles and the whole P at once. On a GPU P <= 128 is one output chunk, so the logits
+    are computed once per tile in the backward."""
+    if _interpreting():
+        full = _pow2(P, 16, 256)
+        return _pow2(M, 16, 1024), _pow2(M, 16, 1024), full, full
+    return _pow2(M, 16, 64), _pow2(M, 16, 64), _pow2(P, 16, 64), _pow2(P, 16, 128)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _mma(acc, x, y, ACC: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr):
+    """acc + x @ y: fp32/fp64 operands in IEEE precision (no TF32), bf16/fp16 ones on the tensor
+    cores with ACC accumulation (input_precision only concerns fp32 operands, so it is left out)."""
+    if UPCAST:
+        x = x.to(tl.float32)
+        y = y.to(tl.float32)
+    if IEEE:
+        return acc + tl.dot(x, y, input_precision="ieee", out_dtype=ACC)
+    else:
+        return acc + tl.dot(x, y, out_dtype=ACC)
+
+
+@triton.jit
+def _logits_tile(
+    X_ptr,
+    Y_ptr,
+    o,
+    t,
+    om,
+    tm,
+    P,
+    inv_tau,
+    ACC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """l[o, t] = X[o]·Y[t] / τ for one [BLOCK_O, BLOCK_T] tile, accumulated over chunks of P."""
+    kk = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_O, BLOCK_T], dtype=ACC)
+    for k0 in range(0, P, BLOCK_K):
+        k = k0 + kk
+        km = k < P
+        x = tl.load(X_ptr + o[:, None] * P + k[None, :], mask=om[:, None] & km[None, :], other=0.0)
+        # Y tile loaded already transposed ([K, T]) so the dot needs no tl.trans.
+        y = tl.load(Y_ptr + t[None, :] * P + k[:, None], mask=km[:, None] & tm[None, :], other=0.0)
+        acc = _mma(acc, x, y, ACC, UPCAST, IEEE)
+    return acc * inv_tau
+
+
+@triton.jit
+def _nce_lse_kernel(
+    X_ptr,  # [M, P] own rows
+    Y_ptr,  # [M, P] other rows
+    lse_ptr,  # [M] acc dtype: LSE_t l[o, t]
+    pos_ptr,  # [M] acc dtype: l[o, o] (written when STORE_POS)
+    M,
+    P,
+    inv_tau,
+    ACC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
+    STORE_POS: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    om = o < M
+    tt = tl.arange(0, BLOCK_T)
+    run_max = tl.full([BLOCK_O], float("-inf"), dtype=ACC)
+    run_sum = tl.zeros([BLOCK_O], dtype=ACC)
+    pos = tl.zeros([BLOCK_O], dtype=ACC)
+    for t0 in range(0, M, BLOCK_T):
+        t = t0 + tt
+        tm = t < M
+        l = _logits_tile(X_ptr, Y_ptr, o, t, om, tm, P, inv_tau, ACC, UPCAST, IEEE, BLOCK_O, BLOCK_T, BLOCK_K)
+        l = tl.where(tm[None, :], l, float("-inf"))
+        # Every tile holds at least one valid column, so new_max is finite and no inf - inf occurs.
+        new_max = tl.maximum(run_max, tl.max(l, axis=1))
+        run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(l - new_max[:, None]), axis=1)
+        run_max = new_max
+        if STORE_POS:
+            pos += tl.sum(tl.where(o[:, None] == t[None, :], l, 0.0), axis=1)
+    tl.store(lse_ptr + o, run_max + tl.log(run_sum), mask=om)
+    if STORE_POS:
+        tl.store(pos_ptr + o, pos, mask=om)
+
+
+@triton.jit
+def _nce_bwd_kernel(
+    X_ptr,  # [M, P] own rows (their gradient is computed)
+    Y_ptr,  # [M, P] other rows
+    lse_own_ptr,  # [M] LSE of the loss whose softmax runs over the other rows (HAS_OWN)
+    w_own_ptr,  # [M] its per-row weights
+    lse_oth_ptr,  # [M] LSE of the loss whose softmax runs over the own rows (HAS_OTH)
+    w_oth_ptr,  # [M] its per-row weights
+    dX_ptr,  # [M, P] output, input dtype
+    M,
+    P,
+    inv_tau,
+    ACC: tl.constexpr,
+    UPCAST: tl.constexpr,
+    IEEE: tl.constexpr,
+    HAS_OWN: tl.constexpr,
+    HAS_OTH: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    """dX[o, d-chunk] = Σ_t dl[o, t] Y[t, d-chunk] / τ with
+    dl[o,t] = w_own[o] e^(l−lse_own[o]) + w_oth[t] e^(l−lse_oth[t]) − δ_ot (w_own[o] + w_oth[o])."""
+    o = tl.program_id(0) * BLOCK_O + tl.arange(0, BLOCK_O)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    om = o < M
+    dm = d < P
+    tt = tl.arange(0, BLOCK_T)
+    diag_w = tl.zeros([BLOCK_O], dtype=ACC)
+    if HAS_OWN:
+        lse_own = tl.load(lse_own_ptr + o, mask=om, other=0.0)
+        w_own = tl.load(w_own_ptr + o, mask=om, other=0.0)
+        diag_w += w_own
+    if HAS_OTH:
+        diag_w += tl.load(w_oth_ptr + o, mask=om, other=0.0)
+    acc = tl.zeros([BLOCK_O, BLOCK_D], dtype=ACC)
+    for t0 in range(0, M, BLOCK_T):
+        t = t0 + tt
+        tm = t < M
+        l = _logits_tile(X_ptr, Y_ptr, o, t, om, tm, P, inv_tau, ACC, UPCAST, IEEE, BLOCK_O, BLOCK_T, BLOCK_K)
+        # Padding rows/columns get -inf logits: their softmax terms vanish instead of overflowing.
+        l = tl.where(om[:, None] & tm[None, :], l, float("-inf"))
+        g = tl.zeros([BLOCK_O, BLOCK_T], dtype=ACC)
+        if HAS_OWN:
+            g += w_own[:, None] * tl.exp(l - lse_own[:, None])
+        if HAS_OTH:
+            lse_oth = tl.load(lse_oth_ptr + t, mask=tm, other=0.0)
+            w_oth = tl.load(w_oth_ptr + t, mask=tm, other=0.0)
+            g += w_oth[None, :] * tl.exp(l - lse_oth[None, :])
+        g = tl.where(o[:, None] == t[None, :], g - diag_w[:, None], g)
+        y = tl.load(Y_ptr + t[:, None] * P + d[None, :], mask=tm[:, None] & dm[None, :], other=0.0)
+        acc = _mma(acc, g.to(Y_ptr.dtype.element_ty), y, ACC, UPCAST, IEEE)
+    acc = acc * inv_tau
+    tl.store(dX_ptr + o[:, None] * P + d[None, :], acc.to(dX_ptr.dtype.element_ty), mask=om[:, None] & dm[None, :])
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def nce_lse(
+    X: torch.Tensor, Y: torch.Tensor, temperature: float, with_pos: bool
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """lse[o] = logsumexp_t X[o]·Y[t]/τ (and l[o,o] when with_pos), in the accumulation dtype."""
+    M, P = X.shape
+    acc = _acc_dtype(X.dtype)
+    lse = torch.empty(M, device=X.device, dtype=acc)
+    pos = torch.empty(M, device=X.device, dtype=acc) if with_pos else lse
+    BO, BT, BK, _ = _blocks(M, P)
+    _nce_lse_kernel[(triton.cdiv(M, BO),)](
+        X, Y, lse, pos, M, P, 1.0 / temperature,
+        ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype), STORE_POS=with_pos,
+        BLOCK_O=BO, BLOCK_T=BT, BLOCK_K=BK, num_warps=4,
+    )  # fmt: skip
+    return lse, (pos if with_pos else None)
+
+
+def nce_grad(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    temperature: float,
+    lse_own: Optional[torch.Tensor],
+    w_own: Optional[torch.Tensor],
+    lse_oth: Optional[torch.Tensor],
+    w_oth: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """Gradient of the weighted losses with respect to the own rows X (see _nce_bwd_kernel)."""
+    M, P = X.shape
+    dX = torch.empty_like(X)
+    BO, BT, BK, BD = _blocks(M, P)
+    some = lse_own if lse_own is not None else lse_oth
+    _nce_bwd_kernel[(triton.cdiv(M, BO), triton.cdiv(P, BD))](
+        X, Y,
+        lse_own if lse_own is not None else some, w_own if w_own is not None else some,
+        lse_oth if lse_oth is not None else some, w_oth if w_oth is not None else some,
+        dX, M, P, 1.0 / temperature,
+        ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype),
+        HAS_OWN=lse_own is not None, HAS_OTH=lse_oth is not None,
+        BLOCK_O=BO, BLOCK_T=BT, BLOCK_K=BK, BLOCK_D=BD, num_warps=4,
+    )  # fmt: skip
+    return dX
+
+
+# ----------------------------------------------------------------------------- autograd
+
+
+class InfoNCETriton(torch.autograd.Function):
+    """InfoNCE on already normalised rows a, b [M, P]; saves a, b and the [M] LSE vectors only."""
+
+    @staticmethod
+    def forward(ctx, a, b, temperature: float, symmetric: bool, reduction: str):
+        a = a.contiguous()
+        b = b.contiguous()
+        lse_r, pos = nce_lse(a, b, temperature, with_pos=True)
+        loss = lse_r - pos
+        lse_c = None
+        if symmetric:
+            lse_c, _ = nce_lse(b, a, temperature, with_pos=False)
+            loss = 0.5 * (loss + (lse_c - pos))
+        ctx.save_for_backward(a, b, lse_r, lse_c if symmetric else lse_r)
+        ctx.temperature, ctx.symmetric, ctx.reduction = temperature, symmetric, reduction
+        if reduction == "mean":
+            loss = loss.mean()
+        elif reduction == "sum":
+            loss = loss.sum()
+        return loss.to(a.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, lse_r, lse_c = ctx.saved_tensors
+        M = a.shape[0]
+        acc = lse_r.dtype
+        g = grad.to(acc)
+        if ctx.reduction == "mean":
+            w = (g / M).expand(M).contiguous()
+        elif ctx.reduction == "sum":
+            w = g.expand(M).contiguous()
+        else:
+            w = g.contiguous()
+        tau = ctx.temperature
+        if ctx.symmetric:
+            w = 0.5 * w
+            da = nce_grad(a, b, tau, lse_r, w, lse_c, w)
+            db = nce_grad(b, a, tau, lse_c, w, lse_r, w)
+        else:
+            da = nce_grad(a, b, tau, lse_r, w, None, None)
+            db = nce_grad(b, a, tau, None, None, lse_r, w)
+        return da, db, None, None, None
+
+
+def info_nce_triton(
+    za: torch.Tensor, zb: torch.Tensor, temperature: float, symmetric: bool, reduction: str
+) -> torch.Tensor:
+    """Triton provider of :func:`mclner.ops.info_nce` (inputs validated by the op)."""
+    a = F.normalize(za, dim=-1, eps=1e-12)
+    b = F.normalize(zb, dim=-1, eps=1e-12)
+    return InfoNCETriton.apply(a, b, float(temperature), bool(symmetric), reduction)

@@ -1,7 +1,11 @@
 import os
 
-import pytest
-import torch
+# The Triton interpreter runs tl.dot through numpy; multi-threaded OpenBLAS on small tiles is several
+# times slower than one thread on this size of machine. Must be set before numpy is loaded.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Without a GPU the Triton kernels run on the CPU through the interpreter; it must be switched on
 # before triton decorates the kernels.

@@ -35,8 +35,17 @@ def _lse_dtype(kind: str, dtype: torch.dtype) -> torch.dtype:
     return dtype if kind == "cpu" else torch.float32
 
 
-def _launch_args(kind: str, device: torch.device) -> int:
-    return _native.num_threads() if kind == "cpu" else _native.current_stream(device)
+def _tail_args(kind: str, device: torch.device, work_numel: int) -> list:
+    """Trailing launch arguments: CPU (num_threads); CUDA (fp32 workspace pointer, device, stream).
+
+    The CUDA workspace tensor is returned as the last element so it outlives the (asynchronous) launch
+    through torch's caching allocator, which is stream-ordered.
+    """
+    if kind == "cpu":
+        return [_native.num_threads()]
+    work = torch.empty(work_numel, dtype=torch.float32, device=device)
+    return [work.data_ptr(), device.index if device.index is not None else torch.cuda.current_device(),
+            _native.current_stream(device), work]
 
 
 class _InfoNCENormalized(torch.autograd.Function):
@@ -52,15 +61,11 @@ class _InfoNCENormalized(torch.autograd.Function):
         lse_dtype = _lse_dtype(kind, a.dtype)
         row_lse = torch.empty(M, dtype=lse_dtype, device=a.device)
         col_lse = torch.empty(M, dtype=lse_dtype, device=a.device) if symmetric else None
-        extra = []
-        if kind == "cuda":
-            # float32 per-row loss workspace for the deterministic on-device reduction.
-            extra = [torch.empty(M, dtype=torch.float32, device=a.device)]
+        tail = _tail_args(kind, a.device, M)
         mod.info_nce_forward(
             a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), M, P, _native.dtype_code(a),
             float(temperature), bool(symmetric), code, out.data_ptr(), row_lse.data_ptr(),
-            0 if col_lse is None else col_lse.data_ptr(),
-            *[t.data_ptr() for t in extra], _launch_args(kind, a.device),
+            0 if col_lse is None else col_lse.data_ptr(), *tail[:3],
         )
         ctx.save_for_backward(a, b, row_lse, *(() if col_lse is None else (col_lse,)))
         ctx.info = (temperature, symmetric, code, kind)
@@ -76,11 +81,11 @@ class _InfoNCENormalized(torch.autograd.Function):
         grad = grad_out.reshape(-1).to(a.dtype).contiguous()
         da = torch.empty((M, P), dtype=a.dtype, device=a.device)
         db = torch.empty((M, P), dtype=a.dtype, device=a.device)
+        tail = _tail_args(kind, a.device, M + M * P)
         mod.info_nce_backward(
             a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), M, P, _native.dtype_code(a),
             float(temperature), bool(symmetric), code, grad.data_ptr(), row_lse.data_ptr(),
-            0 if col_lse is None else col_lse.data_ptr(), da.data_ptr(), db.data_ptr(),
-            _launch_args(kind, a.device),
+            0 if col_lse is None else col_lse.data_ptr(), da.data_ptr(), db.data_ptr(), *tail[:3],
         )
         return da, db, None, None, None, None
 

@@ -1,2 +1,336 @@
-// CUDA kernels for info_nce (stub: filled in by the op's implementation).
+// CUDA kernels for the fused InfoNCE (SPEC.md §4, §6): never stores the M×M logits.
+//
+// Inputs are the L2-normalised views a, b [M, P] (float32, bfloat16 or float16; fp32 accumulation).
+// All kernels are written for a "row" operand X and a "column" operand Y, so the column-wise
+// quantities come from the same kernel with the roles swapped (X = b, Y = a): every block owns its
+// rows, there are no atomics and the results are deterministic.
+//   lse_kernel   : lse_i = logsumexp_j s·X_i·Y_j, 32×32 logit tiles from shared-memory chunks, an
+//                  online log-sum-exp per thread, merged across the row's threads with shuffles.
+//   loss_kernel  : positive logit and per-row loss (one warp per row); reduce_kernel: mean/sum in one
+//                  block (deterministic).
+//   grad_kernel  : dX_i = s·Σ_j dlogit_ij Y_j with dlogit from the saved lse (recomputed tiles),
+//                  accumulated in an fp32 workspace row block owned by the block; finish_kernel
+//                  converts. da = grad(X=a, Y=b), db = grad(X=b, Y=a).
+// The per-element arithmetic (online LSE, dlogit, row loss, upstream weight) is the shared
+// csrc/include/mclner/info_nce_tile.h that the CPU kernels run too.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "mclner/common.h"
+#include "mclner/info_nce_tile.h"
+
+namespace mclner {
+namespace {
+
+using info_nce::OnlineLse;
+
+constexpr int kTile = 32;      // rows of X per block = rows of Y per tile = P chunk
+constexpr int kThreads = 256;  // 32 rows × 8 threads; each thread holds 4 columns of its row
+constexpr int kCols = kTile / (kThreads / kTile);  // 4
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <class T>
+__device__ __forceinline__ T from_f(float x);
+template <>
+__device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// Loads rows [r0, r0 + kTile) × features [p0, p0 + kTile) of Z (row stride ld) as fp32, zeros outside.
+template <class T>
+__device__ __forceinline__ void load_chunk(float (*dst)[kTile + 1], const T* __restrict__ Z, int64_t ld, int64_t M,
+                                           int64_t P, int64_t r0, int64_t p0) {
+  for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
+    const int r = e / kTile, c = e % kTile;
+    const int64_t row = r0 + r, col = p0 + c;
+    dst[r][c] = (row < M && col < P) ? to_f(Z[row * ld + col]) : 0.0f;
+  }
+}
+
+// S[q] = s·X_{i0+ty}·Y_{j0+tx+8q} for this thread's row ty and its kCols columns.
+template <class T>
+__device__ __forceinline__ void logits_tile(float (*Xs)[kTile + 1], float (*Ys)[kTile + 1], const T* __restrict__ X,
+                                            int64_t ldx, const T* __restrict__ Y, int64_t ldy, int64_t M, int64_t P,
+                                            int64_t i0, int64_t j0, float s, float S[kCols]) {
+  const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
+  for (int q = 0; q < kCols; ++q) S[q] = 0.0f;
+  for (int64_t p0 = 0; p0 < P; p0 += kTile) {
+    __syncthreads();  // previous users of Xs/Ys are done
+    load_chunk(Xs, X, ldx, M, P, i0, p0);
+    load_chunk(Ys, Y, ldy, M, P, j0, p0);
+    __syncthreads();
+#pragma unroll 8
+    for (int k = 0; k < kTile; ++k) {
+      const float x = Xs[ty][k];
+      for (int q = 0; q < kCols; ++q) S[q] += x * Ys[tx + 8 * q][k];
+    }
+  }
+  for (int q = 0; q < kCols; ++q) S[q] *= s;
+}
+
+// Merges the 8 per-thread states of one row (8 consecutive lanes of a warp).
+__device__ __forceinline__ OnlineLse<float> merge_row(OnlineLse<float> st) {
+  for (int off = 4; off > 0; off /= 2) {
+    const float m = __shfl_xor_sync(0xffffffffu, st.max, off);
+    const float z = __shfl_xor_sync(0xffffffffu, st.sum, off);
+    info_nce::lse_merge(st, m, z);
+  }
+  return st;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) lse_kernel(const T* __restrict__ X, int64_t ldx, const T* __restrict__ Y,
+                                                       int64_t ldy, int64_t M, int64_t P, float s,
+                                                       float* __restrict__ lse) {
+  __shared__ float Xs[kTile][kTile + 1];
+  __shared__ float Ys[kTile][kTile + 1];
+  const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
+  const int64_t i0 = int64_t(blockIdx.x) * kTile;
+  OnlineLse<float> st = info_nce::lse_empty<float>();
+  float S[kCols];
+  for (int64_t j0 = 0; j0 < M; j0 += kTile) {
+    logits_tile(Xs, Ys, X, ldx, Y, ldy, M, P, i0, j0, s, S);
+    for (int q = 0; q < kCols; ++q)
+      if (j0 + tx + 8 * q < M) info_nce::lse_push(st, S[q]);
+  }
+  st = merge_row(st);
+  if (tx == 0 && i0 + ty < M) lse[i0 + ty] = info_nce::lse_value(st);
+}
+
+// One warp per row: positive logit s·a_m·b_m and the per-row loss.
+template <class T>
+__global__ void loss_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ b, int64_t ldb, int64_t M,
+                            int64_t P, float s, const float* __restrict__ row_lse, const float* __restrict__ col_lse,
+                            bool symmetric, int reduction, T* __restrict__ out, float* __restrict__ work) {
+  const int64_t m = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (m >= M) return;
+  float dot = 0.0f;
+  for (int64_t p = lane; p < P; p += 32) dot += to_f(a[m * lda + p]) * to_f(b[m * ldb + p]);
+  for (int off = 16; off > 0; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+  if (lane != 0) return;
+  const float loss = info_nce::row_loss(row_lse[m], symmetric ? col_lse[m] : 0.0f, s * dot, symmetric);
+  if (reduction == info_nce::kNone)
+    out[m] = from_f<T>(loss);
+  else
+    work[m] = loss;
+}
+
+template <class T>
+__global__ void __launch_bounds__(1024) reduce_kernel(const float* __restrict__ work, int64_t M, int reduction,
+                                                      T* __restrict__ out) {
+  __shared__ float part[32];
+  float acc = 0.0f;
+  for (int64_t m = threadIdx.x; m < M; m += blockDim.x) acc += work[m];
+  for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = acc;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    acc = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+    for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (threadIdx.x == 0) out[0] = from_f<T>(reduction == info_nce::kMean ? acc / float(M) : acc);
+  }
+}
+
+// Term weights from the upstream gradient: w_m = term_weight(upstream_weight(g)).
+template <class T>
+__global__ void weights_kernel(const T* __restrict__ grad, int64_t M, int reduction, bool symmetric,
+                               float* __restrict__ w) {
+  const int64_t m = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (m >= M) return;
+  const float g = to_f(grad[reduction == info_nce::kNone ? m : 0]);
+  w[m] = info_nce::term_weight(info_nce::upstream_weight(g, M, reduction), symmetric);
+}
+
+// acc[i, :] = Σ_j dlogit_ij Y_j over all column tiles for the block's kTile rows (wy/lse_y may be
+// null: no column term). dlogit_ij = wx_i (exp(L_ij − lse_x_i) − δ_ij) + wy_j (exp(L_ij − lse_y_j) − δ_ij).
+template <class T>
+__global__ void __launch_bounds__(kThreads) grad_kernel(const T* __restrict__ X, int64_t ldx, const T* __restrict__ Y,
+                                                        int64_t ldy, int64_t M, int64_t P, float s,
+                                                        const float* __restrict__ wx, const float* __restrict__ lse_x,
+                                                        const float* __restrict__ wy, const float* __restrict__ lse_y,
+                                                        float* __restrict__ acc) {
+  __shared__ float Xs[kTile][kTile + 1];
+  __shared__ float Ys[kTile][kTile + 1];
+  __shared__ float dS[kTile][kTile + 1];
+  const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
+  const int64_t i0 = int64_t(blockIdx.x) * kTile;
+  const int64_t i = i0 + ty;
+  const float wxi = (wx && i < M) ? wx[i] : 0.0f;
+  const float lxi = (lse_x && i < M) ? lse_x[i] : 0.0f;
+  // Zero this block's rows of the workspace (each block owns its rows).
+  for (int64_t e = threadIdx.x; e < int64_t(kTile) * P; e += kThreads) {
+    const int64_t r = i0 + e / P;
+    if (r < M) acc[r * P + e % P] = 0.0f;
+  }
+  float S[kCols];
+  for (int64_t j0 = 0; j0 < M; j0 += kTile) {
+    logits_tile(Xs, Ys, X, ldx, Y, ldy, M, P, i0, j0, s, S);
+    for (int q = 0; q < kCols; ++q) {
+      const int64_t j = j0 + tx + 8 * q;
+      float d = 0.0f;
+      if (i < M && j < M) {
+        const float wyj = wy ? wy[j] : 0.0f;
+        const float pr = wxi != 0.0f ? info_nce::exp_t(S[q] - lxi) : 0.0f;
+        const float pc = wyj != 0.0f ? info_nce::exp_t(S[q] - lse_y[j]) : 0.0f;
+        d = info_nce::dlogit(pr, wxi, pc, wyj);
+        if (i == j) d += info_nce::dlogit_diag_correction(wxi, wyj);
+      }
+      dS[ty][tx + 8 * q] = d;
+    }
+    // acc[i0 + ty, p0 + tx + 8q] += Σ_j dS[ty][j]·Y[j0 + j, p0 + tx + 8q], chunk by chunk of P.
+    for (int64_t p0 = 0; p0 < P; p0 += kTile) {
+      __syncthreads();  // dS complete, previous Ys users done
+      load_chunk(Ys, Y, ldy, M, P, j0, p0);
+      __syncthreads();
+      float part[kCols] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 8
+      for (int j = 0; j < kTile; ++j) {
+        const float d = dS[ty][j];
+        for (int q = 0; q < kCols; ++q) part[q] += d * Ys[j][tx + 8 * q];
+      }
+      if (i < M)
+        for (int q = 0; q < kCols; ++q) {
+          const int64_t p = p0 + tx + 8 * q;
+          if (p < P) acc[i * P + p] += part[q];
+        }
+    }
+  }
+}
+
+template <class T>
+__global__ void finish_kernel(const float* __restrict__ acc, int64_t n, float s, T* __restrict__ out) {
+  const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e < n) out[e] = from_f<T>(s * acc[e]);
+}
+
+void check_launch(const char* what) {
+  const cudaError_t st = cudaGetLastError();
+  if (st != cudaSuccess)
+    throw std::runtime_error(std::string("info_nce: CUDA launch of ") + what + " failed: " + cudaGetErrorString(st));
+}
+
+void check_call(cudaError_t st, const char* what) {
+  if (st != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error(std::string("info_nce: ") + what + " failed: " + cudaGetErrorString(st));
+  }
+}
+
+unsigned blocks_for(int64_t n, int64_t per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
+
+template <class T>
+void forward_t(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int64_t P, float s, bool symmetric,
+               int reduction, T* out, float* row_lse, float* col_lse, float* work, cudaStream_t stream) {
+  const unsigned tiles = blocks_for(M, kTile);
+  lse_kernel<T><<<tiles, kThreads, 0, stream>>>(a, lda, b, ldb, M, P, s, row_lse);
+  check_launch("lse_kernel (rows)");
+  if (symmetric) {
+    lse_kernel<T><<<tiles, kThreads, 0, stream>>>(b, ldb, a, lda, M, P, s, col_lse);
+    check_launch("lse_kernel (columns)");
+  }
+  loss_kernel<T><<<blocks_for(M, 8), 256, 0, stream>>>(a, lda, b, ldb, M, P, s, row_lse, col_lse, symmetric,
+                                                        reduction, out, work);
+  check_launch("loss_kernel");
+  if (reduction != info_nce::kNone) {
+    reduce_kernel<T><<<1, 1024, 0, stream>>>(work, M, reduction, out);
+    check_launch("reduce_kernel");
+  }
+}
+
+template <class T>
+void backward_t(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int64_t P, float s, bool symmetric,
+                int reduction, const T* grad, const float* row_lse, const float* col_lse, T* da, T* db, float* work,
+                cudaStream_t stream) {
+  float* w = work;       // [M] term weights (row and, when symmetric, column: the same values)
+  float* acc = work + M;  // [M, P] fp32 accumulator, reused for da then db
+  const unsigned tiles = blocks_for(M, kTile);
+  weights_kernel<T><<<blocks_for(M, 256), 256, 0, stream>>>(grad, M, reduction, symmetric, w);
+  check_launch("weights_kernel");
+  const float* wc = symmetric ? w : nullptr;
+  const float* cl = symmetric ? col_lse : nullptr;
+  // da: rows of a against columns b; row term (w, row_lse), column term (wc, col_lse).
+  grad_kernel<T><<<tiles, kThreads, 0, stream>>>(a, lda, b, ldb, M, P, s, w, row_lse, wc, cl, acc);
+  check_launch("grad_kernel (da)");
+  finish_kernel<T><<<blocks_for(M * P, 256), 256, 0, stream>>>(acc, M * P, s, da);
+  check_launch("finish_kernel (da)");
+  // db: roles swapped, L_km = L_mk; its row term is the column loss, its column term the row loss.
+  grad_kernel<T><<<tiles, kThreads, 0, stream>>>(b, ldb, a, lda, M, P, s, wc, cl, w, row_lse, acc);
+  check_launch("grad_kernel (db)");
+  finish_kernel<T><<<blocks_for(M * P, 256), 256, 0, stream>>>(acc, M * P, s, db);
+  check_launch("finish_kernel (db)");
+}
+
+}  // namespace
+
+// Launchers called by csrc/cuda/info_nce_bind.cpp after validation. `work` is an fp32 workspace:
+// forward [M], backward [M + M·P]. LSE buffers are fp32 [M].
+void info_nce_cuda_forward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int64_t M, int64_t P,
+                           int dtype, double temperature, bool symmetric, int reduction, std::uintptr_t out,
+                           std::uintptr_t row_lse, std::uintptr_t col_lse, std::uintptr_t work, int device,
+                           std::uintptr_t stream) {
+  check_call(cudaSetDevice(device), "cudaSetDevice");
+  const float s = static_cast<float>(1.0 / temperature);
+  auto st = reinterpret_cast<cudaStream_t>(stream);
+  auto rl = reinterpret_cast<float*>(row_lse);
+  auto cl = reinterpret_cast<float*>(col_lse);
+  auto wk = reinterpret_cast<float*>(work);
+  switch (static_cast<DType>(dtype)) {
+    case DType::Float32:
+      forward_t(reinterpret_cast<const float*>(a), lda, reinterpret_cast<const float*>(b), ldb, M, P, s, symmetric,
+                reduction, reinterpret_cast<float*>(out), rl, cl, wk, st);
+      break;
+    case DType::Float16:
+      forward_t(reinterpret_cast<const __half*>(a), lda, reinterpret_cast<const __half*>(b), ldb, M, P, s, symmetric,
+                reduction, reinterpret_cast<__half*>(out), rl, cl, wk, st);
+      break;
+    case DType::BFloat16:
+      forward_t(reinterpret_cast<const __nv_bfloat16*>(a), lda, reinterpret_cast<const __nv_bfloat16*>(b), ldb, M, P,
+                s, symmetric, reduction, reinterpret_cast<__nv_bfloat16*>(out), rl, cl, wk, st);
+      break;
+    default:
+      throw ArgumentError(std::string("info_nce: unsupported dtype ") + dtype_name(dtype) + " on CUDA");
+  }
+}
+
+void info_nce_cuda_backward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int64_t M, int64_t P,
+                            int dtype, double temperature, bool symmetric, int reduction, std::uintptr_t grad,
+                            std::uintptr_t row_lse, std::uintptr_t col_lse, std::uintptr_t da, std::uintptr_t db,
+                            std::uintptr_t work, int device, std::uintptr_t stream) {
+  check_call(cudaSetDevice(device), "cudaSetDevice");
+  const float s = static_cast<float>(1.0 / temperature);
+  auto st = reinterpret_cast<cudaStream_t>(stream);
+  auto rl = reinterpret_cast<const float*>(row_lse);
+  auto cl = reinterpret_cast<const float*>(col_lse);
+  auto wk = reinterpret_cast<float*>(work);
+  switch (static_cast<DType>(dtype)) {
+    case DType::Float32:
+      backward_t(reinterpret_cast<const float*>(a), lda, reinterpret_cast<const float*>(b), ldb, M, P, s, symmetric,
+                 reduction, reinterpret_cast<const float*>(grad), rl, cl, reinterpret_cast<float*>(da),
+                 reinterpret_cast<float*>(db), wk, st);
+      break;
+    case DType::Float16:
+      backward_t(reinterpret_cast<const __half*>(a), lda, reinterpret_cast<const __half*>(b), ldb, M, P, s, symmetric,
+                 reduction, reinterpret_cast<const __half*>(grad), rl, cl, reinterpret_cast<__half*>(da),
+                 reinterpret_cast<__half*>(db), wk, st);
+      break;
+    case DType::BFloat16:
+      backward_t(reinterpret_cast<const __nv_bfloat16*>(a), lda, reinterpret_cast<const __nv_bfloat16*>(b), ldb, M, P,
+                 s, symmetric, reduction, reinterpret_cast<const __nv_bfloat16*>(grad), rl, cl,
+                 reinterpret_cast<__nv_bfloat16*>(da), reinterpret_cast<__nv_bfloat16*>(db), wk, st);
+      break;
+    default:
+      throw ArgumentError(std::string("info_nce: unsupported dtype ") + dtype_name(dtype) + " on CUDA");
+  }
+}
+
+}  // namespace mclner

@@ -139,7 +139,8 @@ void forward_impl(const MicroKernel<T>& mk, const T* P, Strides4 sP, const T* rt
       for (int64_t m = 0; m < MR; ++m) {
         if (m < mr) {
           const int64_t r = r0 + m;
-          for (int64_t e = 0; e < d.Db; ++e) apk[e * MR + m] = P[biaffine::fwd_a(sP, d.C, b, r, e)];
+          const T* row = P + biaffine::fwd_a(sP, d.C, b, r, 0);  // (i, c) split once per row, not per e
+          for (int64_t e = 0; e < d.Db; ++e) apk[e * MR + m] = row[e * sP.s3];
           L.rv[m] = rt[biaffine::off3(sR, b, r / d.C, r % d.C)];
         } else {
           for (int64_t e = 0; e < d.Db; ++e) apk[e * MR + m] = T(0);
@@ -178,6 +179,7 @@ void backward_dp_impl(const MicroKernel<T>& mk, const T* dS, Strides4 sdS, const
   const int64_t n_rb = ceil_div(M, MR);
   struct Local {
     std::vector<T> apk, tile;
+    std::vector<int64_t> row;
   };
   struct Body {
     const MicroKernel<T>& mk;
@@ -188,13 +190,19 @@ void backward_dp_impl(const MicroKernel<T>& mk, const T* dS, Strides4 sdS, const
     Dims d;
     bool direct;
     int64_t MR, NR, M, Dpad, n_rb;
-    Local make_local() const { return {std::vector<T>(size_t(d.N * MR)), std::vector<T>(size_t(MR * NR))}; }
+    Local make_local() const {
+      return {std::vector<T>(size_t(d.N * MR)), std::vector<T>(size_t(MR * NR)), std::vector<int64_t>(size_t(MR))};
+    }
     void operator()(Local& L, int64_t t) const {
       const int64_t b = t / n_rb, r0 = (t % n_rb) * MR, mr = std::min(MR, M - r0);
       T* apk = L.apk.data();
-      for (int64_t j = 0; j < d.N; ++j)
-        for (int64_t m = 0; m < MR; ++m)
-          apk[j * MR + m] = m < mr ? dS[biaffine::dp_a(sdS, d.C, b, r0 + m, j)] : T(0);
+      int64_t* row = L.row.data();  // dS offset of (b, i, 0, c) per row: no division in the j loop
+      for (int64_t m = 0; m < mr; ++m) row[m] = biaffine::dp_a(sdS, d.C, b, r0 + m, 0);
+      for (int64_t j = 0; j < d.N; ++j) {
+        const T* col = dS + j * sdS.s2;
+        for (int64_t m = 0; m < mr; ++m) apk[j * MR + m] = col[row[m]];
+        for (int64_t m = mr; m < MR; ++m) apk[j * MR + m] = T(0);
+      }
       if (dr) {
         for (int64_t m = 0; m < mr; ++m) {
           T s = T(0);
@@ -248,12 +256,12 @@ void backward_dhe_impl(const MicroKernel<T>& mk, const T* dS, Strides4 sdS, cons
       const int64_t b = t / n_rb, j0 = (t % n_rb) * MR, mr = std::min(MR, d.N - j0);
       T* apk = L.apk.data();
       // Loop order i, j, c follows dS's contiguous [.., j, c] rows.
-      for (int64_t i = 0; i < d.N; ++i)
+      for (int64_t i = 0; i < d.N; ++i) {
+        const T* blk = dS + biaffine::dhe_a(sdS, d.C, b, j0, i * d.C);  // dS[b, i, j0, 0]
+        T* dst = apk + i * d.C * MR;
         for (int64_t m = 0; m < MR; ++m)
-          for (int64_t c = 0; c < d.C; ++c) {
-            const int64_t k = i * d.C + c;
-            apk[k * MR + m] = m < mr ? dS[biaffine::dhe_a(sdS, d.C, b, j0 + m, k)] : T(0);
-          }
+          for (int64_t c = 0; c < d.C; ++c) dst[c * MR + m] = m < mr ? blk[m * sdS.s2 + c * sdS.s3] : T(0);
+      }
       const T* Bb = direct ? P + b * sP.s0 : ppad + b * K * Dpad;
       const int64_t ldb = direct ? sP.s2 : Dpad;
       for (int64_t e0 = 0; e0 < d.Db; e0 += NR) {

@@ -103,9 +103,7 @@ class _BiaffineFunction(torch.autograd.Function):
         return d_hs, dhe, d_U, d_W, d_b, None
 
 
-def biaffine_cpu(
-    hs: torch.Tensor, he: torch.Tensor, U: torch.Tensor, W: torch.Tensor, b: torch.Tensor
-) -> torch.Tensor:
+def biaffine_cpu(hs: torch.Tensor, he: torch.Tensor, U: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Native CPU biaffine (float32/float64); inputs validated by mclner.ops.biaffine."""
     return _BiaffineFunction.apply(hs, he, U, W, b, "cpu")
 

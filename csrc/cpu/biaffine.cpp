@@ -113,11 +113,33 @@ template <class T>
 void forward_impl(const MicroKernel<T>& mk, const T* P, Strides4 sP, const T* rt, Strides3 sR, const T* he,
                   Strides3 sHe, T* S, Dims d, int num_threads) {
   const int64_t MR = mk.mr, NR = mk.nr, M = d.N * d.C;
-  const int64_t Npad = ceil_div(d.N, NR) * NR;
-  // heᵀ per batch, [Db][Npad]: the micro-kernel's right operand needs j contiguous.
-  std::vector<T> heT = pad_rows<T>(he, d.B, d.Db, d.N, Npad, num_threads, [sHe](int64_t b, int64_t e, int64_t j) {
-    return biaffine::fwd_b(sHe, b, e, j);
-  });
+  const int64_t n_jb = ceil_div(d.N, NR), Npad = n_jb * NR;
+  // heᵀ in column panels [B][N/NR][Db][NR] (zero-padded): the micro-kernel's right operand needs j
+  // contiguous, and one contiguous panel per tile column streams well from L2.
+  std::vector<T> heT(size_t(d.B * d.Db * Npad));
+  {
+    struct Pack {
+      const T* he;
+      T* out;
+      Strides3 sHe;
+      int64_t N, Db, NR, n_jb;
+      int make_local() const { return 0; }
+      void operator()(int, int64_t t) const {
+        const int64_t b = t / n_jb, j0 = (t % n_jb) * NR;
+        T* panel = out + t * Db * NR;
+        for (int64_t n = 0; n < NR; ++n) {
+          const int64_t j = j0 + n;
+          if (j < N) {
+            const T* row = he + biaffine::fwd_b(sHe, b, 0, j);
+            for (int64_t e = 0; e < Db; ++e) panel[e * NR + n] = row[e * sHe.s2];
+          } else {
+            for (int64_t e = 0; e < Db; ++e) panel[e * NR + n] = T(0);
+          }
+        }
+      }
+    } pack{he, heT.data(), sHe, d.N, d.Db, NR, n_jb};
+    parallel_tasks(num_threads, d.B * n_jb, pack);
+  }
   const int64_t n_rb = ceil_div(M, MR);
   struct Local {
     std::vector<T> apk, tile, rv;
@@ -148,7 +170,7 @@ void forward_impl(const MicroKernel<T>& mk, const T* P, Strides4 sP, const T* rt
       }
       const T* heTb = heT + b * d.Db * Npad;
       for (int64_t j0 = 0; j0 < d.N; j0 += NR) {
-        mk.fn(d.Db, apk, heTb + j0, Npad, L.tile.data());
+        mk.fn(d.Db, apk, heTb + j0 * d.Db, NR, L.tile.data(), NR);
         const int64_t nc = std::min(NR, d.N - j0);
         for (int64_t m = 0; m < mr; ++m) {
           const int64_t r = r0 + m, i = r / d.C, c = r % d.C;
@@ -214,8 +236,12 @@ void backward_dp_impl(const MicroKernel<T>& mk, const T* dS, Strides4 sdS, const
       const T* Bb = direct ? he + b * sHe.s0 : hepad + b * d.N * Dpad;
       const int64_t ldb = direct ? sHe.s1 : Dpad;
       for (int64_t e0 = 0; e0 < d.Db; e0 += NR) {
-        mk.fn(d.N, apk, Bb + e0, ldb, L.tile.data());
         const int64_t nc = std::min(NR, d.Db - e0);
+        if (mr == MR && nc == NR) {  // whole tile: straight into dP
+          mk.fn(d.N, apk, Bb + e0, ldb, dP + (b * M + r0) * d.Db + e0, d.Db);
+          continue;
+        }
+        mk.fn(d.N, apk, Bb + e0, ldb, L.tile.data(), NR);
         for (int64_t m = 0; m < mr; ++m) {
           T* out = dP + (b * M + r0 + m) * d.Db + e0;
           const T* tl = L.tile.data() + m * NR;
@@ -265,8 +291,12 @@ void backward_dhe_impl(const MicroKernel<T>& mk, const T* dS, Strides4 sdS, cons
       const T* Bb = direct ? P + b * sP.s0 : ppad + b * K * Dpad;
       const int64_t ldb = direct ? sP.s2 : Dpad;
       for (int64_t e0 = 0; e0 < d.Db; e0 += NR) {
-        mk.fn(K, apk, Bb + e0, ldb, L.tile.data());
         const int64_t nc = std::min(NR, d.Db - e0);
+        if (mr == MR && nc == NR) {  // whole tile: straight into dhe
+          mk.fn(K, apk, Bb + e0, ldb, dhe + (b * d.N + j0) * d.Db + e0, d.Db);
+          continue;
+        }
+        mk.fn(K, apk, Bb + e0, ldb, L.tile.data(), NR);
         for (int64_t m = 0; m < mr; ++m) {
           T* out = dhe + (b * d.N + j0 + m) * d.Db + e0;
           const T* tl = L.tile.data() + m * NR;

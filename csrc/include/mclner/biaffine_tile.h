@@ -62,11 +62,11 @@ MCLNER_HD int64_t dhe_b(const Strides4& sP, int64_t C, int64_t b, int64_t k, int
 // thread and on the CPU in the portable (non-SIMD-dispatched) micro-kernel.
 template <int TM, int TN, class Acc>
 MCLNER_HD void outer_fma(Acc (&acc)[TM][TN], const Acc (&a)[TM], const Acc (&b)[TN]) {
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)  // device pass only: the host compiler does not know the pragma
 #pragma unroll
 #endif
   for (int m = 0; m < TM; ++m) {
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
     for (int n = 0; n < TN; ++n) acc[m][n] += a[m] * b[n];

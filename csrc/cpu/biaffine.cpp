@@ -75,7 +75,7 @@ void parallel_tasks(int num_threads, int64_t n_tasks, F&& body) {
 #pragma omp parallel num_threads(nt)
   {
     auto local = body.make_local();
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)  // coarse tasks; balances a descheduled thread on a busy machine
     for (int64_t t = 0; t < n_tasks; ++t) body(local, t);
   }
 #else

@@ -164,7 +164,8 @@ __global__ void __launch_bounds__(kThreads) pair_gemm_kernel(const T* __restrict
       const int64_t col = col0 + tx + n * (kBN / kTN);
       if (col >= g.Ncols) continue;
       if (MODE == kForward) {
-        const int64_t i = row / g.C, c = row % g.C;
+        int64_t i, c;
+        biaffine::split_row(row, g.C, i, c);
         const float rv = to_f(rterm[biaffine::off3(g.sR, b, i, c)]);
         out[biaffine::s_offset(g.N, g.C, b, i, col, c)] = from_f<T>(biaffine::fwd_epilogue(acc[m][n], rv));
       } else {

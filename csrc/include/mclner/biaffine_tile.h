@@ -38,24 +38,45 @@ MCLNER_HD int64_t off4(const Strides4& s, int64_t a, int64_t b, int64_t c, int64
   return a * s.s0 + b * s.s1 + c * s.s2 + d * s.s3;
 }
 
+// r = i*C + c -> (i, c). 32-bit division when it fits: 64-bit division is a long software sequence
+// on the GPU, and the dhe operands split their reduction index once per element.
+MCLNER_HD void split_row(int64_t r, int64_t C, int64_t& i, int64_t& c) {
+  if (r <= 0xffffffffLL && C <= 0xffffffffLL) {
+    const uint32_t q = uint32_t(r) / uint32_t(C);
+    i = q;
+    c = r - int64_t(q) * C;
+  } else {
+    i = r / C;
+    c = r - i * C;
+  }
+}
+
 // Forward GEMM (rows r=(i,c), cols j, reduction e): A(r,e) = P[b,i,c,e], B(e,j) = he[b,j,e].
 MCLNER_HD int64_t fwd_a(const Strides4& sP, int64_t C, int64_t b, int64_t r, int64_t e) {
-  return off4(sP, b, r / C, r % C, e);
+  int64_t i, c;
+  split_row(r, C, i, c);
+  return off4(sP, b, i, c, e);
 }
 MCLNER_HD int64_t fwd_b(const Strides3& sHe, int64_t b, int64_t e, int64_t j) { return off3(sHe, b, j, e); }
 
 // dP GEMM (rows r=(i,c), cols e, reduction j): A(r,j) = dS[b,i,j,c], B(j,e) = he[b,j,e].
 MCLNER_HD int64_t dp_a(const Strides4& sdS, int64_t C, int64_t b, int64_t r, int64_t j) {
-  return off4(sdS, b, r / C, j, r % C);
+  int64_t i, c;
+  split_row(r, C, i, c);
+  return off4(sdS, b, i, j, c);
 }
 MCLNER_HD int64_t dp_b(const Strides3& sHe, int64_t b, int64_t j, int64_t e) { return off3(sHe, b, j, e); }
 
 // dhe GEMM (rows j, cols e, reduction k=(i,c)): A(j,k) = dS[b,i,j,c], B(k,e) = P[b,i,c,e].
 MCLNER_HD int64_t dhe_a(const Strides4& sdS, int64_t C, int64_t b, int64_t j, int64_t k) {
-  return off4(sdS, b, k / C, j, k % C);
+  int64_t i, c;
+  split_row(k, C, i, c);
+  return off4(sdS, b, i, j, c);
 }
 MCLNER_HD int64_t dhe_b(const Strides4& sP, int64_t C, int64_t b, int64_t k, int64_t e) {
-  return off4(sP, b, k / C, k % C, e);
+  int64_t i, c;
+  split_row(k, C, i, c);
+  return off4(sP, b, i, c, e);
 }
 
 // Register tile update acc[m][n] += a[m] * b[n]: the inner step of every GEMM above, on the GPU per

@@ -7,6 +7,7 @@ text). Malformed files raise :class:`mclner.errors.DataFormatError` whose messag
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -40,21 +41,26 @@ def _read_lines(path: Path, encoding: str) -> List[str]:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, expected a file") from None
-    lines = data.split(b"\n")
-    out = []
-    for i, raw in enumerate(lines, 1):
-        try:
-            out.append(raw.decode(encoding).rstrip("\r"))
-        except UnicodeDecodeError as exc:
-            raise DataFormatError(
-                f"{path}:{i}: cannot decode byte {raw[exc.start]:#04x} at column {exc.start + 1} as {encoding} "
-                f"(pass the file's encoding)"
-            ) from None
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataFormatError(
+            f"{path}:{line}: cannot decode byte {data[exc.start]:#04x} at column {col} as {encoding} "
+            f"(pass the file's encoding)"
+        ) from None
+    out = text.split("\n")
+    if text.endswith("\n"):
+        out.pop()
+    if "\r" in text:
+        out = [ln.rstrip("\r") for ln in out]
     if out and out[0].startswith("\ufeff"):
         out[0] = out[0][1:]
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def _split_tag(tag: str) -> Tuple[str, Optional[str]]:
     if tag == "O":
         return "O", None
@@ -83,10 +89,9 @@ def _blocks(path: Path, lines: Sequence[str], token_col: int, tag_col: Optional[
                 yield _Block(tokens, tags if tag_col is not None else None, linenos)
                 tokens, tags, linenos = [], [], []
             continue
-        # Tab-separated files may hold spaces inside a column; otherwise any whitespace separates.
-        # Only the line's own whitespace is trimmed in tab-separated files: a token may be U+3000.
-        cols = [c.strip(" ") for c in line.split("\t")] if "\t" in line else line.split()
-        if cols[0] == "-DOCSTART-":
+        # Tab-separated files may hold spaces (or U+3000) inside a token: split on tabs only there.
+        cols = line.split("\t") if "\t" in line else line.split()
+        if cols[0].strip() == "-DOCSTART-":
             if tokens:
                 yield _Block(tokens, tags if tag_col is not None else None, linenos)
                 tokens, tags, linenos = [], [], []
@@ -102,9 +107,9 @@ def _blocks(path: Path, lines: Sequence[str], token_col: int, tag_col: Optional[
             raise DataFormatError(
                 f"{path}:{i}: {len(cols)} column(s), expected {ncols} as on line {ncols_line}"
             )
-        tokens.append(cols[token_col])
+        tokens.append(cols[token_col].strip(" "))
         if tag_col is not None:
-            tags.append(cols[tag_col])
+            tags.append(cols[tag_col].strip())
         linenos.append(i)
     if tokens:
         yield _Block(tokens, tags if tag_col is not None else None, linenos)

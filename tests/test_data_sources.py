@@ -7,7 +7,7 @@ import pytest
 from mclner.cli import main
 from mclner.data import sources
 from mclner.data.grid import iob2_to_entities
-from mclner.data.readers import load_sentences
+from mclner.data.readers import load_sentences, read_conll
 from mclner.errors import UserError
 
 
@@ -72,6 +72,10 @@ def test_real_sources_sizes(capsys):
         assert len(load_sentences("msra-zh", "train")) == 55289 - 4631
     with pytest.raises(UserError, match="no dev split"):
         load_sentences("msra-zh", "dev")
+    # names stand for paths, with an optional split
+    assert len(read_conll("conll2003-en:dev")) == 3250
+    with pytest.warns(UserWarning):
+        assert len(load_sentences("msra-zh:test")) == 4631
 
 
 @pytest.mark.network

@@ -221,6 +221,11 @@ def read_conll(
     the count in ``report`` (a list that receives one :class:`ReadReport`). ``types`` restricts the
     entity types accepted.
     """
+    if not Path(path).exists() and _embedded_name(str(path)):
+        # An embedded source name (optionally ``name:split``, default train) stands for its file.
+        name, split = _embedded_name(str(path))
+        kw = {"lenient": True} if lenient else {}
+        return load_sentences(name, split, **kw)
     path = Path(path)
     scheme = scheme.lower()
     if scheme not in SCHEMES:
@@ -350,6 +355,18 @@ def _normalise_iob2(s: Sentence) -> Sentence:
 
 
 # ---------------------------------------------------------------------------------- the one entry point
+def _embedded_name(spec: str) -> Optional[Tuple[str, str]]:
+    """``(name, split)`` when spec is an embedded data set name, optionally ``name:split``."""
+    from mclner.data.sources import DATASETS
+
+    name, _, split = spec.partition(":")
+    if name not in DATASETS:
+        return None
+    if split and not any(split in names for names in _SPLIT_ALIASES.values()):
+        return None
+    return name, split or "train"
+
+
 def _local(path: Path, split: str, lang: str, **kw) -> List[Sentence]:
     if path.is_dir():
         canon = _canonical_split(split)
@@ -365,9 +382,10 @@ def _local(path: Path, split: str, lang: str, **kw) -> List[Sentence]:
 def load_sentences(spec: str, split: str = "train", lang: Optional[str] = None, **kw) -> List[Sentence]:
     """Sentences of a data set given by name or path.
 
-    ``spec`` is an embedded source (``conll2003-en``, ``msra-zh``; fetched on first use), a Hugging
-    Face set (``conll2003``, ``conll2002:es``, ``xtreme:de`` = PAN-X.de, ``wikiann:de``; needs the hub
-    or a local ``datasets`` cache), or a local file or folder (a folder holds train/dev/test files).
+    ``spec`` is an embedded source (``conll2003-en``, ``msra-zh``, or ``msra-zh:test`` naming the
+    split; fetched on first use), a Hugging Face set (``conll2003``, ``conll2002:es``, ``xtreme:de`` =
+    PAN-X.de, ``wikiann:de``; needs the hub or a local ``datasets`` cache), or a local file or folder
+    (a folder holds train/dev/test files). ``read_conll`` accepts the embedded names too.
     ``split`` is ``train``, ``dev`` or ``test``; extra keywords go to :func:`read_conll`.
     """
     from mclner.data import sources
@@ -375,6 +393,9 @@ def load_sentences(spec: str, split: str = "train", lang: Optional[str] = None, 
     canon = _canonical_split(split)
     if spec in sources.DATASETS:
         return sources.load_dataset(spec, canon, **kw)
+    embedded = _embedded_name(spec)
+    if embedded and not Path(spec).exists():  # "msra-zh:test" names the split itself
+        return sources.load_dataset(embedded[0], _canonical_split(embedded[1]), **kw)
     path = Path(spec).expanduser()
     if path.exists():
         return _local(path, canon, lang or "en", **kw)

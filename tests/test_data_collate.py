@@ -100,3 +100,19 @@ def test_lone_metaspace_dropped_for_character_languages():
     tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>")
     assert word_pieces(tok, ["北", "京", "hello"]) == [[1, 2], [1, 3], [4]]
     assert word_pieces(tok, ["北", "京", "hello"], lang="zh") == [[2], [3], [4]]
+
+
+def test_alignment_padding():
+    from mclner.data.codeswitch import CodeSwitcher
+    from mclner.data.collate import pad_alignments, pad_spans
+    from mclner.data.lexicon import Candidate, Lexicon
+
+    lex = Lexicon({"new york": [Candidate("纽约", True, (0,))]}, "zh")
+    src = [Sentence(["in", "New", "York"], ["O", "B-LOC", "I-LOC"]), Sentence(["in"], ["O"])]
+    res = CodeSwitcher(lex, word_ratio=0.0).switch_all(src)
+    assert [r.sentence.tokens for r in res] == [["in", "纽", "约"], ["in"]]
+    al = pad_alignments([r.alignment for r in res], 3, [3, 1])
+    assert al.tolist() == [[0, 1, 2], [0, -1, -1]]
+    assert pad_alignments([res[0].alignment], 3, [2]).tolist() == [[0, 1, -1]]  # counterpart cut
+    sp = pad_spans([r.spans for r in res], 3, [3, 1])
+    assert sp[0].tolist() == [[0, 0], [1, 1], [2, 2]] and sp[1, 1].tolist() == [-1, -1]

@@ -208,6 +208,30 @@ def pool_words(piece_states: torch.Tensor, word_index: torch.Tensor, n_words: in
     return out[:, :n_words] / cnt[:, :n_words].clamp_min(1).unsqueeze(-1)
 
 
+def pad_alignments(alignments: Sequence[Sequence[int]], n_src: int, cs_lengths: Sequence[int]) -> torch.Tensor:
+    """``[B, n_src]`` long: for each source word its code-switched word index (from
+    :meth:`CodeSwitcher.switch`), -1 where there is none, where the source word is padding, or where
+    the counterpart was cut by the collator (index ≥ that sentence's ``lengths``)."""
+    out = torch.full((len(alignments), n_src), -1, dtype=torch.long)
+    for b, (al, m) in enumerate(zip(alignments, cs_lengths)):
+        for i, a in enumerate(al[:n_src]):
+            if 0 <= a < int(m):
+                out[b, i] = a
+    return out
+
+
+def pad_spans(spans: Sequence[Sequence], n_src: int, cs_lengths: Sequence[int]) -> torch.Tensor:
+    """``[B, n_src, 2]`` long: first and last code-switched word of each source word (the ``spans`` of
+    :class:`SwitchResult`); -1 where there is none or it was cut. Map a THW pair (e, s) to
+    (spans[e, 1], spans[s, 0]) and an NNW pair (k, k+1) to (spans[k, 1], spans[k+1, 0])."""
+    out = torch.full((len(spans), n_src, 2), -1, dtype=torch.long)
+    for b, (sp, m) in enumerate(zip(spans, cs_lengths)):
+        for i, x in enumerate(sp[:n_src]):
+            if x is not None and x[1] < int(m):
+                out[b, i, 0], out[b, i, 1] = x[0], x[1]
+    return out
+
+
 def batch_iob2(entities: Sequence[Sequence[Tuple[int, int, str]]], orig_lengths: Sequence[int]) -> List[List[str]]:
     """IOB2 tags of decoded entities at each sentence's full length (cut words are tagged O)."""
     from mclner.data.grid import entities_to_iob2
@@ -219,6 +243,8 @@ __all__ = [
     "IGNORE",
     "RelationCollator",
     "batch_iob2",
+    "pad_alignments",
+    "pad_spans",
     "pool_words",
     "rejoin_tags",
     "window_sentences",

@@ -17,6 +17,7 @@ from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from mclner import _native
 
@@ -118,6 +119,7 @@ class _ClnHeadFunction(torch.autograd.Function):
         return S
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dS):
         _, bwd = ctx.backend
         h, Wa, Wb, W1, W2, gamma, lam, u, n, rstd = ctx.saved_tensors

@@ -71,14 +71,16 @@ inline void micro_kernel(int64_t K, const T* __restrict Ap, const T* __restrict 
   constexpr int NR = NV * L;
   V acc[MR][NV];
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = V{} ;
+    for (int v = 0; v < NV; ++v) acc[r][v] = V{};
   for (int64_t k = 0; k < K; ++k) {
     V b[NV];
     for (int v = 0; v < NV; ++v) std::memcpy(&b[v], Bp + k * NR + v * L, sizeof(V));
     const T* a = Ap + k * MR;
     for (int r = 0; r < MR; ++r) {
-      const V av = V{} + a[r];  // broadcast
-      for (int v = 0; v < NV; ++v) acc[r][v] += av * b[v];
+      // scalar * vector splats a[r] (a broadcast load / embedded broadcast); `V{} + a[r]` would
+      // add 0.0f in scalar first (to keep -0.0 semantics) and cost one extra instruction per FMA pair.
+      const T ar = a[r];
+      for (int v = 0; v < NV; ++v) acc[r][v] += ar * b[v];
     }
   }
   V scale[NV], bias[NV];

@@ -92,3 +92,16 @@ def compare_to_reference(
         err = _err(got, oracle)
         same_err = _err(same, oracle)
         assert err <= bound, f"{name}: error {err:.3e} > bound {bound:.3e} (same-precision ref {same_err:.3e})"
+
+
+def subprocess_env(**extra: str) -> dict:
+    """Environment for a child Python that imports the same mclner as this process (the installed
+    package in CI, the source tree with in-place modules in development)."""
+    import os
+    from pathlib import Path
+
+    import mclner
+
+    root = str(Path(mclner.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)

@@ -1,6 +1,5 @@
 """Native info_nce kernels: argument validation in C++, ISA copies, strides, threads, memory."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -8,6 +7,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import subprocess_env
 
 from mclner import _native
 from mclner.ops import info_nce, info_nce_reference
@@ -147,8 +147,7 @@ def test_no_quadratic_memory():
         print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
         """
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = subprocess_env()
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     grown = int(res.stdout.strip().splitlines()[-1])

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 import torch
-from helpers import compare_to_reference, impl_device
+from helpers import compare_to_reference, impl_device, subprocess_env
 from test_op_biaffine import make_inputs
 
 from mclner.ops import biaffine, biaffine_reference
@@ -102,7 +102,6 @@ for k in spec["kernels"]:
 def compile_for_gpu(module: str, kernels: list, arch: int = 90) -> str:
     """Compile `kernels` ([{name, types, constexprs}]) of `module` for sm_`arch`; returns stdout."""
     import json
-    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -112,7 +111,7 @@ def compile_for_gpu(module: str, kernels: list, arch: int = 90) -> str:
     if "nvidia" not in getattr(triton.backends, "backends", {}):
         pytest.skip("this triton has no NVIDIA backend")
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, TRITON_INTERPRET="0", PYTHONPATH=str(root))
+    env = subprocess_env(TRITON_INTERPRET="0")
     spec = json.dumps({"module": module, "arch": arch, "kernels": kernels})
     res = subprocess.run(
         [sys.executable, "-c", AOT_SCRIPT, spec], env=env, cwd=root, capture_output=True, text=True, timeout=300

@@ -94,6 +94,11 @@ def compare_to_reference(
         assert err <= bound, f"{name}: error {err:.3e} > bound {bound:.3e} (same-precision ref {same_err:.3e})"
 
 
+# Working directory for child Pythons: `python -c` puts the cwd first on sys.path, and the source
+# checkout's mclner/ (without built modules in CI) must not shadow the installed package.
+NEUTRAL_CWD = __import__("tempfile").gettempdir()
+
+
 def subprocess_env(**extra: str) -> dict:
     """Environment for a child Python that imports the same mclner as this process (the installed
     package in CI, the source tree with in-place modules in development)."""

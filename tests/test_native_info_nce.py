@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import subprocess_env
+from helpers import NEUTRAL_CWD, subprocess_env
 
 from mclner import _native
 from mclner.ops import info_nce, info_nce_reference
@@ -148,7 +148,9 @@ def test_no_quadratic_memory():
         """
     )
     env = subprocess_env()
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=NEUTRAL_CWD
+    )
     assert res.returncode == 0, res.stderr
     grown = int(res.stdout.strip().splitlines()[-1])
     quadratic = 8192 * 8192 * 4  # 256 MiB

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 import torch
-from helpers import compare_to_reference, impl_device, subprocess_env
+from helpers import NEUTRAL_CWD, compare_to_reference, impl_device, subprocess_env
 from test_op_biaffine import make_inputs
 
 from mclner.ops import biaffine, biaffine_reference
@@ -104,17 +104,15 @@ def compile_for_gpu(module: str, kernels: list, arch: int = 90) -> str:
     import json
     import subprocess
     import sys
-    from pathlib import Path
 
     import triton.backends
 
     if "nvidia" not in getattr(triton.backends, "backends", {}):
         pytest.skip("this triton has no NVIDIA backend")
-    root = Path(__file__).resolve().parents[1]
     env = subprocess_env(TRITON_INTERPRET="0")
     spec = json.dumps({"module": module, "arch": arch, "kernels": kernels})
     res = subprocess.run(
-        [sys.executable, "-c", AOT_SCRIPT, spec], env=env, cwd=root, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", AOT_SCRIPT, spec], env=env, cwd=NEUTRAL_CWD, capture_output=True, text=True, timeout=300
     )
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout

@@ -33,8 +33,17 @@ def _dtype() -> torch.dtype:
 def cln_inputs(B, N, D, H, C):
     g = torch.Generator().manual_seed(0)
     r = lambda *s, scale=1.0: (torch.randn(*s, generator=g) * scale).to(DEVICE, _dtype())
-    return [r(B, N, D), r(D, D, scale=D**-0.5), r(D), r(D, D, scale=D**-0.5), r(D),
-            r(H, D, scale=D**-0.5), r(H), r(C, H, scale=H**-0.5), r(C)]
+    return [
+        r(B, N, D),
+        r(D, D, scale=D**-0.5),
+        r(D),
+        r(D, D, scale=D**-0.5),
+        r(D),
+        r(H, D, scale=D**-0.5),
+        r(H),
+        r(C, H, scale=H**-0.5),
+        r(C),
+    ]
 
 
 def biaffine_inputs(B, N, Db, C):
@@ -50,18 +59,52 @@ def nce_inputs(M, P):
     return [za.to(DEVICE, _dtype()), zb.to(DEVICE, _dtype())]
 
 
+# FLOPs of forward+backward, for the achieved-rate column. Convention: the matrix-product terms only;
+# info_nce counts 2·M²·P forward and 4·M²·P backward (the GPU issue's rule); the pair-grid ops count
+# their forward products and 2× that for the backward (the recompute in the fused backward is extra
+# work and not credited).
+def cln_flops(B, N, D, H, C):
+    return 3 * 2 * B * N * N * H * (D + C)
+
+
+def biaffine_flops(B, N, Db, C):
+    return 3 * (2 * B * N * C * Db * Db + 2 * B * N * N * C * Db)
+
+
+def nce_flops(M, P):
+    return 6 * M * M * P
+
+
+def _case(op, make, flops, **kwargs):
+    return op, make, kwargs, flops
+
+
 CASES = {
-    "cln_head B8 N128 D384 H128 C6": (cln_head, lambda: cln_inputs(8, 128, 384, 128, 6), {}),
-    "info_nce M16384 P128": (info_nce, lambda: nce_inputs(16384, 128), {"temperature": 0.1}),
-    "biaffine B8 N128 Db256 C6": (biaffine, lambda: biaffine_inputs(8, 128, 256, 6), {}),
+    "cln_head B8 N128 D384 H128 C6": _case(
+        cln_head, lambda: cln_inputs(8, 128, 384, 128, 6), cln_flops(8, 128, 384, 128, 6)
+    ),
+    "info_nce M16384 P128": _case(info_nce, lambda: nce_inputs(16384, 128), nce_flops(16384, 128), temperature=0.1),
+    "biaffine B8 N128 Db256 C6": _case(
+        biaffine, lambda: biaffine_inputs(8, 128, 256, 6), biaffine_flops(8, 128, 256, 6)
+    ),
 }
 if HAS_GPU:
-    CASES.update({
-        "cln_head B32 N128 D768 H256 C6": (cln_head, lambda: cln_inputs(32, 128, 768, 256, 6), {}),
-        "cln_head B8 N512 D768 H256 C6": (cln_head, lambda: cln_inputs(8, 512, 768, 256, 6), {}),
-        "info_nce M65536 P128": (info_nce, lambda: nce_inputs(65536, 128), {"temperature": 0.1}),
-        "biaffine B32 N128 Db512 C6": (biaffine, lambda: biaffine_inputs(32, 128, 512, 6), {}),
-    })
+    CASES.update(
+        {
+            "cln_head B32 N128 D768 H256 C6": _case(
+                cln_head, lambda: cln_inputs(32, 128, 768, 256, 6), cln_flops(32, 128, 768, 256, 6)
+            ),
+            "cln_head B8 N512 D768 H256 C6": _case(
+                cln_head, lambda: cln_inputs(8, 512, 768, 256, 6), cln_flops(8, 512, 768, 256, 6)
+            ),
+            "info_nce M65536 P128": _case(
+                info_nce, lambda: nce_inputs(65536, 128), nce_flops(65536, 128), temperature=0.1
+            ),
+            "biaffine B32 N128 Db512 C6": _case(
+                biaffine, lambda: biaffine_inputs(32, 128, 512, 6), biaffine_flops(32, 128, 512, 6)
+            ),
+        }
+    )
 
 
 def _sync():
@@ -76,7 +119,7 @@ def test_op_forward_backward(benchmark, case, impl):
         pytest.skip(f"{impl} not runnable on {DEVICE}")
     if DEVICE.type == "cpu" and not cpu_peak_supported():
         pytest.skip("peak memory measurement needs /proc/self/clear_refs")
-    op, make, kwargs = CASES[case]
+    op, make, kwargs, flops = CASES[case]
     inputs = [t.requires_grad_(True) for t in make()]
 
     def step():
@@ -91,6 +134,8 @@ def test_op_forward_backward(benchmark, case, impl):
         mem = peak_extra_bytes(step, DEVICE)
     except torch.OutOfMemoryError:
         pytest.skip(f"{impl} runs out of memory at {case}")
-    benchmark.extra_info.update({"impl": impl, "case": case, "device": str(DEVICE), "peak_extra_bytes": mem})
+    benchmark.extra_info.update(
+        {"impl": impl, "case": case, "device": str(DEVICE), "peak_extra_bytes": mem, "flops": flops}
+    )
     benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=0)
-    record(case, impl, benchmark.stats.stats.median, mem)
+    record(case, impl, benchmark.stats.stats.median, mem, flops)

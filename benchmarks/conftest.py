@@ -23,8 +23,8 @@ def pytest_addoption(parser):
     parser.addoption("--ratio-table", default=None, help="write the fused/reference ratio table (Markdown) here")
 
 
-def record(case: str, impl: str, seconds: float, mem: int) -> None:
-    RESULTS[case][impl] = {"time": seconds, "mem": mem}
+def record(case: str, impl: str, seconds: float, mem: int, flops: float = 0.0) -> None:
+    RESULTS[case][impl] = {"time": seconds, "mem": mem, "flops": flops}
 
 
 def _fmt_mem(b: float) -> str:
@@ -33,17 +33,17 @@ def _fmt_mem(b: float) -> str:
 
 def ratio_table() -> str:
     lines = [
-        "| case | impl | time (median) | peak extra memory | time / reference | memory / reference |",
-        "|---|---|---|---|---|---|",
+        "| case | impl | time (median) | TFLOP/s | peak extra memory | time / reference | memory / reference |",
+        "|---|---|---|---|---|---|---|",
     ]
     for case, impls in RESULTS.items():
         ref = impls.get("reference")
         for impl, r in impls.items():
             t_ratio = f"{r['time'] / ref['time']:.2f}x" if ref else "n/a"
             m_ratio = f"{r['mem'] / ref['mem']:.3f}x" if ref and ref["mem"] > 0 else "n/a"
-            lines.append(
-                f"| {case} | {impl} | {r['time'] * 1e3:.1f} ms | {_fmt_mem(r['mem'])} | {t_ratio} | {m_ratio} |"
-            )
+            rate = f"{r['flops'] / r['time'] / 1e12:.3f}" if r.get("flops") else "n/a"
+            cells = [case, impl, f"{r['time'] * 1e3:.1f} ms", rate, _fmt_mem(r["mem"]), t_ratio, m_ratio]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one command (for a lent GPU machine with torch, triton, nvcc, cmake):
+# build in place for the GPU's architecture, run the whole test suite (cuda and triton cases included),
+# measure the device's ceilings and run the benchmarks. Results go to $OUT (or ./gpu-results).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu-results}
+mkdir -p "$out"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+MCLNER_CUDA=ON MCLNER_CUDA_ARCHS=${MCLNER_CUDA_ARCHS:-90} scripts/dev_build.sh 2>&1 | tail -3
+python -m mclner ops | tee "$out/impls.txt"
+python -m pytest -q -p no:cacheprovider tests -m "not network" -x --deselect tests/test_build.py 2>&1 \
+  | tee "$out/tests.log" | tail -15
+python benchmarks/gpu_ceilings.py --out "$out/ceilings.json"
+python -m pytest -q -p no:cacheprovider benchmarks/bench_ops.py --benchmark-only \
+  --ratio-table "$out/ratios.md" --benchmark-json "$out/bench.json" 2>&1 | tee "$out/bench.log" | tail -25

@@ -1,0 +1,205 @@
+"""Batching: words -> sub-word pieces (with the piece -> word pooling index), padding, grid labels.
+
+Length policy (the encoder takes at most ``max_length`` pieces, specials included):
+- :func:`window_sentences` splits a long sentence at word boundaries into windows that fit, and
+  :func:`rejoin_tags` puts the windows' predictions back together: nothing is lost, which is what
+  evaluation and prediction need (an entity that crosses a window boundary is cut in two there).
+- :class:`RelationCollator` never drops a sentence but, for one that does not fit, keeps the longest
+  prefix of whole words that fits and warns with the running count of such sentences (training
+  tolerates a cut tail; ``orig_lengths`` in the batch tells the caller what was cut).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from mclner.data.grid import LabelMap, encode_grid
+from mclner.data.readers import Sentence
+
+IGNORE = -100
+
+
+def _specials(tokenizer) -> Tuple[List[int], List[int]]:
+    """Ids put before and after the pieces (``[CLS] … [SEP]`` or ``<s> … </s>``)."""
+    first = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    last = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    return ([first] if first is not None else []), ([last] if last is not None else [])
+
+
+def word_pieces(tokenizer, words: Sequence[str]) -> List[List[int]]:
+    """Piece ids of each word, tokenised on its own (as ``is_split_into_words`` does). A word with no
+    piece at all (e.g. a lone zero-width character) gets the unknown token, so that every word has at
+    least one piece to pool."""
+    if not words:
+        return []
+    ids = tokenizer(list(words), add_special_tokens=False)["input_ids"]
+    unk = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
+    return [p if p else [unk] for p in ids]
+
+
+def window_sentences(
+    sentences: Sequence[Sentence], tokenizer, max_length: int = 512
+) -> Tuple[List[Sentence], List[Tuple[int, int]]]:
+    """Split sentences whose pieces exceed ``max_length`` into windows at word boundaries.
+
+    Returns the windows and, for each, ``(sentence index, first word)``. Tags of a window that starts
+    inside an entity begin with ``B-`` there (each window is valid IOB2)."""
+    pre, post = _specials(tokenizer)
+    budget = max_length - len(pre) - len(post)
+    if budget < 1:
+        raise ValueError(f"max_length={max_length} leaves no room for pieces")
+    out: List[Sentence] = []
+    where: List[Tuple[int, int]] = []
+    for si, s in enumerate(sentences):
+        counts = [min(len(p), budget) for p in word_pieces(tokenizer, s.tokens)]
+        start = 0
+        while True:
+            used, end = 0, start
+            while end < len(counts) and used + counts[end] <= budget:
+                used += counts[end]
+                end += 1
+            tags = None
+            if s.tags is not None:
+                tags = list(s.tags[start:end])
+                if tags and tags[0].startswith("I-"):
+                    tags[0] = "B-" + tags[0][2:]
+            out.append(Sentence(s.tokens[start:end], tags, s.lang))
+            where.append((si, start))
+            if end >= len(counts):
+                break
+            start = end
+    return out, where
+
+
+def rejoin_tags(
+    window_tags: Sequence[Sequence[str]], where: Sequence[Tuple[int, int]], n_sentences: int
+) -> List[List[str]]:
+    """Concatenate per-window tag sequences back into one sequence per original sentence."""
+    out: List[List[str]] = [[] for _ in range(n_sentences)]
+    for tags, (si, start) in zip(window_tags, where):
+        if len(out[si]) != start:
+            raise ValueError(f"window of sentence {si} starts at word {start}, expected {len(out[si])}")
+        out[si].extend(tags)
+    return out
+
+
+class RelationCollator:
+    """Collate :class:`Sentence` objects into encoder inputs and relation-grid labels.
+
+    Returns ``input_ids``/``attention_mask`` ``[B, L]``, ``word_index [B, L]`` (the word each piece
+    belongs to; -1 for specials and padding), ``word_mask [B, N]`` (bool), ``grid_labels [B, N, N]``
+    (class ids; -100 on padding and for unlabelled sentences), ``lengths [B]`` (words seen by the
+    model) and ``orig_lengths [B]`` (words in the sentence; larger when it was cut).
+    """
+
+    def __init__(self, tokenizer, label_map: LabelMap, max_length: int = 512):
+        self.tokenizer = tokenizer
+        self.label_map = label_map
+        self.max_length = int(max_length)
+        self.pre, self.post = _specials(tokenizer)
+        self.budget = self.max_length - len(self.pre) - len(self.post)
+        if self.budget < 1:
+            raise ValueError(f"max_length={max_length} leaves no room for pieces")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.truncated = 0  # sentences cut so far (the warning reports the running count)
+
+    def __call__(self, batch: Sequence[Sentence]) -> Dict[str, torch.Tensor]:
+        rows: List[List[int]] = []
+        widx: List[List[int]] = []
+        lengths: List[int] = []
+        cut_now = 0
+        for s in batch:
+            pieces = word_pieces(self.tokenizer, s.tokens)
+            ids: List[int] = list(self.pre)
+            owner: List[int] = [-1] * len(self.pre)
+            used = 0
+            n = 0
+            for w, p in enumerate(pieces):
+                if used + len(p) > self.budget:
+                    break
+                ids.extend(p)
+                owner.extend([w] * len(p))
+                used += len(p)
+                n += 1
+            if n < len(s.tokens):
+                cut_now += 1
+            ids.extend(self.post)
+            owner.extend([-1] * len(self.post))
+            rows.append(ids)
+            widx.append(owner)
+            lengths.append(n)
+        if cut_now:
+            self.truncated += cut_now
+            warnings.warn(
+                f"{cut_now} sentence(s) in this batch exceed {self.max_length} pieces and were cut to the words "
+                f"that fit ({self.truncated} so far); use mclner.data.collate.window_sentences to keep every word",
+                stacklevel=2,
+            )
+        B = len(batch)
+        L = max((len(r) for r in rows), default=0)
+        N = max(lengths, default=0)
+        input_ids = np.full((B, L), self.pad_id, dtype=np.int64)
+        attention = np.zeros((B, L), dtype=np.int64)
+        word_index = np.full((B, L), -1, dtype=np.int64)
+        word_mask = np.zeros((B, N), dtype=bool)
+        grid = np.full((B, N, N), IGNORE, dtype=np.int64)
+        for b, (ids, owner, n, s) in enumerate(zip(rows, widx, lengths, batch)):
+            input_ids[b, : len(ids)] = ids
+            attention[b, : len(ids)] = 1
+            word_index[b, : len(owner)] = owner
+            word_mask[b, :n] = True
+            if s.tags is not None and n:
+                if len(s.tags) != len(s.tokens):
+                    raise ValueError(f"sentence has {len(s.tokens)} tokens but {len(s.tags)} tags")
+                tags = _cut_tags(s.tags, n)
+                grid[b, :n, :n] = encode_grid(tags, self.label_map)
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(attention),
+            "word_index": torch.from_numpy(word_index),
+            "word_mask": torch.from_numpy(word_mask),
+            "grid_labels": torch.from_numpy(grid),
+            "lengths": torch.tensor(lengths, dtype=torch.long),
+            "orig_lengths": torch.tensor([len(s.tokens) for s in batch], dtype=torch.long),
+        }
+
+
+def _cut_tags(tags: Sequence[str], n: int) -> List[str]:
+    """The first n tags (an entity cut at the end stays a valid, shorter entity)."""
+    return list(tags[:n])
+
+
+def pool_words(piece_states: torch.Tensor, word_index: torch.Tensor, n_words: int) -> torch.Tensor:
+    """Mean of each word's piece states: ``[B, L, D]`` -> ``[B, N, D]`` (the SPEC §3 pooling).
+
+    A reference for the model code: scatter-add over ``word_index`` (pieces with -1 are ignored)."""
+    B, L, D = piece_states.shape
+    valid = word_index >= 0
+    idx = torch.where(valid, word_index, torch.full_like(word_index, n_words))  # spare slot for ignored
+    out = piece_states.new_zeros(B, n_words + 1, D)
+    out.scatter_add_(1, idx.unsqueeze(-1).expand(B, L, D), piece_states)
+    cnt = piece_states.new_zeros(B, n_words + 1)
+    cnt.scatter_add_(1, idx, valid.to(piece_states.dtype))
+    return out[:, :n_words] / cnt[:, :n_words].clamp_min(1).unsqueeze(-1)
+
+
+def batch_iob2(entities: Sequence[Sequence[Tuple[int, int, str]]], orig_lengths: Sequence[int]) -> List[List[str]]:
+    """IOB2 tags of decoded entities at each sentence's full length (cut words are tagged O)."""
+    from mclner.data.grid import entities_to_iob2
+
+    return [entities_to_iob2(e, int(n)) for e, n in zip(entities, orig_lengths)]
+
+
+__all__ = [
+    "IGNORE",
+    "RelationCollator",
+    "batch_iob2",
+    "pool_words",
+    "rejoin_tags",
+    "window_sentences",
+    "word_pieces",
+]

@@ -1,0 +1,91 @@
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from mclner.data.collate import (
+    IGNORE,
+    RelationCollator,
+    batch_iob2,
+    pool_words,
+    rejoin_tags,
+    window_sentences,
+    word_pieces,
+)
+from mclner.data.grid import NNW, LabelMap
+from mclner.data.readers import Sentence
+
+LM = LabelMap(["LOC", "PER"])
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """A tiny WordPiece tokenizer built in memory (no download): 'washington' is 2 pieces."""
+    vocab = {t: i for i, t in enumerate(
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "john", "lives", "in", "new", "york", "wash", "##ington", "."])}
+    t = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]")
+
+
+def test_word_pieces(tok):
+    assert word_pieces(tok, ["washington", "john", "\u200b"]) == [[9, 10], [4], [1]]
+
+
+def test_collator_shapes_and_masks(tok):
+    c = RelationCollator(tok, LM)
+    batch = [
+        Sentence(["john", "lives", "in", "new", "york"], ["B-PER", "O", "O", "B-LOC", "I-LOC"]),
+        Sentence(["washington", "."], None),
+    ]
+    out = c(batch)
+    assert out["input_ids"].shape == (2, 7) and out["input_ids"].dtype == torch.long
+    assert out["input_ids"][1].tolist() == [2, 9, 10, 11, 3, 0, 0]
+    assert out["attention_mask"][1].tolist() == [1, 1, 1, 1, 1, 0, 0]
+    assert out["word_index"][0].tolist() == [-1, 0, 1, 2, 3, 4, -1]
+    assert out["word_index"][1].tolist() == [-1, 0, 0, 1, -1, -1, -1]
+    assert out["word_mask"].dtype == torch.bool and out["word_mask"].tolist() == [[True] * 5, [True] * 2 + [False] * 3]
+    g = out["grid_labels"]
+    assert g.shape == (2, 5, 5)
+    assert (g[1] == IGNORE).all()  # unlabelled
+    assert g[0, 0, 0] == LM.thw("PER") and g[0, 3, 4] == NNW and g[0, 4, 3] == LM.thw("LOC")
+    assert (g[0] >= 0).all()
+    assert out["lengths"].tolist() == [5, 2] and out["orig_lengths"].tolist() == [5, 2]
+
+
+def test_padding_ignored_in_grid(tok):
+    out = RelationCollator(tok, LM)([Sentence(["john"], ["B-PER"]), Sentence(["in", "new", "york"], ["O"] * 3)])
+    g = out["grid_labels"]
+    assert g[0, 0, 0] == LM.thw("PER") and (g[0, 1:, :] == IGNORE).all() and (g[0, :, 1:] == IGNORE).all()
+    assert (g[1] == 0).all()
+
+
+def test_truncation_warns_and_counts(tok):
+    c = RelationCollator(tok, LM, max_length=6)  # 4 pieces fit
+    s = Sentence(["john", "lives", "in", "washington", "."], ["B-PER", "O", "O", "B-LOC", "O"])
+    with pytest.warns(UserWarning, match=r"1 sentence\(s\) .* \(1 so far\)"):
+        out = c([s, Sentence(["john"], ["B-PER"])])
+    assert out["lengths"].tolist() == [3, 1] and out["orig_lengths"].tolist() == [5, 1]
+    with pytest.warns(UserWarning, match=r"\(2 so far\)"):
+        c([s])
+    assert batch_iob2([[(0, 0, "PER")]], [5]) == [["B-PER", "O", "O", "O", "O"]]
+
+
+def test_windows_rejoin(tok):
+    s = Sentence(["john", "lives", "in", "new", "york", "washington"], ["B-PER", "O", "O", "B-LOC", "I-LOC", "B-LOC"])
+    wins, where = window_sentences([s, Sentence(["john"], None)], tok, max_length=6)
+    assert [w.tokens for w in wins] == [["john", "lives", "in", "new"], ["york", "washington"], ["john"]]
+    assert wins[1].tags == ["B-LOC", "B-LOC"]  # a window opening inside an entity starts it
+    assert where == [(0, 0), (0, 4), (1, 0)]
+    joined = rejoin_tags([w.tags or ["O"] for w in wins], where, 2)
+    assert joined[0] == ["B-PER", "O", "O", "B-LOC", "B-LOC", "B-LOC"] and joined[1] == ["O"]
+    with pytest.raises(ValueError):
+        window_sentences([s], tok, max_length=2)
+
+
+def test_pool_words():
+    states = torch.arange(12, dtype=torch.float32).view(1, 6, 2)
+    widx = torch.tensor([[-1, 0, 0, 1, -1, -1]])
+    out = pool_words(states, widx, 3)
+    assert out.tolist() == [[[3.0, 4.0], [6.0, 7.0], [0.0, 0.0]]]

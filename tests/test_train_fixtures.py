@@ -1,20 +1,11 @@
-"""Shared fixtures of the training tests: a synthetic en→zh NER task, a tiny tokenizer/encoder built
-offline, and small stand-ins for data-layer pieces when this checkout lacks them.
-
-The stand-ins are used only when `mclner.data.collate` / `mclner.encoders` / `mclner.data.codeswitch`
-cannot be imported; with the data layer present the tests run against the real modules.
-"""
+"""Shared fixtures of the training tests: a synthetic en→zh NER task with its own small lexicon and
+code-switcher (deterministic, independent of CC-CEDICT coverage), and a tiny tokenizer/encoder built
+offline (hidden 32: many short training runs stay fast on 2 CPU cores)."""
 
 from __future__ import annotations
 
-import importlib
 import random
-import sys
-import types
-from dataclasses import dataclass
-from typing import List, Optional
 
-import numpy as np
 import torch
 
 PER_EN = ["John", "Mary", "Peter", "Anna", "Smith", "Lee"]
@@ -29,18 +20,9 @@ ZH_FILL = list("的了在是我有和人这中大为上个国说们到")
 
 
 def sentence_cls():
-    try:
-        from mclner.data.readers import Sentence
+    from mclner.data.readers import Sentence
 
-        return Sentence
-    except ImportError:
-        @dataclass
-        class Sentence:  # noqa: D401 - stand-in with the data layer's fields
-            tokens: List[str]
-            tags: Optional[List[str]]
-            lang: str = "en"
-
-        return Sentence
+    return Sentence
 
 
 def synthetic_en(n: int, seed: int = 0) -> list:
@@ -107,51 +89,38 @@ def tiny_encoder(vocab_size: int, seed: int = 0, hidden: int = 32):
     return BertModel(cfg, add_pooling_layer=False)
 
 
+def make_tiny_encoder_dir(path) -> str:
+    """A Hugging Face folder (tokenizer + 1-layer BERT, hidden 32) that `load_encoder(path)` reads;
+    much lighter than `tiny-multilingual` (250k-piece embedding) for many short training runs."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        tok = tiny_tokenizer()
+        tok.save_pretrained(str(path))
+        tiny_encoder(len(tok)).save_pretrained(str(path))
+    return str(path)
+
+
 # ----------------------------------------------------------------------------- stand-ins
 
 
-class _Collator:
-    """Stand-in for mclner.data.collate.RelationCollator (same output keys)."""
-
-    def __init__(self, tokenizer, label_map, max_length: int = 512) -> None:
-        self.tokenizer, self.label_map, self.max_length = tokenizer, label_map, max_length
-
-    def __call__(self, sentences):
-        from mclner.data.grid import encode_grid
-
-        enc = self.tokenizer([list(s.tokens) for s in sentences], is_split_into_words=True, truncation=True,
-                             max_length=self.max_length, padding=True, return_tensors="pt")
-        B, L = enc["input_ids"].shape
-        word_index = torch.full((B, L), -1, dtype=torch.long)
-        lengths = []
-        for b in range(B):
-            ids = [w if w is not None else -1 for w in enc.word_ids(b)]
-            word_index[b] = torch.tensor(ids)
-            lengths.append(max(ids) + 1 if max(ids) >= 0 else 0)
-        N = max(1, max(lengths))
-        word_mask = torch.zeros(B, N, dtype=torch.bool)
-        grid = torch.full((B, N, N), -100, dtype=torch.long)
-        for b, s in enumerate(sentences):
-            n = lengths[b]
-            word_mask[b, :n] = True
-            if s.tags is not None and n:
-                grid[b, :n, :n] = torch.from_numpy(np.asarray(encode_grid(list(s.tags)[:n], self.label_map)))
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "word_index": word_index,
-                "word_mask": word_mask, "grid_labels": grid, "lengths": torch.tensor(lengths)}
-
-
 class _Lexicon:
+    """The synthetic task's lexicon (interface of mclner.data.lexicon.Lexicon.translate)."""
+
     def __init__(self, table) -> None:
         self.table = table
 
-    def translate(self, phrase: str):
+    def translate(self, phrase: str, entity: bool = False):
         return self.table.get(phrase)
 
 
 class _CodeSwitcher:
-    """Stand-in for mclner.data.codeswitch.CodeSwitcher: dictionary words become their characters."""
+    """Code-switcher of the synthetic task (interface of mclner.data.codeswitch.CodeSwitcher):
+    dictionary words become their characters."""
 
-    def __init__(self, lexicon, target_lang: str = "zh", word_ratio: float = 0.3, seed: int = 0) -> None:
+    def __init__(self, lexicon, target_lang: str = "zh", word_ratio: float = 0.3, entity_ratio: float = 1.0,
+                 seed: int = 0) -> None:
         self.lexicon, self.rng, self.ratio = lexicon, random.Random(seed), word_ratio
 
     def switch(self, sentence):
@@ -173,41 +142,7 @@ class _CodeSwitcher:
         return type(sentence)(toks, tags, "zh"), align
 
 
-def install_stand_ins() -> None:
-    """Register stand-in modules for data-layer pieces this checkout does not have yet."""
-    def missing(name: str) -> bool:
-        try:
-            importlib.import_module(name)
-            return False
-        except ImportError:
-            return True
-
-    if missing("mclner.data.collate"):
-        m = types.ModuleType("mclner.data.collate")
-        m.RelationCollator = _Collator
-        sys.modules["mclner.data.collate"] = m
-    if missing("mclner.data.codeswitch"):
-        m = types.ModuleType("mclner.data.codeswitch")
-        m.CodeSwitcher = _CodeSwitcher
-        sys.modules["mclner.data.codeswitch"] = m
-    if missing("mclner.data.lexicon"):
-        m = types.ModuleType("mclner.data.lexicon")
-        m.load_lexicon = lambda spec: _Lexicon(LEX)
-        sys.modules["mclner.data.lexicon"] = m
-    if missing("mclner.encoders"):
-        m = types.ModuleType("mclner.encoders")
-
-        def load_encoder(name):
-            if name != "tiny-multilingual":
-                raise FileNotFoundError(f"unknown encoder {name!r}")
-            tok = tiny_tokenizer()
-            return tok, tiny_encoder(len(tok))
-
-        m.load_encoder = load_encoder
-        sys.modules["mclner.encoders"] = m
-
-
-def patch_training_data(monkeypatch, n_train: int = 48, n_dev: int = 16, n_test: int = 16) -> None:
+def patch_training_data(monkeypatch, n_train: int = 32, n_dev: int = 8, n_test: int = 8) -> None:
     """Make the trainer read the synthetic task whatever --source/--target say."""
     from mclner.training import trainer
 
@@ -221,3 +156,20 @@ def patch_training_data(monkeypatch, n_train: int = 48, n_dev: int = 16, n_test:
         return [type(s)(list(s.tokens), list(s.tags) if s.tags else None, s.lang) for s in data[key]]
 
     monkeypatch.setattr(trainer, "_load", fake_load)
+    # The synthetic task code-switches with its own table (the real lexicon is tested elsewhere).
+    import mclner.data.codeswitch as cs_mod
+    import mclner.data.lexicon as lex_mod
+
+    monkeypatch.setattr(lex_mod, "load_lexicon", lambda spec, target_lang=None: _Lexicon(LEX))
+    monkeypatch.setattr(cs_mod, "CodeSwitcher", _CodeSwitcher)
+
+
+def write_conll(path, sentences) -> None:
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for s in sentences:
+            for t, g in zip(s.tokens, s.tags):
+                f.write(f"{t}\t{g}\n")
+            f.write("\n")

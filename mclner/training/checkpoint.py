@@ -136,7 +136,11 @@ def load_checkpoint(path: Path, device: Optional[torch.device] = None) -> Tuple[
     cls = TokenClassificationModel if mcfg.method == "token-classification" else MCLNERModel
     model = cls(encoder, mcfg)
     state = load_file(str(path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch
+        detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise UserError(f"{path}: weights do not match the model in config.json ({detail})") from None
     if missing or unexpected:
         raise UserError(
             f"{path}: weights do not match the model in config.json "

@@ -99,6 +99,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--self-training-rounds", type=_nonneg_int, default=0, help="rounds of self-training (SPEC §5)")
     m.add_argument("--fusion", choices=("lstm", "transformer", "none"), default=_D.fusion,
                    help="contextual fusion layer over the pooled word states")
+    m.add_argument("--biaffine-dim", type=_positive_int, default=_D.biaffine_dim, help="width d_b of hs/he")
+    m.add_argument("--cln-hidden", type=_positive_int, default=_D.cln_hidden, help="hidden width of the CLN grid MLP")
+    m.add_argument("--proj-dim", type=_positive_int, default=_D.proj_dim, help="contrastive projection width p")
     m.add_argument("--cs-word-ratio", type=_unit_float, default=_D.cs_word_ratio,
                    help="fraction of non-entity words also code-switched")
     m.add_argument("--w-cl", type=float, default=_D.w_cl, help="weight w of L_sc + L_tc in the source stage")
@@ -156,7 +159,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = apply_preset(TrainConfig(), args.preset)
     defaults = TrainConfig()
     simple = ["source", "target_lang", "lexicon", "encoder", "output_dir", "max_train_sentences",
-              "max_eval_sentences", "max_words", "max_length", "method", "fusion", "cs_word_ratio", "w_cl",
+              "max_eval_sentences", "max_words", "max_length", "method", "fusion", "biaffine_dim", "cln_hidden",
+              "proj_dim", "cs_word_ratio", "w_cl",
               "w_tc_st", "w_mse", "tau_sc", "tau_tc", "tc_none_ratio", "tc_max_pairs", "st_threshold",
               "st_max_sentences", "encoder_lr", "head_lr", "weight_decay", "warmup_ratio", "batch_size",
               "effective_batch_size", "epochs", "max_steps", "max_grad_norm", "eval_every", "save_every",

@@ -30,6 +30,9 @@ class TrainConfig:
     self_training_rounds: int = 0
     cs_word_ratio: float = 0.3
     fusion: str = "lstm"
+    biaffine_dim: int = 128
+    cln_hidden: int = 128
+    proj_dim: int = 128
     # loss weights (SPEC §4 Eq. 8, §5)
     w_cl: float = 0.1
     w_tc_st: float = 0.1

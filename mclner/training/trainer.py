@@ -139,7 +139,9 @@ def load_data(cfg: TrainConfig, label_map: Any = None) -> Data:
     else:
         try:
             dev = _load(cfg.source, "dev")
-        except (KeyError, ValueError):  # a source without a dev split: select the last model
+        except (KeyError, UserError) as exc:  # a source without a dev split: the last model is kept
+            if "no dev" not in str(exc) and not isinstance(exc, KeyError):
+                raise
             dev = []
     dev = [s for s in dev if s.tags is not None][: cfg.max_eval_sentences or None]
     tgt_test: List[Any] = []
@@ -165,8 +167,12 @@ def load_data(cfg: TrainConfig, label_map: Any = None) -> Data:
 
         if not cfg.lexicon:
             raise UserError("code-switching needs a lexicon: pass --lexicon or --no-codeswitch")
-        switcher = CodeSwitcher(load_lexicon(cfg.lexicon), cfg.target_lang, cfg.cs_word_ratio, cfg.seed)
-    return Data(train, dev, tgt_test, unl, label_map, build_examples(train, switcher))
+        switcher = CodeSwitcher(load_lexicon(cfg.lexicon, cfg.target_lang), target_lang=cfg.target_lang,
+                                word_ratio=cfg.cs_word_ratio, seed=cfg.seed)
+    examples = build_examples(train, switcher)
+    if switcher is not None and hasattr(switcher, "report"):
+        print(f"code-switching ({cfg.lexicon}): {switcher.report()}")
+    return Data(train, dev, tgt_test, unl, label_map, examples)
 
 
 # ----------------------------------------------------------------------------- model
@@ -180,7 +186,8 @@ def build_model(cfg: TrainConfig, label_map: Any) -> tuple:
     except (FileNotFoundError, OSError, KeyError) as exc:
         raise UserError(f"cannot load encoder {cfg.encoder!r}: {exc}") from None
     tags = tag_vocabulary(list(label_map.types))
-    mcfg = ModelConfig(num_classes=label_map.num_classes, method=cfg.method, fusion=cfg.fusion, num_tags=len(tags))
+    mcfg = ModelConfig(num_classes=label_map.num_classes, method=cfg.method, fusion=cfg.fusion, num_tags=len(tags),
+                       biaffine_dim=cfg.biaffine_dim, cln_hidden=cfg.cln_hidden, proj_dim=cfg.proj_dim)
     cls = TokenClassificationModel if cfg.method == "token-classification" else MCLNERModel
     return cls(encoder, mcfg), tokenizer, tags
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from test_train_fixtures import LEX, make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +28,6 @@ def write_cedict(path: Path) -> None:
             f.write(f"{zh} {zh} [x] /{en}/\n")
 
 
-@pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     enc = make_tiny_encoder_dir(tmp_path / "enc")
     for split, n, seed in (("train", 32, 0), ("dev", 8, 1)):

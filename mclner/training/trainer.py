@@ -448,8 +448,8 @@ class Trainer:
         def do_eval() -> bool:
             """Evaluate on the dev set, keep the best, save a resumable checkpoint; True = stop early."""
             stop = False
+            st["last_eval_step"] = st["step"]  # on every rank: they all take the same branches after
             if env.is_main:
-                st["last_eval_step"] = st["step"]
                 if self.data.dev:
                     res = self._evaluate(model, self.data.dev)
                     f1 = res["f1"]

@@ -118,7 +118,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="self-training: pseudo-label at most this many unlabelled sentences")
     o = p.add_argument_group("optimisation")
     o.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="quick: CPU run < 30 min on 2 cores (subset, short sentences, 150 steps); "
+                   help="quick: CPU run < 30 min on 2 cores (subset, short sentences, 100 steps); "
                    "full: all data, 10 epochs (GPU). Explicit options override the preset")
     o.add_argument("--encoder-lr", type=_positive_float, default=_D.encoder_lr,
                    help="AdamW learning rate of the encoder")

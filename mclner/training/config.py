@@ -110,7 +110,7 @@ class TrainConfig:
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": dict(
         max_train_sentences=2000, max_eval_sentences=500, max_words=40, batch_size=16,
-        effective_batch_size=32, max_steps=150, eval_every=50, epochs=1, st_max_sentences=1000,
+        effective_batch_size=32, max_steps=100, eval_every=50, epochs=1, st_max_sentences=1000,
         tc_max_pairs=1024, encoder_lr=5e-5,
     ),
     "full": dict(batch_size=16, effective_batch_size=32, epochs=10, eval_every=None, max_words=None),

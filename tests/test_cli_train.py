@@ -138,3 +138,18 @@ def test_help_explains_every_option(capsys):
                 "--max-steps", "--epochs", "--batch-size", "--seed", "--fused", "--preset", "--resume",
                 "--no-codeswitch", "--no-sc", "--no-tc", "--self-training-rounds", "--method"):
         assert opt in out, opt
+
+
+def test_preset_and_overrides():
+    from mclner.cli import build_parser
+    from mclner.training.cli import config_from_args
+
+    parser = build_parser()
+    cfg = config_from_args(parser.parse_args(["train", "--preset", "quick", "--max-steps", "7", "--no-sc"]))
+    assert cfg.max_steps == 7 and cfg.max_train_sentences == 2000 and cfg.encoder_lr == 5e-5
+    assert not cfg.use_sc and cfg.use_tc and cfg.codeswitch
+    cfg = config_from_args(parser.parse_args(["train"]))
+    assert (cfg.source, cfg.target, cfg.lexicon, cfg.encoder) == ("conll2003-en", "msra-zh", "cc-cedict",
+                                                                  "multilingual-e5-small")
+    assert cfg.max_steps is None and cfg.effective_batch_size == 32 and not cfg.fused
+    assert config_from_args(parser.parse_args(["train", "--target", "none"])).target is None

@@ -1,0 +1,91 @@
+"""One mCL-NER training step (forward with L_ce(src) + L_ce(cs) + L_sc + L_tc, backward, AdamW) with
+and without --fused, at N = 128 and 256 words per sentence.
+
+    PYTHONPATH=. python -m pytest benchmarks/bench_train_step.py --benchmark-only
+
+extra_info: impl actually selected per op, peak memory (CUDA: max_memory_allocated over the step;
+CPU: the process's peak RSS, a high-water mark over the whole run, so only the first case is clean),
+B, N, D, M (L_tc pairs). The encoder is a randomly initialised 2-layer BERT of the default encoder's
+width (384) so that the step is dominated by what --fused changes: the relation heads and InfoNCE.
+Sizes: MCLNER_BENCH_B (default 2 on CPU, 8 on GPU).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import pytest
+import torch
+
+from mclner import ops
+from mclner.model import LossWeights, MCLNERModel, ModelConfig
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+B = int(os.environ.get("MCLNER_BENCH_B", "8" if DEVICE.type == "cuda" else "2"))
+D = 384
+C = 6  # NONE, NNW, 4 CoNLL types
+
+
+def make_batch(n: int, b: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    L = n + 2
+    word_index = torch.full((b, L), -1, dtype=torch.long)
+    word_index[:, 1 : n + 1] = torch.arange(n)
+    grid = torch.zeros(b, n, n, dtype=torch.long)
+    # a few entities per sentence: THW on the diagonal band, NNW above it
+    for s in range(0, n - 2, 9):
+        grid[:, s, s + 1] = 1
+        grid[:, s + 1, s] = 2 + (s % 4)
+    return {
+        "input_ids": torch.randint(5, 1000, (b, L), generator=g),
+        "attention_mask": torch.ones(b, L, dtype=torch.long),
+        "word_index": word_index,
+        "word_mask": torch.ones(b, n, dtype=torch.bool),
+        "grid_labels": grid,
+        "lengths": torch.full((b,), n),
+    }
+
+
+def make_model() -> MCLNERModel:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    enc = BertModel(BertConfig(vocab_size=1000, hidden_size=D, num_hidden_layers=2, num_attention_heads=6,
+                               intermediate_size=4 * D, max_position_embeddings=512), add_pooling_layer=False)
+    return MCLNERModel(enc, ModelConfig(num_classes=C, dropout=0.0)).to(DEVICE)
+
+
+@pytest.mark.parametrize("n", [128, 256])
+@pytest.mark.parametrize("fused", [False, True], ids=["reference", "fused"])
+def test_train_step(benchmark, n, fused):
+    impl = "auto" if fused else "reference"
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    src = {k: v.to(DEVICE) for k, v in make_batch(n, B, 0).items()}
+    cs = {k: v.to(DEVICE) for k, v in make_batch(n, B, 1).items()}
+    align = torch.arange(n, device=DEVICE).expand(B, n).contiguous()
+    w = LossWeights(tc_max_pairs=4096)
+    pairs = []
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(src, cs, align, weights=w, impl=impl)
+        out["loss"].backward()
+        opt.step()
+        pairs.append(float(out.get("tc_pairs", torch.tensor(0.0))))
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
+
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
+    peak = (torch.cuda.max_memory_allocated() if DEVICE.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    benchmark.extra_info.update({
+        "device": str(DEVICE), "B": B, "N": n, "D": D, "M": pairs[-1], "fused": fused,
+        "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda_max_allocated" if DEVICE.type == "cuda" else
+        "process_peak_rss",
+        "impl": {op: (ops.selected_impl(op, DEVICE, torch.float32) if fused else "reference")
+                 for op in ("biaffine", "cln_head", "info_nce")},
+    })

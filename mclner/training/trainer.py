@@ -1,0 +1,564 @@
+"""The training engine behind `mclner train` (SPEC.md §3–§5).
+
+Stages: ``source`` (source + code-switched data, ``L_ce(src) + L_ce(cs) + w·(L_sc + L_tc)``), then
+``st1 … stK`` (self-training rounds: the student starts from the previous stage's best model and
+trains on source, code-switched and pseudo-labelled target data with ``L_ce + w1·L_tc + w2·L_mse``).
+Each stage writes ``stages/<stage>/last`` (resumable) and ``stages/<stage>/best``; the final model is
+copied to ``<output_dir>/best``.
+
+Exact resume: the data order of an epoch is a permutation drawn from a generator seeded by
+(seed, stage, epoch), resumable checkpoints are written only between optimizer steps, and they hold
+the optimizer, scheduler, grad scaler, the position in the epoch and every RNG state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mclner.errors import UserError
+from mclner.evaluation import evaluate, format_scores
+from mclner.model import LossWeights, MCLNERModel, ModelConfig, TokenClassificationModel, tag_vocabulary
+from mclner.training.batches import BatchBuilder, Example, build_examples, entity_types, to_device
+from mclner.training.checkpoint import (
+    atomic_replace_dir,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from mclner.training.config import TrainConfig
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def setup_env(cfg: TrainConfig) -> DistEnv:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cfg.device:
+        device = torch.device(cfg.device)
+    elif torch.cuda.is_available():
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistEnv(rank, world, local, device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+def _broadcast_flag(env: DistEnv, flag: bool) -> bool:
+    if not env.distributed:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.long)
+    if env.device.type == "cuda":
+        t = t.to(env.device)
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class Data:
+    train: List[Any]
+    dev: List[Any]
+    target_test: List[Any]
+    target_unlabeled: List[Any]
+    label_map: Any
+    examples: List[Example]
+
+
+def _subset(items: List[Any], k: Optional[int], seed: int) -> List[Any]:
+    if k is None or len(items) <= k:
+        return items
+    idx = sorted(random.Random(seed).sample(range(len(items)), k))
+    return [items[i] for i in idx]
+
+
+def _load(spec: str, split: str, lang: Optional[str] = None) -> List[Any]:
+    from mclner.data.readers import load_sentences
+
+    try:
+        return list(load_sentences(spec, split=split, lang=lang))
+    except FileNotFoundError as exc:
+        raise UserError(f"cannot read {spec!r} ({split}): {exc}") from None
+
+
+def load_data(cfg: TrainConfig, label_map: Any = None) -> Data:
+    from mclner.data.grid import LabelMap
+
+    train = [s for s in _load(cfg.source, "train") if s.tags is not None]
+    if cfg.max_words:
+        train = [s for s in train if 0 < len(s.tokens) <= cfg.max_words]
+    train = _subset(train, cfg.max_train_sentences, cfg.seed)
+    if not train:
+        raise UserError(f"source {cfg.source!r} has no labelled training sentences (after --max-words)")
+    if cfg.target_dev:
+        dev = _load(cfg.target_dev, "dev", cfg.target_lang)
+    else:
+        try:
+            dev = _load(cfg.source, "dev")
+        except (KeyError, UserError) as exc:  # a source without a dev split: the last model is kept
+            if "no dev" not in str(exc) and not isinstance(exc, KeyError):
+                raise
+            dev = []
+    dev = [s for s in dev if s.tags is not None][: cfg.max_eval_sentences or None]
+    tgt_test: List[Any] = []
+    unl: List[Any] = []
+    if cfg.target:
+        tgt_test = [s for s in _load(cfg.target, "test", cfg.target_lang) if s.tags is not None]
+        tgt_test = tgt_test[: cfg.max_eval_sentences or None]
+    if cfg.method == "mclner" and cfg.self_training_rounds > 0:
+        spec = cfg.target_unlabeled or cfg.target
+        if not spec:
+            raise UserError("self-training needs unlabelled target text: pass --target-unlabeled or --target")
+        raw = _load(spec, "train", cfg.target_lang)
+        unl = [type(s)(list(s.tokens), None, getattr(s, "lang", cfg.target_lang)) for s in raw]
+        if cfg.max_words:
+            unl = [s for s in unl if 0 < len(s.tokens) <= cfg.max_words]
+        unl = _subset(unl, cfg.st_max_sentences, cfg.seed + 1)
+    if label_map is None:
+        label_map = LabelMap(entity_types(train))
+    switcher = None
+    if cfg.method == "mclner" and cfg.codeswitch:
+        from mclner.data.codeswitch import CodeSwitcher
+        from mclner.data.lexicon import load_lexicon
+
+        if not cfg.lexicon:
+            raise UserError("code-switching needs a lexicon: pass --lexicon or --no-codeswitch")
+        switcher = CodeSwitcher(load_lexicon(cfg.lexicon, cfg.target_lang), target_lang=cfg.target_lang,
+                                word_ratio=cfg.cs_word_ratio, seed=cfg.seed)
+    examples = build_examples(train, switcher)
+    if switcher is not None and hasattr(switcher, "report"):
+        print(f"code-switching ({cfg.lexicon}): {switcher.report()}")
+    return Data(train, dev, tgt_test, unl, label_map, examples)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(cfg: TrainConfig, label_map: Any) -> tuple:
+    from mclner.encoders import load_encoder
+
+    try:
+        tokenizer, encoder = load_encoder(cfg.encoder)
+    except (FileNotFoundError, OSError, KeyError) as exc:
+        raise UserError(f"cannot load encoder {cfg.encoder!r}: {exc}") from None
+    tags = tag_vocabulary(list(label_map.types))
+    mcfg = ModelConfig(num_classes=label_map.num_classes, method=cfg.method, fusion=cfg.fusion, num_tags=len(tags),
+                       biaffine_dim=cfg.biaffine_dim, cln_hidden=cfg.cln_hidden, proj_dim=cfg.proj_dim)
+    cls = TokenClassificationModel if cfg.method == "token-classification" else MCLNERModel
+    return cls(encoder, mcfg), tokenizer, tags
+
+
+def make_builder(tokenizer: Any, label_map: Any, cfg_method: str, max_length: int = 512) -> BatchBuilder:
+    from mclner.data.collate import RelationCollator
+
+    collator = RelationCollator(tokenizer, label_map, max_length=max_length)
+    tag_to_id = None
+    if cfg_method == "token-classification":
+        tag_to_id = {t: i for i, t in enumerate(tag_vocabulary(list(label_map.types)))}
+    return BatchBuilder(collator, tag_to_id)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups: Dict[str, List[torch.nn.Parameter]] = {"enc": [], "enc_nd": [], "head": [], "head_nd": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        part = "enc" if name.startswith("encoder.") else "head"
+        # no weight decay on biases and norm scales
+        groups[part + ("_nd" if p.dim() <= 1 else "")].append(p)
+    spec = [
+        {"params": groups["enc"], "lr": cfg.encoder_lr, "weight_decay": cfg.weight_decay, "name": "encoder"},
+        {"params": groups["enc_nd"], "lr": cfg.encoder_lr, "weight_decay": 0.0, "name": "encoder"},
+        {"params": groups["head"], "lr": cfg.head_lr, "weight_decay": cfg.weight_decay, "name": "head"},
+        {"params": groups["head_nd"], "lr": cfg.head_lr, "weight_decay": 0.0, "name": "head"},
+    ]
+    return torch.optim.AdamW([g for g in spec if g["params"]])
+
+
+def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup_ratio: float):
+    warm = int(round(total * warmup_ratio))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class StepLogger:
+    """JSONL log of every optimizer step (each loss term) and evaluation; TensorBoard when installed."""
+
+    def __init__(self, out_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.f = open(out_dir / "log.jsonl", "a", encoding="utf-8")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def log(self, record: Dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.f.write(json.dumps(record, default=float) + "\n")
+        self.f.flush()
+        if self.tb is not None and "step" in record:
+            prefix = record.get("stage", "train")
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{prefix}/{k}", v, record["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.f.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        cfg.validate()
+        if cfg.method == "token-classification" and cfg.self_training_rounds:
+            raise UserError("--self-training-rounds needs --method mclner")
+        self.cfg = cfg
+        self.resume = resume
+        self.env = setup_env(cfg)
+        self.out = Path(cfg.output_dir)
+        self.impl = "auto" if cfg.fused else "reference"
+        seed_everything(cfg.seed + self.env.rank)
+
+    # -- helpers
+    def _amp(self):
+        if self.cfg.amp and self.env.device.type == "cuda":
+            dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dt)
+        return contextlib.nullcontext()
+
+    def weights(self, stage: str) -> LossWeights:
+        c = self.cfg
+        cs = c.method == "mclner" and c.codeswitch
+        if stage == "source":
+            return LossWeights(
+                ce_cs=1.0 if cs else 0.0, sc=c.w_cl if (cs and c.use_sc) else 0.0, tc=c.w_cl if c.use_tc else 0.0,
+                mse=0.0, tau_sc=c.tau_sc, tau_tc=c.tau_tc, tc_none_ratio=c.tc_none_ratio, tc_max_pairs=c.tc_max_pairs,
+            )
+        return LossWeights(
+            ce_cs=1.0 if cs else 0.0, sc=0.0, tc=c.w_tc_st if c.use_tc else 0.0, mse=c.w_mse,
+            tau_sc=c.tau_sc, tau_tc=c.tau_tc, tc_none_ratio=c.tc_none_ratio, tc_max_pairs=c.tc_max_pairs,
+        )
+
+    def run(self) -> Dict[str, Any]:
+        cfg, env = self.cfg, self.env
+        if self.out.exists() and any(self.out.iterdir()) and not self.resume and env.is_main:
+            if (self.out / "stages").exists():
+                raise UserError(f"output dir {self.out} already holds a run: pass --resume to continue it "
+                                "or --overwrite to start again")
+        _barrier(env)
+        data = load_data(cfg)
+        model, tokenizer, tags = build_model(cfg, data.label_map)
+        model.to(env.device)
+        self.tokenizer, self.tags, self.data = tokenizer, tags, data
+        self.builder = make_builder(tokenizer, data.label_map, cfg.method, cfg.max_length)
+        self.logger = StepLogger(self.out, env.is_main)
+        if env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "training_args.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            self.logger.log({"event": "data", "train": len(data.train), "dev": len(data.dev),
+                             "target_test": len(data.target_test), "target_unlabeled": len(data.target_unlabeled),
+                             "types": list(data.label_map.types), "impl": self.impl})
+        summary: Dict[str, Any] = {"stages": {}}
+        stages = ["source"] + [f"st{r}" for r in range(1, cfg.self_training_rounds + 1)]
+        prev_best: Optional[Path] = None
+        try:
+            for stage in stages:
+                sdir = self.out / "stages" / stage
+                if (sdir / "DONE").exists() and self.resume:
+                    summary["stages"][stage] = json.loads((sdir / "DONE").read_text())
+                    prev_best = sdir / "best"
+                    continue
+                teacher, target_examples = None, None
+                if stage != "source":
+                    self._load_weights(model, prev_best)
+                    teacher = copy.deepcopy(model).eval()
+                    for p in teacher.parameters():
+                        p.requires_grad_(False)
+                    target_examples, counts = self._pseudo_label(teacher, stage)
+                    summary.setdefault("pseudo_labels", {})[stage] = counts
+                result = self.fit(stage, model, teacher, target_examples)
+                if result.get("interrupted"):
+                    summary["interrupted"] = True
+                    return summary
+                summary["stages"][stage] = result
+                if env.is_main:
+                    (sdir / "DONE").write_text(json.dumps(result, default=float))
+                _barrier(env)
+                prev_best = sdir / "best"
+            # final model: the last stage's best
+            self._load_weights(model, prev_best)
+            if env.is_main:
+                tmp = self.out / ".best.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(prev_best, tmp, ignore=shutil.ignore_patterns("training_state.pt"))
+                atomic_replace_dir(tmp, self.out / "best")
+                summary["final"] = self._final_eval(model)
+                (self.out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+        finally:
+            self.logger.close()
+        return summary
+
+    def _load_weights(self, model: torch.nn.Module, path: Optional[Path]) -> None:
+        from safetensors.torch import load_file
+
+        if path is None:
+            return
+        model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(self.env.device)))
+
+    def _pseudo_label(self, teacher, stage: str):
+        from mclner.training.selftrain import pseudo_label
+
+        kept, counts = pseudo_label(
+            teacher, self.data.target_unlabeled, self.builder, self.data.label_map,
+            threshold=self.cfg.st_threshold, batch_size=2 * self.cfg.batch_size, device=self.env.device,
+            impl=self.impl,
+        )
+        self.logger.log({"event": "pseudo_labels", "stage": stage, **counts})
+        if self.env.is_main:
+            print(f"[{stage}] pseudo-labels: {counts['unlabeled']} unlabelled, {counts['has_entity']} with an "
+                  f"entity, {counts['continuous']} continuous, {counts['confident']} ≥ {self.cfg.st_threshold}")
+        return [Example(s) for s in kept], counts
+
+    def _evaluate(self, model, sentences) -> Dict[str, Any]:
+        return evaluate(model, sentences, self.builder, self.data.label_map, batch_size=2 * self.cfg.batch_size,
+                        device=self.env.device, impl=self.impl)
+
+    def _final_eval(self, model) -> Dict[str, Any]:
+        res: Dict[str, Any] = {}
+        if self.data.dev:
+            res["source_dev"] = self._evaluate(model, self.data.dev)
+        if self.data.target_test:
+            res["target_test"] = self._evaluate(model, self.data.target_test)
+            print(f"target test ({self.cfg.target}):\n{format_scores(res['target_test'])}")
+        self.logger.log({"event": "final", **{k: v["f1"] for k, v in res.items()}})
+        return res
+
+    # -- one stage
+    def fit(self, stage: str, model: torch.nn.Module, teacher=None, target_examples=None) -> Dict[str, Any]:
+        cfg, env = self.cfg, self.env
+        sdir = self.out / "stages" / stage
+        examples = self.data.examples
+        bs = cfg.batch_size
+        accum = max(1, cfg.effective_batch_size // (bs * env.world))
+        nb = math.ceil(len(examples) / bs)
+        nb_rank = max(1, nb // env.world)  # ranks step in lockstep: drop the remainder batches
+        steps_per_epoch = math.ceil(nb_rank / accum)
+        total = cfg.max_steps or cfg.epochs * steps_per_epoch
+        weights = self.weights(stage)
+
+        opt = make_optimizer(model, cfg)
+        sched = make_scheduler(opt, total, cfg.warmup_ratio)
+        use_scaler = cfg.amp and env.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        st = {"step": 0, "epoch": 0, "batch_pos": 0, "best_f1": -1.0, "bad_evals": 0, "last_eval_step": -1}
+
+        last = sdir / "last"
+        if self.resume and (last / "training_state.pt").exists():
+            self._load_weights(model, last)
+            ts = torch.load(last / "training_state.pt", map_location="cpu", weights_only=False)
+            opt.load_state_dict(ts["optimizer"])
+            sched.load_state_dict(ts["scheduler"])
+            scaler.load_state_dict(ts["scaler"])
+            st.update(ts["counters"])
+            if env.is_main:
+                set_rng_state(ts["rng"])
+            if env.is_main:
+                print(f"[{stage}] resumed from {last} at step {st['step']}")
+
+        ddp = model
+        if env.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ddp = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+
+        def save_last() -> None:
+            if not env.is_main:
+                return
+            state = {
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                "counters": dict(st), "rng": rng_state(), "stage": stage, "total_steps": total,
+            }
+            save_checkpoint(last, model, self.tokenizer, self.data.label_map, cfg.to_dict(), tag_vocab=self.tags,
+                            training_state=state, extra={"stage": stage, "step": st["step"]})
+
+        def do_eval() -> bool:
+            """Evaluate on the dev set, keep the best, save a resumable checkpoint; True = stop early."""
+            stop = False
+            st["last_eval_step"] = st["step"]  # on every rank: they all take the same branches after
+            if env.is_main:
+                if self.data.dev:
+                    res = self._evaluate(model, self.data.dev)
+                    f1 = res["f1"]
+                    improved = f1 > st["best_f1"]
+                    self.logger.log({"event": "eval", "stage": stage, "step": st["step"], "epoch": st["epoch"],
+                                     "dev_f1": f1, "dev_precision": res["precision"], "dev_recall": res["recall"]})
+                    if improved:
+                        st["best_f1"], st["bad_evals"] = f1, 0
+                        save_checkpoint(sdir / "best", model, self.tokenizer, self.data.label_map, cfg.to_dict(),
+                                        tag_vocab=self.tags, extra={"stage": stage, "step": st["step"], "dev": res})
+                    else:
+                        st["bad_evals"] += 1
+                    stop = cfg.patience > 0 and st["bad_evals"] >= cfg.patience
+                save_last()
+            stop = _broadcast_flag(env, stop)
+            _barrier(env)
+            return stop
+
+        model.train()
+        if teacher is not None:
+            teacher.to(env.device)
+        pbar = None
+        if cfg.progress and env.is_main:
+            from tqdm.auto import tqdm
+
+            pbar = tqdm(total=total, initial=st["step"], desc=stage, dynamic_ncols=True)
+        stop = False
+        t0 = time.time()
+        while st["step"] < total and not stop:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + hash_stage(stage) * 7919 + st["epoch"])
+            perm = torch.randperm(len(examples), generator=gen).tolist()
+            all_batches = [perm[k : k + bs] for k in range(0, len(perm), bs)]
+            mine = all_batches[env.rank :: env.world][:nb_rank]
+            tperm: List[int] = []
+            if target_examples:
+                tperm = torch.randperm(len(target_examples), generator=gen).tolist()
+            bi = st["batch_pos"]
+            while bi < len(mine):
+                group = mine[bi : bi + accum]
+                sums: Dict[str, float] = {}
+                for gi, ids in enumerate(group):
+                    batch = self.builder.examples([examples[i] for i in ids])
+                    kwargs: Dict[str, Any] = {"src": batch["src"], "weights": weights, "impl": self.impl}
+                    if "cs" in batch:
+                        kwargs["cs"], kwargs["alignment"] = batch["cs"], batch["alignment"]
+                    if target_examples:
+                        k0 = (bi + gi) * bs
+                        tex = [target_examples[tperm[(k0 + r) % len(tperm)]] for r in range(bs)]
+                        kwargs["tgt"] = self.builder.sentences([e.src for e in tex])
+                    kwargs = {k: to_device(v, env.device) for k, v in kwargs.items()}
+                    if teacher is not None and "tgt" in kwargs:
+                        with self._amp():
+                            kwargs["teacher_probs"] = teacher.predict_probs(kwargs["tgt"], impl=self.impl)
+                    sync = gi == len(group) - 1 or not env.distributed
+                    ctx = contextlib.nullcontext() if sync else ddp.no_sync()
+                    with ctx:
+                        with self._amp():
+                            out = ddp(**kwargs)
+                        scaler.scale(out["loss"] / len(group)).backward()
+                    for k, v in out.items():
+                        sums[k] = sums.get(k, 0.0) + float(v.detach()) / len(group)
+                scaler.unscale_(opt)
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+                bi += len(group)
+                st["step"] += 1
+                st["batch_pos"] = bi
+                if st["step"] % cfg.log_every == 0:
+                    lrs = {f"lr_{g['name']}": g["lr"] for g in opt.param_groups}
+                    self.logger.log({"stage": stage, "step": st["step"], "epoch": st["epoch"], **sums,
+                                     "grad_norm": float(gnorm), **lrs, "elapsed_s": time.time() - t0})
+                if pbar is not None:
+                    pbar.update(1)
+                    pbar.set_postfix(loss=f"{sums['loss']:.4f}")
+                if cfg.eval_every and st["step"] % cfg.eval_every == 0:
+                    stop = do_eval()
+                elif cfg.save_every and st["step"] % cfg.save_every == 0:
+                    save_last()
+                if cfg.stop_after_steps and st["step"] >= cfg.stop_after_steps:
+                    if pbar is not None:
+                        pbar.close()
+                    return {"interrupted": True, "step": st["step"]}
+                if stop or st["step"] >= total:
+                    break
+            else:
+                st["epoch"] += 1
+                st["batch_pos"] = 0
+                if not cfg.eval_every:
+                    stop = do_eval()
+        if st["last_eval_step"] != st["step"]:
+            do_eval()
+        if pbar is not None:
+            pbar.close()
+        if env.is_main and not (sdir / "best").exists():  # no dev set: the last model is the result
+            save_checkpoint(sdir / "best", model, self.tokenizer, self.data.label_map, cfg.to_dict(),
+                            tag_vocab=self.tags, extra={"stage": stage, "step": st["step"]})
+        _barrier(env)
+        return {"steps": st["step"], "epochs": st["epoch"], "best_dev_f1": st["best_f1"],
+                "early_stopped": bool(stop and st["step"] < total)}
+
+
+def hash_stage(stage: str) -> int:
+    """A stable small integer per stage name (Python's hash() is salted per process)."""
+    return sum((i + 1) * ord(c) for i, c in enumerate(stage))
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Dict[str, Any]:
+    """Train as configured; returns the summary also written to ``<output_dir>/results.json``."""
+    return Trainer(cfg, resume=resume).run()

@@ -1,0 +1,126 @@
+"""Training engine: each method lowers the loss, --resume is exact, checkpoints round-trip,
+self-training filters and counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train_fixtures import make_tiny_encoder_dir, patch_training_data
+
+from mclner.training.config import TrainConfig
+from mclner.training.trainer import train
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    return make_tiny_encoder_dir(tmp_path_factory.mktemp("enc") / "tiny")
+
+
+@pytest.fixture(autouse=True)
+def _encoder(encoder_dir, monkeypatch):
+    monkeypatch.setenv("MCLNER_TEST_ENCODER", encoder_dir)
+
+
+def quick_cfg(tmp_path: Path, **kw) -> TrainConfig:
+    import os
+
+    base = dict(
+        source="synthetic-en", target="synthetic-zh", lexicon="synthetic", encoder=os.environ["MCLNER_TEST_ENCODER"],
+        output_dir=str(tmp_path / "run"), batch_size=8, effective_batch_size=16, max_steps=10, eval_every=5,
+        biaffine_dim=32, cln_hidden=32, proj_dim=16,
+        encoder_lr=1e-3, head_lr=3e-3, warmup_ratio=0.0, progress=False, patience=0, seed=3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def step_losses(out_dir: Path, stage: str = "source") -> list:
+    rows = [json.loads(x) for x in (out_dir / "log.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("stage") == stage and "loss" in r]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # full source stage: ce_src + ce_cs + sc + tc
+        {"codeswitch": False},
+        {"use_sc": False, "use_tc": False},
+        {"method": "token-classification"},
+    ],
+    ids=["mclner", "no-codeswitch", "no-contrastive", "token-classification"],
+)
+def test_methods_lower_the_loss(tmp_path, monkeypatch, overrides):
+    patch_training_data(monkeypatch)
+    cfg = quick_cfg(tmp_path, **overrides)
+    summary = train(cfg)
+    rows = step_losses(Path(cfg.output_dir))
+    assert len(rows) == 10
+    first = sum(r["ce_src"] for r in rows[:3]) / 3
+    last = sum(r["ce_src"] for r in rows[-3:]) / 3
+    assert last < 0.7 * first, (first, last)
+    expect = {"ce_src"}
+    if cfg.method == "mclner" and cfg.codeswitch:
+        expect |= {"ce_cs", "sc", "tc"} if cfg.use_sc else {"ce_cs"}
+    assert expect <= set(rows[0]), rows[0]
+    assert (Path(cfg.output_dir) / "best" / "model.safetensors").is_file()
+    assert "target_test" in summary["final"]
+
+
+def test_resume_is_exact(tmp_path, monkeypatch):
+    patch_training_data(monkeypatch)
+    full = quick_cfg(tmp_path, output_dir=str(tmp_path / "full"), max_steps=8, eval_every=100, save_every=4)
+    train(full)
+    cut = quick_cfg(tmp_path, output_dir=str(tmp_path / "cut"), max_steps=8, eval_every=100, save_every=4,
+                    stop_after_steps=6)
+    assert train(cut).get("interrupted")
+    # the kill came after the step-4 checkpoint: steps 5-6 are lost and redone on resume
+    cut.stop_after_steps = None
+    train(cut, resume=True)
+    a = load_file(str(tmp_path / "full" / "stages" / "source" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "stages" / "source" / "last" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    sa = torch.load(tmp_path / "full" / "stages" / "source" / "last" / "training_state.pt", weights_only=False)
+    sb = torch.load(tmp_path / "cut" / "stages" / "source" / "last" / "training_state.pt", weights_only=False)
+    assert sa["counters"] == sb["counters"]
+    la = [r["loss"] for r in step_losses(tmp_path / "full")]
+    lb = [r["loss"] for r in step_losses(tmp_path / "cut")]
+    # the cut log has steps 1-6, then 5-8 again after the resume
+    assert lb[:6] == la[:6] and lb[6:] == la[4:]
+
+
+def test_self_training_round(tmp_path, monkeypatch):
+    patch_training_data(monkeypatch)
+    cfg = quick_cfg(tmp_path, self_training_rounds=1, st_threshold=0.0, max_steps=10, eval_every=5)
+    summary = train(cfg)
+    counts = summary["pseudo_labels"]["st1"]
+    assert counts["unlabeled"] == 24
+    assert counts["unlabeled"] >= counts["has_entity"] >= counts["continuous"] >= counts["confident"]
+    rows = step_losses(Path(cfg.output_dir), "st1")
+    if counts["confident"]:
+        assert "mse" in rows[0] and "ce_tgt" in rows[0]
+    assert "sc" not in rows[0]
+    assert (Path(cfg.output_dir) / "stages" / "st1" / "DONE").exists()
+
+
+def test_pseudo_label_filters():
+    from mclner.data.grid import LabelMap
+    from mclner.training.selftrain import is_continuous, relation_confidence
+
+    lm = LabelMap(["LOC", "PER"])
+    pred = torch.zeros(4, 4, dtype=torch.long)
+    pred[2, 0] = lm.thw("PER")  # entity 0..2 needs NNW at (0,1) and (1,2)
+    pred[0, 1] = 1
+    assert not is_continuous(pred)
+    pred[1, 2] = 1
+    assert is_continuous(pred)
+    probs = torch.full((4, 4, 4), 0.25)
+    probs[2, 0, lm.thw("PER")] = 0.9
+    probs[0, 1, 1] = 0.6
+    probs[1, 2, 1] = 0.9
+    assert relation_confidence(probs, [(0, 2, "PER")], lm) == pytest.approx(0.8)

@@ -1,0 +1,175 @@
+"""Shared fixtures of the training tests: a synthetic en→zh NER task with its own small lexicon and
+code-switcher (deterministic, independent of CC-CEDICT coverage), and a tiny tokenizer/encoder built
+offline (hidden 32: many short training runs stay fast on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+PER_EN = ["John", "Mary", "Peter", "Anna", "Smith", "Lee"]
+LOC_EN = ["London", "Paris", "Berlin", "China", "Tokyo"]
+ORG_EN = ["Google", "Reuters", "UN", "Apple"]
+FILL = ["the", "a", "said", "went", "to", "in", "on", "with", "visited", "met", "at", "today", "and", "of"]
+LEX = {"John": "约翰", "Mary": "玛丽", "Peter": "彼得", "Anna": "安娜", "Smith": "史密斯", "Lee": "李",
+       "London": "伦敦", "Paris": "巴黎", "Berlin": "柏林", "China": "中国", "Tokyo": "东京",
+       "Google": "谷歌", "Reuters": "路透社", "UN": "联合国", "Apple": "苹果", "said": "说", "went": "去",
+       "visited": "访问", "met": "见", "today": "今天"}
+ZH_FILL = list("的了在是我有和人这中大为上个国说们到")
+
+
+def sentence_cls():
+    from mclner.data.readers import Sentence
+
+    return Sentence
+
+
+def synthetic_en(n: int, seed: int = 0) -> list:
+    S = sentence_cls()
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        toks, tags = [], []
+        for _ in range(rng.randint(2, 4)):
+            toks += rng.sample(FILL, rng.randint(1, 2))
+            tags += ["O"] * (len(toks) - len(tags))
+            kind = rng.choice(["PER", "LOC", "ORG"])
+            pool = {"PER": PER_EN, "LOC": LOC_EN, "ORG": ORG_EN}[kind]
+            words = rng.sample(pool, 2 if kind == "PER" and rng.random() < 0.4 else 1)
+            toks += words
+            tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
+        out.append(S(toks, tags, "en"))
+    return out
+
+
+def synthetic_zh(n: int, seed: int = 1, labelled: bool = True) -> list:
+    S = sentence_cls()
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        toks, tags = [], []
+        for _ in range(rng.randint(1, 3)):
+            fill = rng.sample(ZH_FILL, rng.randint(1, 3))
+            toks += fill
+            tags += ["O"] * len(fill)
+            kind = rng.choice(["PER", "LOC", "ORG"])
+            pool = {"PER": PER_EN, "LOC": LOC_EN, "ORG": ORG_EN}[kind]
+            chars = list(LEX[rng.choice(pool)])
+            toks += chars
+            tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(chars) - 1)
+        out.append(S(toks, tags if labelled else None, "zh"))
+    return out
+
+
+def tiny_tokenizer():
+    """A WordPiece tokenizer over the synthetic vocabulary (every character too), built offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted(set(PER_EN + LOC_EN + ORG_EN + FILL + ["-DOCSTART-"]))
+    chars = sorted({c for w in words + list(LEX.values()) + ZH_FILL for c in w} | set("abcdefghijklmnopqrstuvwxyz"))
+    vocab = specials + words + chars + ["##" + c for c in chars if c.isascii()]
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def tiny_encoder(vocab_size: int, seed: int = 0, hidden: int = 32):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=2 * hidden, max_position_embeddings=256)
+    return BertModel(cfg, add_pooling_layer=False)
+
+
+def make_tiny_encoder_dir(path) -> str:
+    """A Hugging Face folder (tokenizer + 1-layer BERT, hidden 32) that `load_encoder(path)` reads;
+    much lighter than `tiny-multilingual` (250k-piece embedding) for many short training runs."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        tok = tiny_tokenizer()
+        tok.save_pretrained(str(path))
+        tiny_encoder(len(tok)).save_pretrained(str(path))
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- stand-ins
+
+
+class _Lexicon:
+    """The synthetic task's lexicon (interface of mclner.data.lexicon.Lexicon.translate)."""
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def translate(self, phrase: str, entity: bool = False):
+        return self.table.get(phrase)
+
+
+class _CodeSwitcher:
+    """Code-switcher of the synthetic task (interface of mclner.data.codeswitch.CodeSwitcher):
+    dictionary words become their characters."""
+
+    def __init__(self, lexicon, target_lang: str = "zh", word_ratio: float = 0.3, entity_ratio: float = 1.0,
+                 seed: int = 0) -> None:
+        self.lexicon, self.rng, self.ratio = lexicon, random.Random(seed), word_ratio
+
+    def switch(self, sentence):
+        toks, tags, align = [], [], []
+        for w, t in zip(sentence.tokens, sentence.tags):
+            tr = self.lexicon.translate(w)
+            if tr and (t != "O" or self.rng.random() < self.ratio):
+                align.append(len(toks))
+                chars = list(tr)
+                toks += chars
+                if t == "O":
+                    tags += ["O"] * len(chars)
+                else:
+                    tags += [t] + ["I-" + t[2:]] * (len(chars) - 1)
+            else:
+                align.append(len(toks))
+                toks.append(w)
+                tags.append(t)
+        return type(sentence)(toks, tags, "zh"), align
+
+
+def patch_training_data(monkeypatch, n_train: int = 32, n_dev: int = 8, n_test: int = 8) -> None:
+    """Make the trainer read the synthetic task whatever --source/--target say."""
+    from mclner.training import trainer
+
+    data = {("src", "train"): synthetic_en(n_train, 0), ("src", "dev"): synthetic_en(n_dev, 1),
+            ("tgt", "test"): synthetic_zh(n_test, 2), ("tgt", "train"): synthetic_zh(3 * n_test, 3)}
+
+    def fake_load(spec, split, lang=None):
+        key = ("tgt" if "zh" in spec else "src", split)
+        if key not in data:
+            raise KeyError(split)
+        return [type(s)(list(s.tokens), list(s.tags) if s.tags else None, s.lang) for s in data[key]]
+
+    monkeypatch.setattr(trainer, "_load", fake_load)
+    # The synthetic task code-switches with its own table (the real lexicon is tested elsewhere).
+    import mclner.data.codeswitch as cs_mod
+    import mclner.data.lexicon as lex_mod
+
+    monkeypatch.setattr(lex_mod, "load_lexicon", lambda spec, target_lang=None: _Lexicon(LEX))
+    monkeypatch.setattr(cs_mod, "CodeSwitcher", _CodeSwitcher)
+
+
+def write_conll(path, sentences) -> None:
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for s in sentences:
+            for t, g in zip(s.tokens, s.tags):
+                f.write(f"{t}\t{g}\n")
+            f.write("\n")

@@ -3,9 +3,9 @@ and without --fused, at N = 128 and 256 words per sentence.
 
     PYTHONPATH=. python -m pytest benchmarks/bench_train_step.py --benchmark-only
 
-extra_info: impl actually selected per op, peak memory (CUDA: max_memory_allocated over the step;
-CPU: the process's peak RSS, a high-water mark over the whole run, so only the first case is clean),
-B, N, D, M (L_tc pairs). The encoder is a randomly initialised 2-layer BERT of the default encoder's
+extra_info: impl actually selected per op, peak extra memory of one step (benchmarks/memory.py: CUDA
+allocator peak on a GPU, the step's own peak RSS on the CPU), B, N, D, M (L_tc pairs); the step
+also appears in the fused/reference ratio table. The encoder is a randomly initialised 2-layer BERT of the default encoder's
 width (384) so that the step is dominated by what --fused changes: the relation heads and InfoNCE.
 Sizes: MCLNER_BENCH_B (default 2 on CPU, 8 on GPU).
 """
@@ -13,10 +13,11 @@ Sizes: MCLNER_BENCH_B (default 2 on CPU, 8 on GPU).
 from __future__ import annotations
 
 import os
-import resource
 
 import pytest
 import torch
+from conftest import record
+from memory import peak_extra_bytes
 
 from mclner import ops
 from mclner.model import LossWeights, MCLNERModel, ModelConfig
@@ -77,15 +78,13 @@ def test_train_step(benchmark, n, fused):
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()
 
-    if DEVICE.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
-    peak = (torch.cuda.max_memory_allocated() if DEVICE.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    step()  # warm-up: optimizer state, kernel compilation, thread pools
+    peak = peak_extra_bytes(step, DEVICE)
+    benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=0)
+    record(f"train step B{B} N{n}", "fused" if fused else "reference", benchmark.stats.stats.median, peak)
     benchmark.extra_info.update({
         "device": str(DEVICE), "B": B, "N": n, "D": D, "M": pairs[-1], "fused": fused,
-        "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda_max_allocated" if DEVICE.type == "cuda" else
-        "process_peak_rss",
+        "peak_extra_bytes": int(peak),
         "impl": {op: (ops.selected_impl(op, DEVICE, torch.float32) if fused else "reference")
                  for op in ("biaffine", "cln_head", "info_nce")},
     })

@@ -11,4 +11,11 @@ venv=${MCLNER_VENV:-.venv}
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==${MCLNER_TORCH_VERSION:-2.13.0}"
 python -m pip install -q ".[triton]"
-mclner train --fused "$@"
+# Without a GPU and without an explicit --preset, use the quick preset (a CPU run of < 30 minutes);
+# `--preset full` is the whole data set for a GPU.
+args=("$@")
+if ! printf '%s\n' "${args[@]}" | grep -q -- '^--preset' \
+   && ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  args=(--preset quick "${args[@]}")
+fi
+mclner train --fused "${args[@]}"

@@ -5,8 +5,9 @@ and without --fused, at N = 128 and 256 words per sentence.
 
 extra_info: impl actually selected per op, peak extra memory of one step (benchmarks/memory.py: CUDA
 allocator peak on a GPU, the step's own peak RSS on the CPU), B, N, D, M (L_tc pairs); the step
-also appears in the fused/reference ratio table. The encoder is a randomly initialised 2-layer BERT of the default encoder's
-width (384) so that the step is dominated by what --fused changes: the relation heads and InfoNCE.
+also appears in the fused/reference ratio table. The encoder is a randomly initialised 2-layer
+BERT of the default encoder's width (384) so that the step is dominated by what --fused changes:
+the relation heads and InfoNCE.
 Sizes: MCLNER_BENCH_B (default 2 on CPU, 8 on GPU).
 """
 

@@ -177,11 +177,22 @@ class MCLNERModel(nn.Module):
     def sample_tc_pairs(
         self, labels: torch.Tensor, word_mask: torch.Tensor, alignment: Optional[torch.Tensor], w: LossWeights
     ) -> Optional[Dict[str, torch.Tensor]]:
-        """All gold non-NONE pairs with an aligned counterpart plus sampled NONE pairs (L_tc, SPEC §4)."""
+        """All gold non-NONE pairs with an aligned counterpart plus sampled NONE pairs (L_tc, SPEC §4).
+
+        alignment: ``[B, N]`` (one counterpart per source word) or ``[B, N, 2]`` (first and last
+        code-switched word of each source word's translation). A relation cell's row word maps to the
+        LAST word of its translation and its column word to the FIRST: THW (tail e, head s) and NNW
+        (k, k+1) then land on the code-switched sentence's own THW/NNW cells even when a word became
+        several words (zh/ja characters).
+        """
         B, N, _ = labels.shape
         if alignment is None:  # no counterpart: view B from the same sentence
             alignment = torch.arange(N, device=labels.device).expand(B, N).masked_fill(~word_mask.bool(), -1)
-        ok = (alignment >= 0)
+        if alignment.dim() == 3:
+            first, last = alignment[..., 0], alignment[..., 1]
+        else:
+            first = last = alignment
+        ok = (first >= 0) & (last >= 0)
         pair_ok = ok.unsqueeze(2) & ok.unsqueeze(1) & labels.ne(IGNORE)
         pos = (pair_ok & labels.gt(0)).nonzero()
         neg = (pair_ok & labels.eq(0)).nonzero()
@@ -197,7 +208,7 @@ class MCLNERModel(nn.Module):
         if idx.shape[0] < 2:  # InfoNCE needs at least one negative
             return None
         b, i, j = idx[:, 0], idx[:, 1], idx[:, 2]
-        return {"b": b, "i": i, "j": j, "ai": alignment[b, i], "aj": alignment[b, j]}
+        return {"b": b, "i": i, "j": j, "ai": last[b, i], "aj": first[b, j]}
 
     def forward(
         self,
@@ -212,7 +223,8 @@ class MCLNERModel(nn.Module):
         """Training losses for one step; ``loss`` is the weighted total, the other keys are the terms.
 
         src: source batch (with grid_labels); cs: its code-switched counterpart (same order) and
-        alignment ``[B, N_src]`` source word → code-switched word (-1 none); tgt: pseudo-labelled
+        alignment ``[B, N_src, 2]`` (or ``[B, N_src]``) source word → first/last code-switched word
+        (-1 none, see sample_tc_pairs); tgt: pseudo-labelled
         target batch with teacher_probs ``[B, N, N, C]`` (self-training).
         """
         w = weights or LossWeights()

@@ -89,12 +89,14 @@ def test_tc_pair_sampling(setup):
     w = LossWeights(tc_none_ratio=2.0, tc_max_pairs=10_000)
     p = m.sample_tc_pairs(labels, batch["src"]["word_mask"], align, w)
     lab = labels[p["b"], p["i"], p["j"]]
-    ok = (align >= 0)
+    ok = (align >= 0).all(-1)  # [B, N, 2] first/last counterpart
     gold = (labels > 0) & ok.unsqueeze(2) & ok.unsqueeze(1)
     assert int((lab > 0).sum()) == int(gold.sum())  # every aligned gold relation
     assert int((lab == 0).sum()) == 2 * int(gold.sum())  # ratio of NONE pairs
     assert bool((lab != IGNORE).all())
-    assert torch.equal(p["ai"], align[p["b"], p["i"]]) and bool((p["ai"] >= 0).all())
+    # rows map to the last word of a translation, columns to the first
+    assert torch.equal(p["ai"], align[p["b"], p["i"], 1]) and bool((p["ai"] >= 0).all())
+    assert torch.equal(p["aj"], align[p["b"], p["j"], 0]) and bool((p["aj"] >= 0).all())
     capped = m.sample_tc_pairs(labels, batch["src"]["word_mask"], align, LossWeights(tc_max_pairs=7))
     assert capped["b"].shape[0] == 7
 
@@ -160,5 +162,32 @@ def test_real_codeswitcher_batches(setup):
     ex = build_examples(synthetic_en(6, seed=9), sw)
     b = BatchBuilder(RelationCollator(tok, lm)).examples(ex)
     a = b["alignment"]
-    assert a.shape == b["src"]["word_mask"].shape
+    assert a.shape == (*b["src"]["word_mask"].shape, 2)
     assert bool((a < b["cs"]["word_mask"].shape[1]).all())
+    assert bool((a[..., 0] <= a[..., 1]).all())
+
+
+def test_tc_pairs_land_on_the_code_switched_relation_cells(setup):
+    """Every sampled non-NONE source pair maps to a code-switched cell with the same relation class,
+    including entities translated word by word into several characters (row -> last, column -> first)."""
+    from test_train_fixtures import LEX, _CodeSwitcher, _Lexicon
+
+    from mclner.data.codeswitch import CodeSwitcher
+
+    tok, lm, _ = setup
+    model = make_model(lm)
+    # The real code-switcher and the fixture's (whose translations are always several characters).
+    for sw in (CodeSwitcher(_lexicon(), "zh", word_ratio=0.3, seed=0), _CodeSwitcher(_Lexicon(LEX), "zh", 0.3)):
+        _check_tc_pairs(tok, lm, model, build_examples(synthetic_en(12, seed=3), sw))
+
+
+def _check_tc_pairs(tok, lm, model, ex):
+    assert any(sp is not None and sp[1] > sp[0] for e in ex for sp in e.spans), "no multi-word translation"
+    b = BatchBuilder(RelationCollator(tok, lm)).examples(ex)
+    labels = b["src"]["grid_labels"]
+    pairs = model.sample_tc_pairs(labels, b["src"]["word_mask"], b["alignment"], LossWeights(tc_none_ratio=0.0))
+    assert pairs is not None
+    src_cls = labels[pairs["b"], pairs["i"], pairs["j"]]
+    cs_cls = b["cs"]["grid_labels"][pairs["b"], pairs["ai"], pairs["aj"]]
+    assert bool((src_cls > 0).all())
+    assert torch.equal(cs_cls, src_cls)

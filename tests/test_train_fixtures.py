@@ -123,23 +123,30 @@ class _CodeSwitcher:
                  seed: int = 0) -> None:
         self.lexicon, self.rng, self.ratio = lexicon, random.Random(seed), word_ratio
 
-    def switch(self, sentence):
-        toks, tags, align = [], [], []
+    def switch_detailed(self, sentence):
+        from mclner.data.codeswitch import SwitchResult
+
+        toks, tags, spans = [], [], []
         for w, t in zip(sentence.tokens, sentence.tags):
             tr = self.lexicon.translate(w)
             if tr and (t != "O" or self.rng.random() < self.ratio):
-                align.append(len(toks))
                 chars = list(tr)
+                spans.append((len(toks), len(toks) + len(chars) - 1))
                 toks += chars
                 if t == "O":
                     tags += ["O"] * len(chars)
                 else:
                     tags += [t] + ["I-" + t[2:]] * (len(chars) - 1)
             else:
-                align.append(len(toks))
+                spans.append((len(toks), len(toks)))
                 toks.append(w)
                 tags.append(t)
-        return type(sentence)(toks, tags, "zh"), align
+        cs = type(sentence)(toks, tags, "zh")
+        return SwitchResult(cs, [sp[0] for sp in spans], spans)
+
+    def switch(self, sentence):
+        r = self.switch_detailed(sentence)
+        return r.sentence, r.alignment
 
 
 def patch_training_data(monkeypatch, n_train: int = 32, n_dev: int = 8, n_test: int = 8) -> None:

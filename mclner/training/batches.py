@@ -4,9 +4,11 @@ pseudo-labelled target sentences; all through `mclner.data.collate.RelationColla
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+from mclner.data.collate import pad_spans
 
 IGNORE = -100
 
@@ -25,7 +27,8 @@ def entity_types(sentences: Sequence[Any]) -> List[str]:
 class Example:
     src: Any  # mclner.data.readers.Sentence
     cs: Optional[Any] = None  # code-switched counterpart
-    alignment: Optional[List[int]] = None  # src word -> cs word, -1 none
+    # src word -> (first, last) code-switched word of its translation; None where it has none.
+    spans: Optional[List[Optional[Tuple[int, int]]]] = None
 
 
 def build_examples(sentences: Sequence[Any], switcher: Optional[Any]) -> List[Example]:
@@ -36,8 +39,8 @@ def build_examples(sentences: Sequence[Any], switcher: Optional[Any]) -> List[Ex
         if switcher is None:
             out.append(Example(s))
         else:
-            cs, align = switcher.switch(s)
-            out.append(Example(s, cs, list(align)))
+            r = switcher.switch_detailed(s)
+            out.append(Example(s, r.sentence, list(r.spans)))
     return out
 
 
@@ -72,18 +75,11 @@ class BatchBuilder:
         out: Dict[str, Any] = {"src": src}
         if examples and examples[0].cs is not None:
             cs = self.sentences([e.cs for e in examples])
-            N, Ncs = src["word_mask"].shape[1], cs["word_mask"].shape[1]
-            align = torch.full((len(examples), N), -1, dtype=torch.long)
-            for b, e in enumerate(examples):
-                a = torch.tensor(list(e.alignment or [])[:N], dtype=torch.long)
-                align[b, : a.shape[0]] = a
-            # Words cut by truncation on either side have no usable counterpart.
-            align[(align >= Ncs)] = -1
-            ok = align >= 0
-            cs_mask = cs["word_mask"].bool()
-            rows = torch.arange(len(examples)).unsqueeze(1).expand_as(align)
-            ok &= cs_mask[rows, align.clamp(min=0)] & src["word_mask"].bool()
-            align[~ok] = -1
+            N = src["word_mask"].shape[1]
+            # [B, N, 2]: first and last code-switched word of each source word, -1 where there is
+            # none or where truncation cut either side (pad_spans drops counterparts past `lengths`).
+            align = pad_spans([e.spans or [] for e in examples], N, cs["lengths"].tolist())
+            align[~src["word_mask"].bool()] = -1
             out["cs"] = cs
             out["alignment"] = align
         return out

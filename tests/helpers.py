@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Callable, Dict, Sequence
 
 import pytest
@@ -96,7 +97,7 @@ def compare_to_reference(
 
 # Working directory for child Pythons: `python -c` puts the cwd first on sys.path, and the source
 # checkout's mclner/ (without built modules in CI) must not shadow the installed package.
-NEUTRAL_CWD = __import__("tempfile").gettempdir()
+NEUTRAL_CWD = tempfile.gettempdir()
 
 
 def subprocess_env(**extra: str) -> dict:

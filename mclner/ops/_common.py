@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import os
@@ -18,11 +19,27 @@ IMPLS = ("reference", "cpu", "triton", "cuda")
 DEFAULT_GPU_ORDER = ("triton", "cuda")
 
 
-def _triton_status() -> tuple[bool, bool, str]:
+@functools.cache
+def _triton_import_error() -> str:
+    """'' when triton imports, else the reason; probed once (dispatch asks on every op call)."""
     try:
         import triton  # noqa: F401
     except ImportError as exc:
-        return False, False, f"triton is not installed ({exc}); pip install 'mclner[triton]'"
+        return str(exc)
+    return ""
+
+
+@functools.cache
+def _cuda_runtime_devices() -> tuple[int, str]:
+    """Devices the CUDA module's own runtime sees; probed once per process."""
+    mod = _native.cuda_module()
+    return mod.device_count() if mod is not None else (0, "")
+
+
+def _triton_status() -> tuple[bool, bool, str]:
+    err = _triton_import_error()
+    if err:
+        return False, False, f"triton is not installed ({err}); pip install 'mclner[triton]'"
     if torch.cuda.is_available():
         return True, True, "triton with a CUDA device"
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
@@ -36,36 +53,41 @@ def _cuda_status() -> tuple[bool, bool, str]:
         return False, False, f"CUDA module not built or not loadable: {_native.cuda_error()}"
     if not torch.cuda.is_available():
         return True, False, f"CUDA module built (sm {mod.architectures}) but torch sees no CUDA device"
-    n, err = mod.device_count()
+    n, err = _cuda_runtime_devices()
     if n == 0:
         return True, False, f"CUDA module built but its runtime sees no device: {err}"
     return True, True, f"CUDA module built for sm {mod.architectures}, {n} device(s)"
 
 
+def _cpu_status() -> tuple[bool, bool, str]:
+    cpu = _native.cpu_module()
+    if cpu is None:
+        return False, False, f"native CPU module not built: {_native.cpu_error()}"
+    return True, True, "native CPU module" + (" with OpenMP" if getattr(cpu, "openmp", False) else "")
+
+
+_STATUS = {
+    "reference": lambda: (True, True, "pure PyTorch"),
+    "cpu": _cpu_status,
+    "triton": _triton_status,
+    "cuda": _cuda_status,
+}
+
+
 def available_impls() -> Dict[str, Dict[str, object]]:
     """For each of reference, cpu, triton, cuda: {"built": bool, "runnable": bool, "reason": str}."""
-    cpu = _native.cpu_module()
-    out: Dict[str, Dict[str, object]] = {
-        "reference": {"built": True, "runnable": True, "reason": "pure PyTorch"},
-        "cpu": {
-            "built": cpu is not None,
-            "runnable": cpu is not None,
-            "reason": ("native CPU module" + (" with OpenMP" if getattr(cpu, "openmp", False) else ""))
-            if cpu is not None
-            else f"native CPU module not built: {_native.cpu_error()}",
-        },
-    }
-    b, r, why = _triton_status()
-    out["triton"] = {"built": b, "runnable": r, "reason": why}
-    b, r, why = _cuda_status()
-    out["cuda"] = {"built": b, "runnable": r, "reason": why}
+    out: Dict[str, Dict[str, object]] = {}
+    for name in IMPLS:
+        built, runnable, reason = _STATUS[name]()
+        out[name] = {"built": built, "runnable": runnable, "reason": reason}
     return out
 
 
 def _runnable_on(impl: str, device: torch.device) -> tuple[bool, str]:
-    status = available_impls()[impl]
-    if not status["runnable"]:
-        return False, str(status["reason"])
+    # Only the asked-for backend is probed: this runs on every op call.
+    _, runnable, reason = _STATUS[impl]()
+    if not runnable:
+        return False, reason
     if impl == "cpu" and device.type != "cpu":
         return False, f"impl='cpu' needs CPU tensors, got tensors on {device}"
     if impl == "cuda" and device.type != "cuda":

@@ -124,3 +124,18 @@ def test_pseudo_label_filters():
     probs[0, 1, 1] = 0.6
     probs[1, 2, 1] = 0.9
     assert relation_confidence(probs, [(0, 2, "PER")], lm) == pytest.approx(0.8)
+
+
+def test_freeze_embeddings_keeps_the_word_embeddings(tmp_path, monkeypatch):
+    from transformers import AutoModel
+
+    patch_training_data(monkeypatch)
+    cfg = quick_cfg(tmp_path, max_steps=4, eval_every=4, freeze_embeddings=True)
+    train(cfg)
+    after = load_file(str(Path(cfg.output_dir) / "best" / "model.safetensors"))
+    before = AutoModel.from_pretrained(cfg.encoder).state_dict()
+    key = "embeddings.word_embeddings.weight"
+    assert torch.equal(after["encoder." + key], before[key])
+    # the rest of the encoder still trains
+    other = "embeddings.LayerNorm.weight"
+    assert not torch.equal(after["encoder." + other], before[other])

@@ -70,8 +70,13 @@ def save_checkpoint(
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
+        import transformers
+
         cfg = {
             "format": FORMAT,
+            # HF convention; without it transformers>=5 mistakes the folder for an old Mistral
+            # tokenizer and warns about a regex it does not change.
+            "transformers_version": transformers.__version__,
             "format_version": FORMAT_VERSION,
             "model": model.config.to_dict(),
             "label_map": label_map.to_dict(),

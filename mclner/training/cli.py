@@ -99,6 +99,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--self-training-rounds", type=_nonneg_int, default=0, help="rounds of self-training (SPEC §5)")
     m.add_argument("--fusion", choices=("lstm", "transformer", "none"), default=_D.fusion,
                    help="contextual fusion layer over the pooled word states")
+    m.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the encoder's word-embedding matrix fixed (default: on in --preset quick, else off)")
     m.add_argument("--biaffine-dim", type=_positive_int, default=_D.biaffine_dim, help="width d_b of hs/he")
     m.add_argument("--cln-hidden", type=_positive_int, default=_D.cln_hidden, help="hidden width of the CLN grid MLP")
     m.add_argument("--proj-dim", type=_positive_int, default=_D.proj_dim, help="contrastive projection width p")
@@ -118,8 +120,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="self-training: pseudo-label at most this many unlabelled sentences")
     o = p.add_argument_group("optimisation")
     o.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="quick: CPU run < 30 min on 2 cores (subset, short sentences, 100 steps); "
-                   "full: all data, 10 epochs (GPU). Explicit options override the preset")
+                   help="quick: CPU run < 30 min on 2 cores (subset, short sentences, 250 steps, "
+                   "frozen word embeddings); full: all data, 10 epochs (GPU). Explicit options override the preset")
     o.add_argument("--encoder-lr", type=_positive_float, default=_D.encoder_lr,
                    help="AdamW learning rate of the encoder")
     o.add_argument("--head-lr", type=_positive_float, default=_D.head_lr, help="AdamW learning rate of everything else")
@@ -176,6 +178,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg.use_tc = not args.no_tc
     cfg.amp = not args.no_amp
     cfg.fused = bool(args.fused)
+    if args.freeze_embeddings is not None:
+        cfg.freeze_embeddings = args.freeze_embeddings
     cfg.progress = not args.no_progress
     if cfg.effective_batch_size < cfg.batch_size:
         cfg.effective_batch_size = cfg.batch_size

@@ -185,6 +185,8 @@ def build_model(cfg: TrainConfig, label_map: Any) -> tuple:
         tokenizer, encoder = load_encoder(cfg.encoder)
     except (FileNotFoundError, OSError, KeyError) as exc:
         raise UserError(f"cannot load encoder {cfg.encoder!r}: {exc}") from None
+    if cfg.freeze_embeddings:
+        encoder.get_input_embeddings().weight.requires_grad_(False)
     tags = tag_vocabulary(list(label_map.types))
     mcfg = ModelConfig(num_classes=label_map.num_classes, method=cfg.method, fusion=cfg.fusion, num_tags=len(tags),
                        biaffine_dim=cfg.biaffine_dim, cln_hidden=cfg.cln_hidden, proj_dim=cfg.proj_dim)

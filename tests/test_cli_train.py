@@ -169,3 +169,16 @@ def test_preset_and_overrides():
     assert cfg.max_steps is None and cfg.effective_batch_size == 32 and not cfg.fused
     assert not cfg.freeze_embeddings
     assert config_from_args(parser.parse_args(["train", "--target", "none"])).target is None
+
+
+def test_predict_conll_input_takes_lang(tmp_path):
+    import argparse
+
+    from mclner.training.cli import _read_predict_input
+
+    f = tmp_path / "in.conll"
+    write_conll(f, synthetic_zh(2, 0))
+    ns = argparse.Namespace(input=str(f), input_format="conll", lang="zh")
+    assert {s.lang for s in _read_predict_input(ns)} == {"zh"}
+    ns.lang = None
+    assert {s.lang for s in _read_predict_input(ns)} == {"en"}  # read_conll's default

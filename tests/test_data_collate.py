@@ -95,11 +95,16 @@ def test_lone_metaspace_dropped_for_character_languages():
     from tokenizers import models as m
     from tokenizers import pre_tokenizers as pt
 
-    t = Tokenizer(m.Unigram([("<unk>", 0.0), ("▁", -2.0), ("北", -3.0), ("京", -3.0), ("▁hello", -1.0)], unk_id=0))
+    vocab = [("<unk>", 0.0), ("▁", -2.0), ("北", -3.0), ("京", -3.0), ("▁hello", -1.0), ("ab", -3.0)]
+    t = Tokenizer(m.Unigram(vocab, unk_id=0))
     t.pre_tokenizer = pt.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>")
-    assert word_pieces(tok, ["北", "京", "hello"]) == [[1, 2], [1, 3], [4]]
-    assert word_pieces(tok, ["北", "京", "hello"], lang="zh") == [[2], [3], [4]]
+    assert tok(["ab"], add_special_tokens=False)["input_ids"] == [[1, 5]]
+    # Han words lose the bare "▁" whatever the sentence's language (predict without --lang) ...
+    assert word_pieces(tok, ["北", "京", "hello", "ab"]) == [[2], [3], [4], [1, 5]]
+    assert word_pieces(tok, ["北", "京", "hello", "ab"], lang="en") == [[2], [3], [4], [1, 5]]
+    # ... and in a zh/ja sentence every word does
+    assert word_pieces(tok, ["北", "京", "hello", "ab"], lang="zh") == [[2], [3], [4], [5]]
 
 
 def test_alignment_padding():

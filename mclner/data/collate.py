@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mclner.data.grid import LabelMap, encode_grid
-from mclner.data.readers import CHAR_LANGS, Sentence
+from mclner.data.readers import CHAR_LANGS, CJK_CHAR, Sentence
 
 IGNORE = -100
 
@@ -50,15 +50,18 @@ def word_pieces(tokenizer, words: Sequence[str], lang: Optional[str] = None) -> 
 
     For languages written without spaces (zh, ja: one word per character) a SentencePiece tokenizer
     puts a bare ``▁`` piece before almost every character, doubling the sequence; such a leading bare
-    ``▁`` is dropped (the encoder saw running Chinese text without it in pre-training)."""
+    ``▁`` is dropped (the encoder saw running Chinese text without it in pre-training). This applies to
+    every word of a zh/ja sentence and to Han/kana words in any sentence, so text whose language is
+    not given (``mclner predict`` without ``--lang``) is tokenised as in training."""
     if not words:
         return []
     ids = tokenizer(list(words), add_special_tokens=False)["input_ids"]
     unk = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
-    if lang in CHAR_LANGS:
-        meta = _lone_metaspace_id(tokenizer)
-        if meta is not None:
-            ids = [p[1:] if len(p) > 1 and p[0] == meta else p for p in ids]
+    char_lang = lang in CHAR_LANGS
+    meta = _lone_metaspace_id(tokenizer)
+    if meta is not None:
+        ids = [p[1:] if len(p) > 1 and p[0] == meta and (char_lang or CJK_CHAR.match(w)) else p
+               for p, w in zip(ids, words)]
     return [p if p else [unk] for p in ids]
 
 

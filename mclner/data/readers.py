@@ -271,6 +271,9 @@ def read_text(path: Union[str, os.PathLike], lang: str = "en", encoding: str = "
 
 
 CHAR_LANGS = ("zh", "ja")
+# Han and kana: scripts written without spaces, which the corpora (MSRA, code-switched text) tokenise
+# one character per word.
+CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def write_conll(sentences: Sequence[Sentence], path: Union[str, os.PathLike]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -238,18 +237,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
 def split_raw_line(line: str) -> List[str]:
     """Words of a raw text line: whitespace tokens; runs of CJK characters are split into characters,
     as the Chinese/Japanese corpora are tokenised per character."""
+    from mclner.data.readers import CJK_CHAR
+
     words: List[str] = []
     for tok in line.split():
-        if _CJK.search(tok):
+        if CJK_CHAR.search(tok):
             buf = ""
             for ch in tok:
-                if _CJK.match(ch):
+                if CJK_CHAR.match(ch):
                     if buf:
                         words.append(buf)
                         buf = ""
@@ -274,7 +272,7 @@ def _read_predict_input(args: argparse.Namespace) -> List[Any]:
         if src == "-":
             raise UserError("--input-format conll needs a file path, not stdin")
         sents = read_conll(src)
-        return [Sentence(list(s.tokens), None, s.lang) for s in sents]
+        return [Sentence(list(s.tokens), None, args.lang or s.lang) for s in sents]
     if src == "-":
         text = sys.stdin.read()
     else:

@@ -34,8 +34,10 @@ void check_launch(const char* what) {
 }
 
 void check_call(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear it, so the next call does not report this error again
     throw std::runtime_error(std::string("cln_head: ") + what + " failed: " + cudaGetErrorString(e));
+  }
 }
 
 template <class TS>

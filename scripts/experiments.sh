@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The en->zh experiment table of docs/RESULTS.md: one `mclner train` per row, equal budgets (the
+# preset's steps, seed, data), then the markdown table. Usage:
+#   bash scripts/experiments.sh [PRESET] [SEED] [extra mclner train options...]
+# PRESET defaults to quick (CPU, ~20-35 min per row on 2 cores); use full on a GPU. Rows run one after
+# another; the self-training row continues the "+ L_tc" row's source stage (--resume), so its source
+# stage is the same model and only the self-training round is added.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+preset=${1:-quick}; seed=${2:-42}; shift $(( $# > 2 ? 2 : $# )) || true
+root=runs/$preset-s$seed
+mkdir -p "$root"
+run() {
+    local name=$1; shift
+    mclner train --preset "$preset" --fused --seed "$seed" --output-dir "$root/$name" --no-progress "$@"
+}
+run tc --overwrite --method token-classification "$@"
+run grid --overwrite --no-codeswitch --no-sc --no-tc "$@"
+run cs --overwrite --no-sc --no-tc "$@"
+run cs-sc --overwrite --no-tc "$@"
+run cs-sc-tc --overwrite "$@"
+rm -rf "$root/full"; mkdir -p "$root/full/stages"
+cp -r "$root/cs-sc-tc/stages/source" "$root/full/stages/"
+cp "$root/cs-sc-tc/log.jsonl" "$root/full/"
+run full --resume --self-training-rounds 1 "$@"
+python scripts/results_table.py "$root"/{tc,grid,cs,cs-sc,cs-sc-tc,full}

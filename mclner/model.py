@@ -40,6 +40,9 @@ class ModelConfig:
     cln_eps: float = 1e-5
     encoder_hidden: int = 0  # filled from the encoder config
     num_tags: int = 0  # token-classification: 1 + 2·(number of types)
+    # Subtracted from the NONE logit when decoding (not in the losses): chosen on the source dev set by
+    # `--calibrate-none-bias`; 0 = plain argmax decoding as in the paper.
+    none_bias: float = 0.0
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -274,9 +277,17 @@ class MCLNERModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def predict_probs(self, batch: Dict[str, torch.Tensor], impl: str = "reference") -> torch.Tensor:
-        """Relation probabilities ``[B, N, N, C]`` (eval mode is the caller's job)."""
-        return self.relation_logits(self.word_states(batch), impl)["logits"].float().softmax(-1)
+    def predict_probs(
+        self, batch: Dict[str, torch.Tensor], impl: str = "reference", none_bias: Optional[float] = 0.0
+    ) -> torch.Tensor:
+        """Relation probabilities ``[B, N, N, C]`` (eval mode is the caller's job), after subtracting
+        ``none_bias`` from the NONE logit (``None``: the calibrated ``config.none_bias``; the default 0
+        gives the model's own distribution, which self-training's L_mse targets need)."""
+        logits = self.relation_logits(self.word_states(batch), impl)["logits"].float()
+        b = self.config.none_bias if none_bias is None else none_bias
+        if b:
+            logits[..., 0] -= b  # class 0 is NONE (mclner.data.grid)
+        return logits.softmax(-1)
 
 
 class TokenClassificationModel(nn.Module):

@@ -139,3 +139,43 @@ def test_freeze_embeddings_keeps_the_word_embeddings(tmp_path, monkeypatch):
     # the rest of the encoder still trains
     other = "embeddings.LayerNorm.weight"
     assert not torch.equal(after["encoder." + other], before[other])
+
+
+def test_shift_none_is_a_none_logit_shift():
+    from mclner.evaluation import shift_none
+
+    x = torch.randn(5, 5, 6, dtype=torch.float64)
+    b = 1.7
+    y = x.clone()
+    y[..., 0] -= b
+    torch.testing.assert_close(shift_none(x.softmax(-1), b), y.softmax(-1))
+    assert shift_none(x.softmax(-1), 0.0) is not None
+
+
+def test_calibrate_none_bias_is_saved_and_used(tmp_path, monkeypatch):
+    from test_train_fixtures import synthetic_en
+
+    from mclner.evaluation import NONE_BIAS_GRID, evaluate
+    from mclner.training.checkpoint import load_checkpoint
+    from mclner.training.trainer import make_builder
+
+    patch_training_data(monkeypatch)
+    cfg = quick_cfg(tmp_path, calibrate_none_bias=True, self_training_rounds=1, st_threshold=0.0, max_steps=4,
+                    eval_every=4)
+    summary = train(cfg)
+    for stage in ("source", "st1"):
+        res = summary["stages"][stage]
+        curve = {float(k): v for k, v in res["none_bias_dev_f1"].items()}
+        assert sorted(curve) == list(NONE_BIAS_GRID)
+        best = res["none_bias"]
+        assert curve[best] == max(curve.values())
+        assert all(curve[b] < curve[best] for b in curve if b < best)  # ties go to the smaller bias
+    bias = summary["stages"]["st1"]["none_bias"]
+    model, tok, label_map, _ = load_checkpoint(Path(cfg.output_dir) / "best")
+    assert model.config.none_bias == bias
+    # evaluate decodes with the checkpoint's bias by default, and that reproduces the calibration curve
+    dev = synthetic_en(8, 1)
+    builder = make_builder(tok, label_map, "mclner")
+    by_default = evaluate(model, dev, builder, label_map)
+    assert by_default["f1"] == evaluate(model, dev, builder, label_map, none_bias=bias)["f1"]
+    assert by_default["f1"] == pytest.approx(summary["stages"]["st1"]["none_bias_dev_f1"][str(bias)])

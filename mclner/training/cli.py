@@ -113,6 +113,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--tc-none-ratio", type=float, default=_D.tc_none_ratio,
                    help="L_tc: sampled NONE pairs per gold non-NONE pair")
     m.add_argument("--tc-max-pairs", type=_positive_int, default=_D.tc_max_pairs, help="L_tc: cap on the pairs M")
+    m.add_argument("--calibrate-none-bias", action="store_true",
+                   help="after each stage, lower the NONE logit at decoding time by the bias (0 to 6) that "
+                   "maximises source dev F1; kept in the checkpoint and used by evaluate/predict and the "
+                   "self-training teacher (the losses are unchanged)")
     m.add_argument("--st-threshold", type=_unit_float, default=_D.st_threshold,
                    help="self-training: minimum mean probability of a sentence's decoded relations")
     m.add_argument("--st-max-sentences", type=_positive_int, default=None,
@@ -177,6 +181,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg.use_tc = not args.no_tc
     cfg.amp = not args.no_amp
     cfg.fused = bool(args.fused)
+    cfg.calibrate_none_bias = bool(args.calibrate_none_bias)
     if args.freeze_embeddings is not None:
         cfg.freeze_embeddings = args.freeze_embeddings
     cfg.progress = not args.no_progress
@@ -229,7 +234,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if not sentences:
         raise UserError(f"{args.data} ({args.split}) has no labelled sentences to score")
     res = evaluate(model, sentences, builder, label_map, batch_size=args.batch_size, device=dev,
-                   impl="auto" if args.fused else "reference")
+                   impl="auto" if args.fused else "reference", none_bias=args.none_bias)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
@@ -292,7 +297,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     model, builder, label_map, dev = _load(args.checkpoint, args.device)
     sentences = _read_predict_input(args)
     preds = predict_entities(model, sentences, builder, label_map, batch_size=args.batch_size, device=dev,
-                             impl="auto" if args.fused else "reference") if sentences else []
+                             impl="auto" if args.fused else "reference",
+                             none_bias=args.none_bias) if sentences else []
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     try:
         for s, ents in zip(sentences, preds):
@@ -324,6 +330,9 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fused", action="store_true", help="use the fused op implementations")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--none-bias", type=float, default=None,
+                   help="decode with this bias subtracted from the NONE logit (relation models; default: the "
+                   "checkpoint's calibrated value, 0 unless trained with --calibrate-none-bias)")
     p.set_defaults(func=_run_evaluate)
 
     q = sub.add_parser("predict", help="tag raw text or a CoNLL file with a checkpoint",
@@ -339,6 +348,9 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
                    help="JSON lines {tokens, entities} or 'word<TAB>tag' lines with blank lines between sentences")
     q.add_argument("--lang", default=None, help="language code of the input")
     q.add_argument("--batch-size", type=_positive_int, default=32, help="sentences per batch")
+    q.add_argument("--none-bias", type=float, default=None,
+                   help="decode with this bias subtracted from the NONE logit (relation models; default: the "
+                   "checkpoint's calibrated value, 0 unless trained with --calibrate-none-bias)")
     q.add_argument("--fused", action="store_true", help="use the fused op implementations")
     q.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     q.set_defaults(func=_run_predict)

@@ -45,6 +45,9 @@ class TrainConfig:
     tc_none_ratio: float = 1.0
     tc_max_pairs: int = 4096
     st_threshold: float = 0.9
+    # Choose a decoding bias against the NONE class on the source dev set after each stage (relation
+    # models; off = the paper's plain argmax decoding). See docs/TRAINING.md.
+    calibrate_none_bias: bool = False
     st_max_sentences: Optional[int] = None
     # optimisation
     encoder_lr: float = 3e-5

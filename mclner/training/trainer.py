@@ -96,6 +96,16 @@ def _broadcast_flag(env: DistEnv, flag: bool) -> bool:
     return bool(t.item())
 
 
+def _broadcast_float(env: DistEnv, x: float) -> float:
+    if not env.distributed:
+        return x
+    t = torch.tensor([x], dtype=torch.float64)
+    if env.device.type == "cuda":
+        t = t.to(env.device)
+    dist.broadcast(t, 0)
+    return float(t.item())
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -331,7 +341,10 @@ class Trainer:
             for stage in stages:
                 sdir = self.out / "stages" / stage
                 if (sdir / "DONE").exists() and self.resume:
-                    summary["stages"][stage] = json.loads((sdir / "DONE").read_text())
+                    done = json.loads((sdir / "DONE").read_text())
+                    if self._calibrate(model, stage, sdir, done) and env.is_main:
+                        (sdir / "DONE").write_text(json.dumps(done, default=float))
+                    summary["stages"][stage] = done
                     prev_best = sdir / "best"
                     continue
                 teacher, target_examples = None, None
@@ -346,6 +359,7 @@ class Trainer:
                 if result.get("interrupted"):
                     summary["interrupted"] = True
                     return summary
+                self._calibrate(model, stage, sdir, result)
                 summary["stages"][stage] = result
                 if env.is_main:
                     (sdir / "DONE").write_text(json.dumps(result, default=float))
@@ -363,6 +377,38 @@ class Trainer:
         finally:
             self.logger.close()
         return summary
+
+    def _calibrate(self, model: torch.nn.Module, stage: str, sdir: Path, result: Dict[str, Any]) -> bool:
+        """With --calibrate-none-bias: choose the stage's decoding NONE bias on the source dev set (once;
+        it is kept in ``result`` and the stage's best checkpoint) and set it on ``model``, so that the
+        next stage's teacher and the final model decode with it. True when it was computed now."""
+        cfg, env = self.cfg, self.env
+        if not (cfg.calibrate_none_bias and isinstance(model, MCLNERModel) and self.data.dev):
+            return False
+        computed = "none_bias" not in result
+        if computed:
+            from mclner.evaluation import calibrate_none_bias
+
+            self._load_weights(model, sdir / "best")
+            bias, curve = 0.0, {}
+            if env.is_main:
+                bias, curve = calibrate_none_bias(model, self.data.dev, self.builder, self.data.label_map,
+                                                  batch_size=2 * cfg.batch_size, device=env.device, impl=self.impl)
+            bias = _broadcast_float(env, bias)
+            result["none_bias"], result["none_bias_dev_f1"] = bias, {str(k): v for k, v in curve.items()}
+            if env.is_main:
+                cfile = sdir / "best" / "config.json"
+                ckpt = json.loads(cfile.read_text())
+                ckpt["model"]["none_bias"] = bias
+                tmp = cfile.with_name(".config.json.tmp")
+                tmp.write_text(json.dumps(ckpt, indent=2))
+                os.replace(tmp, cfile)
+                self.logger.log({"event": "calibration", "stage": stage, "none_bias": bias,
+                                 "dev_f1": result["none_bias_dev_f1"]})
+                print(f"[{stage}] decoding NONE bias {bias:g} (source dev F1 {100 * curve[bias]:.2f}; "
+                      f"{100 * curve[0.0]:.2f} without)")
+        model.config.none_bias = float(result["none_bias"])
+        return computed
 
     def _load_weights(self, model: torch.nn.Module, path: Optional[Path]) -> None:
         from safetensors.torch import load_file

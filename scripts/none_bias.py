@@ -1,0 +1,44 @@
+"""Diagnostic behind `--calibrate-none-bias`: F1 of a relation-grid checkpoint as a function of the
+bias subtracted from the NONE logit at decoding time, on the source dev set and on the target test set,
+and the bias that source-dev calibration picks (no target labels are used to pick it).
+
+If F1 rises with the bias, the model ranks the entity cells right but its NONE prior still wins the
+argmax: the state of an under-trained W2NER-style model (docs/RESULTS.md).
+
+    python scripts/none_bias.py CHECKPOINT [--dev conll2003-en:validation] [--target msra-zh:test:zh] [--max 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mclner.data.readers import load_sentences
+from mclner.evaluation import NONE_BIAS_GRID, calibrate_none_bias
+from mclner.training.cli import _load
+
+
+def _data(spec: str, k: int):
+    name, split, *lang = spec.split(":")
+    sents = [s for s in load_sentences(name, split=split, lang=lang[0] if lang else None) if s.tags is not None]
+    return sents[:k]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint")
+    ap.add_argument("--dev", default="conll2003-en:validation", help="NAME:SPLIT[:LANG] used to pick the bias")
+    ap.add_argument("--target", default="msra-zh:test:zh", help="NAME:SPLIT[:LANG] reported at every bias")
+    ap.add_argument("--max", type=int, default=500, help="first K labelled sentences of each")
+    args = ap.parse_args()
+    model, builder, label_map, dev = _load(args.checkpoint, None)
+    kw = dict(grid=NONE_BIAS_GRID, device=dev, impl="auto")
+    pick, dev_curve = calibrate_none_bias(model, _data(args.dev, args.max), builder, label_map, **kw)
+    _, tgt_curve = calibrate_none_bias(model, _data(args.target, args.max), builder, label_map, **kw)
+    for b in NONE_BIAS_GRID:
+        print(json.dumps({"bias": b, "dev_f1": round(100 * dev_curve[b], 2), "target_f1": round(100 * tgt_curve[b], 2),
+                          "picked": b == pick}))
+
+
+if __name__ == "__main__":
+    main()

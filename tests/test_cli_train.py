@@ -159,15 +159,17 @@ def test_preset_and_overrides():
     parser = build_parser()
     cfg = config_from_args(parser.parse_args(["train", "--preset", "quick", "--max-steps", "7", "--no-sc"]))
     assert cfg.max_steps == 7 and cfg.max_train_sentences == 2000 and cfg.encoder_lr == 1e-4
-    assert cfg.freeze_embeddings
+    assert cfg.freeze_embeddings and cfg.calibrate_none_bias
     assert not cfg.use_sc and cfg.use_tc and cfg.codeswitch
     cfg = config_from_args(parser.parse_args(["train", "--preset", "quick", "--no-freeze-embeddings"]))
-    assert not cfg.freeze_embeddings and cfg.max_steps == 250
+    assert not cfg.freeze_embeddings and cfg.max_steps == 250 and cfg.calibrate_none_bias
+    cfg = config_from_args(parser.parse_args(["train", "--preset", "quick", "--no-calibrate-none-bias"]))
+    assert not cfg.calibrate_none_bias
     cfg = config_from_args(parser.parse_args(["train"]))
     assert (cfg.source, cfg.target, cfg.lexicon, cfg.encoder) == ("conll2003-en", "msra-zh", "cc-cedict",
                                                                   "multilingual-e5-small")
     assert cfg.max_steps is None and cfg.effective_batch_size == 32 and not cfg.fused
-    assert not cfg.freeze_embeddings
+    assert not cfg.freeze_embeddings and not cfg.calibrate_none_bias
     assert config_from_args(parser.parse_args(["train", "--target", "none"])).target is None
 
 

@@ -113,10 +113,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--tc-none-ratio", type=float, default=_D.tc_none_ratio,
                    help="L_tc: sampled NONE pairs per gold non-NONE pair")
     m.add_argument("--tc-max-pairs", type=_positive_int, default=_D.tc_max_pairs, help="L_tc: cap on the pairs M")
-    m.add_argument("--calibrate-none-bias", action="store_true",
+    m.add_argument("--calibrate-none-bias", action=argparse.BooleanOptionalAction, default=None,
                    help="after each stage, lower the NONE logit at decoding time by the bias (0 to 6) that "
                    "maximises source dev F1; kept in the checkpoint and used by evaluate/predict and the "
-                   "self-training teacher (the losses are unchanged)")
+                   "self-training teacher (the losses are unchanged). Default: on in --preset quick, else off")
     m.add_argument("--st-threshold", type=_unit_float, default=_D.st_threshold,
                    help="self-training: minimum mean probability of a sentence's decoded relations")
     m.add_argument("--st-max-sentences", type=_positive_int, default=None,
@@ -124,7 +124,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     o = p.add_argument_group("optimisation")
     o.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="quick: CPU run < 30 min on 2 cores (subset, short sentences, 250 steps, "
-                   "frozen word embeddings); full: all data, 10 epochs (GPU). Explicit options override the preset")
+                   "frozen word embeddings, calibrated decoding); full: all data, 10 epochs (GPU). "
+                   "Explicit options override the preset")
     o.add_argument("--encoder-lr", type=_positive_float, default=_D.encoder_lr,
                    help="AdamW learning rate of the encoder")
     o.add_argument("--head-lr", type=_positive_float, default=_D.head_lr, help="AdamW learning rate of everything else")
@@ -181,7 +182,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg.use_tc = not args.no_tc
     cfg.amp = not args.no_amp
     cfg.fused = bool(args.fused)
-    cfg.calibrate_none_bias = bool(args.calibrate_none_bias)
+    if args.calibrate_none_bias is not None:
+        cfg.calibrate_none_bias = args.calibrate_none_bias
     if args.freeze_embeddings is not None:
         cfg.freeze_embeddings = args.freeze_embeddings
     cfg.progress = not args.no_progress

@@ -1,6 +1,7 @@
 """Diagnostic behind `--calibrate-none-bias`: F1 of a relation-grid checkpoint as a function of the
 bias subtracted from the NONE logit at decoding time, on the source dev set and on the target test set,
-and the bias that source-dev calibration picks (no target labels are used to pick it).
+and the bias that source-dev calibration picks (no target labels are used to pick it). For a
+token-classification checkpoint the same sweep lowers the O logit, for comparison.
 
 If F1 rises with the bias, the model ranks the entity cells right but its NONE prior still wins the
 argmax: the state of an under-trained W2NER-style model (docs/RESULTS.md).
@@ -24,6 +25,35 @@ def _data(spec: str, k: int):
     return sents[:k]
 
 
+def _tagger_curve(model, sentences, builder, grid, device) -> dict:
+    """The same sweep for a token-classification checkpoint: the bias is subtracted from the O logit."""
+    import torch
+
+    from mclner.data.grid import iob2_to_entities
+    from mclner.evaluation import score
+
+    id_to_tag = {v: t for t, v in builder.tag_to_id.items()}
+    o = builder.tag_to_id["O"]
+    logits = []
+    model.eval()
+    with torch.no_grad():
+        for k in range(0, len(sentences), 32):
+            chunk = sentences[k : k + 32]
+            batch = {key: v.to(device) if isinstance(v, torch.Tensor) else v
+                     for key, v in builder.sentences(chunk).items()}
+            out = model.tag_logits(batch).float().cpu()
+            logits += [out[r, : len(s.tokens)] for r, s in enumerate(chunk)]
+    curve = {}
+    for b in grid:
+        preds = []
+        for x in logits:
+            y = x.clone()
+            y[:, o] -= b
+            preds.append(list(iob2_to_entities([id_to_tag[int(i)] for i in y.argmax(-1)])))
+        curve[float(b)] = score([s.tags for s in sentences], preds)["f1"]
+    return curve
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
@@ -32,9 +62,15 @@ def main() -> None:
     ap.add_argument("--max", type=int, default=500, help="first K labelled sentences of each")
     args = ap.parse_args()
     model, builder, label_map, dev = _load(args.checkpoint, None)
-    kw = dict(grid=NONE_BIAS_GRID, device=dev, impl="auto")
-    pick, dev_curve = calibrate_none_bias(model, _data(args.dev, args.max), builder, label_map, **kw)
-    _, tgt_curve = calibrate_none_bias(model, _data(args.target, args.max), builder, label_map, **kw)
+    dev_data, tgt_data = _data(args.dev, args.max), _data(args.target, args.max)
+    if hasattr(model, "tag_logits"):  # token-classification baseline: shift the O logit instead
+        dev_curve = _tagger_curve(model, dev_data, builder, NONE_BIAS_GRID, dev)
+        tgt_curve = _tagger_curve(model, tgt_data, builder, NONE_BIAS_GRID, dev)
+        pick = max(dev_curve, key=lambda b: (dev_curve[b], -b))
+    else:
+        kw = dict(grid=NONE_BIAS_GRID, device=dev, impl="auto")
+        pick, dev_curve = calibrate_none_bias(model, dev_data, builder, label_map, **kw)
+        _, tgt_curve = calibrate_none_bias(model, tgt_data, builder, label_map, **kw)
     for b in NONE_BIAS_GRID:
         print(json.dumps({"bias": b, "dev_f1": round(100 * dev_curve[b], 2), "target_f1": round(100 * tgt_curve[b], 2),
                           "picked": b == pick}))

@@ -6,6 +6,7 @@ are dropped before scoring, and the result says which were dropped.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -139,7 +140,7 @@ def shift_none(probs: torch.Tensor, bias: float) -> torch.Tensor:
     if not bias:
         return probs
     q = probs.clone()
-    q[..., 0] *= float(torch.exp(torch.tensor(-bias, dtype=torch.float64)))
+    q[..., _data_grid().NONE] *= math.exp(-bias)
     return q / q.sum(-1, keepdim=True)
 
 

@@ -286,7 +286,9 @@ class MCLNERModel(nn.Module):
         logits = self.relation_logits(self.word_states(batch), impl)["logits"].float()
         b = self.config.none_bias if none_bias is None else none_bias
         if b:
-            logits[..., 0] -= b  # class 0 is NONE (mclner.data.grid)
+            from mclner.data.grid import NONE
+
+            logits[..., NONE] -= b
         return logits.softmax(-1)
 
 

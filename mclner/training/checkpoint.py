@@ -124,6 +124,17 @@ def read_config(path: Path) -> Dict[str, Any]:
     return cfg
 
 
+def update_model_config(path: Path, **fields: Any) -> None:
+    """Set ``fields`` of the model config in a checkpoint's ``config.json`` (written atomically), e.g.
+    the decoding bias that calibration picks after the checkpoint was saved."""
+    cfg = read_config(path)
+    cfg["model"].update(fields)
+    f = Path(path) / "config.json"
+    tmp = f.with_name(".config.json.tmp")
+    tmp.write_text(json.dumps(cfg, indent=2))
+    os.replace(tmp, f)
+
+
 def load_checkpoint(path: Path, device: Optional[torch.device] = None) -> Tuple[torch.nn.Module, Any, Any, Dict]:
     """(model, tokenizer, label_map, config dict) from a checkpoint folder, model in eval mode."""
     from safetensors.torch import load_file

@@ -38,6 +38,7 @@ from mclner.training.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    update_model_config,
 )
 from mclner.training.config import TrainConfig
 
@@ -86,17 +87,8 @@ def _barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
-def _broadcast_flag(env: DistEnv, flag: bool) -> bool:
-    if not env.distributed:
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.long)
-    if env.device.type == "cuda":
-        t = t.to(env.device)
-    dist.broadcast(t, 0)
-    return bool(t.item())
-
-
 def _broadcast_float(env: DistEnv, x: float) -> float:
+    """Rank 0's value of ``x`` on every rank."""
     if not env.distributed:
         return x
     t = torch.tensor([x], dtype=torch.float64)
@@ -104,6 +96,10 @@ def _broadcast_float(env: DistEnv, x: float) -> float:
         t = t.to(env.device)
     dist.broadcast(t, 0)
     return float(t.item())
+
+
+def _broadcast_flag(env: DistEnv, flag: bool) -> bool:
+    return bool(_broadcast_float(env, 1.0 if flag else 0.0))
 
 
 # ----------------------------------------------------------------------------- data
@@ -397,12 +393,7 @@ class Trainer:
             bias = _broadcast_float(env, bias)
             result["none_bias"], result["none_bias_dev_f1"] = bias, {str(k): v for k, v in curve.items()}
             if env.is_main:
-                cfile = sdir / "best" / "config.json"
-                ckpt = json.loads(cfile.read_text())
-                ckpt["model"]["none_bias"] = bias
-                tmp = cfile.with_name(".config.json.tmp")
-                tmp.write_text(json.dumps(ckpt, indent=2))
-                os.replace(tmp, cfile)
+                update_model_config(sdir / "best", none_bias=bias)
                 self.logger.log({"event": "calibration", "stage": stage, "none_bias": bias,
                                  "dev_f1": result["none_bias_dev_f1"]})
                 print(f"[{stage}] decoding NONE bias {bias:g} (source dev F1 {100 * curve[bias]:.2f}; "

@@ -16,9 +16,11 @@ HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "data" / "golden_losses.json"
 
 # name -> extra `mclner train` options; every case trains 4 steps per stage on the same files.
+_MCLNER = ["--method", "mclner", "--self-training-rounds", "1", "--st-threshold", "0", "--biaffine-dim", "16",
+           "--cln-hidden", "16", "--proj-dim", "8", "--tc-max-pairs", "64"]
 CASES: Dict[str, List[str]] = {
-    "mclner-reference": ["--method", "mclner", "--self-training-rounds", "1", "--st-threshold", "0"],
-    "mclner-fused": ["--method", "mclner", "--self-training-rounds", "1", "--st-threshold", "0", "--fused"],
+    "mclner-reference": _MCLNER,
+    "mclner-fused": [*_MCLNER, "--fused"],
     "token-classification": ["--method", "token-classification"],
 }
 
@@ -46,8 +48,7 @@ def run_case(root: Path, inputs: Dict[str, str], name: str) -> List[Dict[str, fl
         "train", "--source", inputs["en"], "--target", inputs["zh"], "--target-lang", "zh",
         "--lexicon", inputs["lex"], "--encoder", inputs["enc"], "--output-dir", str(out),
         "--max-steps", "4", "--batch-size", "4", "--effective-batch-size", "8", "--eval-every", "4",
-        "--encoder-lr", "1e-3", "--head-lr", "3e-3", "--biaffine-dim", "16", "--cln-hidden", "16",
-        "--proj-dim", "8", "--tc-max-pairs", "64", "--no-progress", "--seed", "3", *CASES[name],
+        "--encoder-lr", "1e-3", "--head-lr", "3e-3", "--no-progress", "--seed", "3", *CASES[name],
     ])
     assert rc == 0, f"{name}: mclner train exited {rc}"
     recs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]

@@ -1,5 +1,5 @@
 """The token-classification baseline: a softmax IOB2 tagger on the encoder's mean-pooled word states,
-trained on the source language only and applied zero-shot to the target (docs/METHOD.md §6)."""
+trained on the source language only and applied zero-shot to the target (docs/METHOD.md §8.0)."""
 
 from __future__ import annotations
 

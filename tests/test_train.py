@@ -85,8 +85,10 @@ def test_resume_is_exact(tmp_path, monkeypatch):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    sa = torch.load(tmp_path / "full" / "stages" / "source" / "last" / "training_state.pt", weights_only=False)
-    sb = torch.load(tmp_path / "cut" / "stages" / "source" / "last" / "training_state.pt", weights_only=False)
+    from mclner.training.checkpoint import load_training_state
+
+    sa = load_training_state(tmp_path / "full" / "stages" / "source" / "last")
+    sb = load_training_state(tmp_path / "cut" / "stages" / "source" / "last")
     assert sa["counters"] == sb["counters"]
     la = [r["loss"] for r in step_losses(tmp_path / "full")]
     lb = [r["loss"] for r in step_losses(tmp_path / "cut")]

@@ -109,6 +109,9 @@ class TrainConfig:
             raise UserError(f"--self-training-rounds must be >= 0, got {self.self_training_rounds}")
         if self.fusion not in ("lstm", "transformer", "none"):
             raise UserError(f"--fusion must be lstm, transformer or none, got {self.fusion!r}")
+        from mclner.training.guards import validate_train_config
+
+        validate_train_config(self)  # every float finite and in range, seed, max_length, device
 
 
 # quick: a CPU run under 30 minutes on 2 cores: a few thousand short source sentences, a short

@@ -327,8 +327,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     device = check_device(args.device)
     dest = _check_output(args.output)
+    model, builder, label_map, dev = _load(args.checkpoint, device)  # before waiting on stdin
     sentences = _read_predict_input(args)
-    model, builder, label_map, dev = _load(args.checkpoint, device)
     preds = predict_entities(model, sentences, builder, label_map, batch_size=args.batch_size, device=dev,
                              impl="auto" if args.fused else "reference",
                              none_bias=args.none_bias) if sentences else []

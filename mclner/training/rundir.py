@@ -43,13 +43,23 @@ def _foreign_entries(path: Path) -> list:
     return sorted(p.name for p in path.iterdir() if p.name not in (LOCK,))
 
 
-def check_output_dir(path: Path, resume: bool, overwrite: bool) -> None:
-    """Validate ``--output-dir`` for a new run, ``--resume`` or ``--overwrite`` without changing it."""
+def check_output_dir(path: Path, resume: bool, overwrite: bool, foreign_only: bool = False) -> None:
+    """Validate ``--output-dir`` for a new run, ``--resume`` or ``--overwrite`` without changing it
+    (``foreign_only``: only what must be refused before the lock file is put in the folder)."""
     path = Path(path)
     if resume and overwrite:
         raise UserError("--overwrite and --resume exclude each other")
     if path.exists() and not path.is_dir():
         raise UserError(f"--output-dir {path} is a file, not a folder")
+    if path.is_dir() and _foreign_entries(path) and not is_run_dir(path):
+        entries = _foreign_entries(path)
+        raise UserError(
+            f"--output-dir {path} is not empty and is not an mclner run folder ({', '.join(entries[:3])}"
+            f"{', ...' if len(entries) > 3 else ''}); choose a new or empty folder"
+            + ("" if not overwrite else " (--overwrite only deletes mclner run folders)")
+        )
+    if foreign_only:
+        return
     if resume:
         if not (path / "stages").is_dir():
             raise UserError(f"nothing to resume in {path} (no stages/ folder)")
@@ -59,15 +69,8 @@ def check_output_dir(path: Path, resume: bool, overwrite: bool) -> None:
         if parent is not None and not parent.is_dir():
             raise UserError(f"--output-dir {path}: {parent} is a file, not a folder")
         return
-    entries = _foreign_entries(path)
-    if not entries:
+    if not _foreign_entries(path):
         return
-    if not is_run_dir(path):
-        raise UserError(
-            f"--output-dir {path} is not empty and is not an mclner run folder ({', '.join(entries[:3])}"
-            f"{', ...' if len(entries) > 3 else ''}); choose a new or empty folder"
-            + ("" if not overwrite else " (--overwrite only deletes mclner run folders)")
-        )
     if not overwrite:
         raise UserError(f"output dir {path} already holds a run: pass --resume to continue it or --overwrite to "
                         "start again")
@@ -158,10 +161,15 @@ class RunDir:
 
     def __enter__(self) -> RunDir:
         if self.main:
-            check_output_dir(self.path, self.resume, self.overwrite)
+            # a folder of someone else's files is refused before the lock file is put into it; the
+            # rest is checked under the lock, so that a running run is reported as such
+            check_output_dir(self.path, self.resume, self.overwrite, foreign_only=True)
             self.lock.acquire()
-            # checked again under the lock: another run may have written the folder meanwhile
-            check_output_dir(self.path, self.resume, self.overwrite)
+            try:
+                check_output_dir(self.path, self.resume, self.overwrite)
+            except BaseException:
+                self.lock.release()
+                raise
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -136,12 +136,14 @@ class NonFiniteGuard:
     update (the weights stay finite, so every checkpoint written meanwhile is a good one); after
     ``patience`` consecutive bad steps it raises a UserError naming the steps. With a grad scaler
     (float16), infinite gradients are the scaler's business (it skips the step and lowers the
-    scale); only a non-finite loss counts there.
+    scale); only a non-finite loss counts there. Under DDP the ranks agree (a step is bad when it is
+    bad on any rank: one all-reduce of a flag per step), so they skip and stop together.
     """
 
-    def __init__(self, patience: int = 3, stage: str = "") -> None:
+    def __init__(self, patience: int = 3, stage: str = "", device: Any = None) -> None:
         self.patience = patience
         self.stage = stage
+        self.device = device
         self.bad = 0
         self.first_bad: Optional[int] = None
         self.skipped = 0
@@ -149,7 +151,7 @@ class NonFiniteGuard:
     def step_ok(self, step: int, loss: float, grad_norm: Optional[float] = None, scaler_enabled: bool = False) -> bool:
         loss_ok = math.isfinite(loss)
         grad_ok = grad_norm is None or scaler_enabled or math.isfinite(grad_norm)
-        if loss_ok and grad_ok:
+        if not _any_rank(not (loss_ok and grad_ok), self.device):
             self.bad, self.first_bad = 0, None
             return True
         self.bad += 1
@@ -157,7 +159,12 @@ class NonFiniteGuard:
         if self.first_bad is None:
             self.first_bad = step
         if self.bad >= self.patience:
-            what = f"loss {loss}" if not loss_ok else f"gradient norm {grad_norm}"
+            if not loss_ok:
+                what = f"loss {loss}"
+            elif not grad_ok:
+                what = f"gradient norm {grad_norm}"
+            else:
+                what = "a non-finite loss on another process"
             where = f" of stage {self.stage}" if self.stage else ""
             steps = f"step {step}" if self.first_bad == step else f"steps {self.first_bad}-{step}"
             raise UserError(
@@ -165,6 +172,18 @@ class NonFiniteGuard:
                 "the checkpoints hold the last finite weights); lower --encoder-lr/--head-lr or check the data"
             )
         return False
+
+
+def _any_rank(flag: bool, device: Any = None) -> bool:
+    """``flag`` or-ed over the ranks of an initialised process group (``flag`` itself otherwise)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device if device is not None else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def _safe(v: Any) -> Any:

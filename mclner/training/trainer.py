@@ -461,7 +461,7 @@ class Trainer:
         st = {"step": 0, "epoch": 0, "batch_pos": 0, "best_f1": -1.0, "bad_evals": 0, "last_eval_step": -1}
 
         last = sdir / "last"
-        guard = NonFiniteGuard(stage=stage)
+        guard = NonFiniteGuard(stage=stage, device=env.device)  # stops after 3 non-finite steps in a row
         if self.resume and has_training_state(last):
             self._load_weights(model, last)
             ts = load_training_state(last)  # JSON + safetensors, verified; never unpickles

@@ -346,3 +346,17 @@ def test_swapped_label_map_is_refused(tmp_path):
     lm.write_text(json.dumps({"types": ["ORG", "LOC", "PER"]}))
     with pytest.raises(UserError, match="label_map.json"):
         load_checkpoint(tmp_path / "ck2")
+
+
+@pytest.mark.parametrize("state", [{"__dict__": 5}, {"__tuple__": 3}, {"a": {"__tensor__": "t999"}}, "[" * 100000])
+def test_malformed_training_state_is_one_line(tmp_path, state):
+    from mclner.training.checkpoint import STATE_FORMAT, load_training_state, write_checksums
+
+    _save(tmp_path / "ck")
+    f = tmp_path / "ck" / "training_state.json"
+    f.write_text(state if isinstance(state, str) else json.dumps({"format": STATE_FORMAT, "version": 1,
+                                                                 "state": state}))
+    write_checksums(tmp_path / "ck")  # consistent files: only the content is wrong
+    with pytest.raises(UserError) as exc:
+        load_training_state(tmp_path / "ck")
+    assert "training_state" in str(exc.value) and "\n" not in str(exc.value)

@@ -266,7 +266,10 @@ def _encode(obj: Any, tensors: Dict[str, torch.Tensor], where: str) -> Any:
     non-string keys, non-finite floats and NumPy arrays are tagged so that they come back as they were."""
     if isinstance(obj, torch.Tensor):
         key = f"t{len(tensors)}"
-        tensors[key] = obj.detach().to("cpu", copy=True).contiguous()
+        t = obj.detach().cpu().contiguous()
+        if any(t.data_ptr() == u.data_ptr() for u in tensors.values() if t.numel() and u.numel()):
+            t = t.clone()  # safetensors refuses two names for one buffer
+        tensors[key] = t
         return {"__tensor__": key}
     if obj is None or isinstance(obj, (bool, str)):
         return obj
@@ -361,15 +364,18 @@ def load_training_state(folder: Path) -> Dict[str, Any]:
     f = folder / STATE_JSON
     try:
         doc = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{f}: not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UserError(f"{f}: not valid JSON ({str(exc)[:80]})") from None
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT or "state" not in doc:
         raise UserError(f"{f}: not an mclner training state")
     try:
         tensors = load_file(str(folder / STATE_TENSORS))
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{folder / STATE_TENSORS}: not a readable safetensors file ({exc})") from None
-    return _decode(doc["state"], tensors, f)
+    try:
+        return _decode(doc["state"], tensors, f)
+    except (TypeError, ValueError, RecursionError) as exc:  # a structure _encode never writes
+        raise UserError(f"{f}: not an mclner training state ({type(exc).__name__})") from None
 
 
 # ----------------------------------------------------------------------------- save / load
@@ -457,8 +463,8 @@ def read_config(path: Path) -> Dict[str, Any]:
         cfg = json.loads(f.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path} is not an mclner checkpoint (no config.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{f}: not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UserError(f"{f}: not valid JSON ({str(exc)[:80]})") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise UserError(f"{path} is not an mclner checkpoint (config.json has no format={FORMAT!r})")
     try:

@@ -56,6 +56,24 @@ def test_overwrite_with_bad_source_deletes_nothing(tmp_path, capsys, encoder_dir
     assert (out / "thesis.tex").read_text() == "years of work" and (out / "figs" / "a.png").is_file()
 
 
+def test_failed_validation_leaves_no_new_folder(tmp_path, capsys, encoder_dir):
+    out = tmp_path / "new"
+    _one_line(capsys, ["train", "--source", "no-such-corpus", "--encoder", encoder_dir, "--output-dir", str(out),
+                       "--no-progress", "--no-codeswitch"], "no-such-corpus")
+    assert not out.exists()
+
+
+def test_stale_lock_message_names_the_dead_process(tmp_path):
+    import socket
+
+    from mclner.training.rundir import RunLock
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a PID that is gone
+    msg = RunLock(tmp_path)._busy_message({"pid": proc.pid, "host": socket.gethostname(), "since": "t"})
+    assert f"process {proc.pid} is gone" in msg and "delete the lock file" in msg
+
+
 def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, monkeypatch, encoder_dir):
     from mclner.training.trainer import train
 

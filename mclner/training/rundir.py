@@ -158,9 +158,12 @@ class RunDir:
     def __init__(self, path: Path, resume: bool = False, overwrite: bool = False, main: bool = True) -> None:
         self.path, self.resume, self.overwrite, self.main = Path(path), resume, overwrite, main
         self.lock = RunLock(self.path)
+        self.created = False
+        self.prepared = False
 
     def __enter__(self) -> RunDir:
         if self.main:
+            self.created = not self.path.exists()
             # a folder of someone else's files is refused before the lock file is put into it; the
             # rest is checked under the lock, so that a running run is reported as such
             check_output_dir(self.path, self.resume, self.overwrite, foreign_only=True)
@@ -172,13 +175,22 @@ class RunDir:
                 raise
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None and self.created and not self.prepared and self.lock.fd is not None:
+            # the run failed validation in a folder it created: leave no empty folder behind (the lock
+            # file goes while still held, so no second holder of it can exist)
+            try:
+                (self.path / LOCK).unlink()
+                self.path.rmdir()
+            except OSError:
+                pass
         self.lock.release()
 
     def prepare(self) -> None:
         """Call once everything is validated, before anything is written to the folder."""
         if not self.main:
             return
+        self.prepared = True
         if self.overwrite:
             clear_run(self.path)
         if self.resume:

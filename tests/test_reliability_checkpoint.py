@@ -60,9 +60,12 @@ def _state(model):
     opt.step()
     sched.step()
     scaler = torch.amp.GradScaler("cuda", enabled=False)
+    live = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)  # an enabled scaler's state
+    live.scale(torch.ones(()))  # initialises the scale tensor
     from mclner.training.checkpoint import rng_state
 
     return opt, sched, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                        "scaler_live": live.state_dict(),
                         "counters": {"step": 3, "epoch": 1, "batch_pos": 2, "best_f1": -1.0}, "rng": rng_state(),
                         "stage": "source", "nan": float("nan")}
 
@@ -112,6 +115,8 @@ def test_training_state_round_trips_without_pickle(tmp_path):
     back = load_training_state(tmp_path / "ck")
     assert back["counters"] == state["counters"] and back["stage"] == "source" and np.isnan(back["nan"])
     assert back["scheduler"] == state["scheduler"] and back["scaler"] == state["scaler"]
+    assert back["scaler_live"] == state["scaler_live"] and back["scaler_live"]["scale"] > 0
+    torch.amp.GradScaler("cpu").load_state_dict(back["scaler_live"])
     so, bo = state["optimizer"], back["optimizer"]
     assert bo["param_groups"] == so["param_groups"]  # tuples (betas) and everything else as they were
     assert set(bo["state"]) == set(so["state"]) and all(isinstance(k, int) for k in bo["state"])

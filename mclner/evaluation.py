@@ -7,6 +7,7 @@ are dropped before scoring, and the result says which were dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -59,7 +60,8 @@ def predict_entities(
         results: Dict[int, Any] = {}
         for k in range(0, len(order), batch_size):
             idx = order[k : k + batch_size]
-            batch = collator([sentences[i] for i in idx])
+            # gold tags play no part in prediction (a gold type the model never saw must not fail here)
+            batch = collator([dataclasses.replace(sentences[i], tags=None) for i in idx])
             batch = {key: v.to(device) if isinstance(v, torch.Tensor) else v for key, v in batch.items()}
             decoded = model.decode(batch, label_map, impl=impl, return_scores=return_probs, **options)
             for r, i in enumerate(idx):

@@ -118,6 +118,9 @@ def test_incompatible_checkpoint_is_one_line(capsys, trained, tmp_path):
     cfg = json.loads((bad / "config.json").read_text())
     cfg["method_config"]["biaffine_dim"] = 32  # the architecture no longer fits the weights
     (bad / "config.json").write_text(json.dumps(cfg))
+    from mclner.training.checkpoint import write_checksums
+
+    write_checksums(bad)  # consistent files (else the checksum check refuses the edit first)
     _one_line_error(capsys, ["predict", str(bad)], "do not match")
 
 

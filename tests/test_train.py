@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_fixtures import make_tiny_encoder_dir, patch_training_data
+from test_train_fixtures import make_tiny_encoder_dir, patch_training_data, train_config
 
 from mclner.training.config import TrainConfig
 from mclner.training.trainer import train
@@ -28,7 +28,6 @@ def _encoder(encoder_dir, monkeypatch):
 def quick_cfg(tmp_path: Path, **kw) -> TrainConfig:
     """A fast run on the synthetic task; keywords that are not TrainConfig fields are options of the
     method (mCL-NER's small head widths are the default here)."""
-    import dataclasses
     import os
 
     base = dict(
@@ -36,12 +35,10 @@ def quick_cfg(tmp_path: Path, **kw) -> TrainConfig:
         output_dir=str(tmp_path / "run"), batch_size=8, effective_batch_size=16, max_steps=10, eval_every=5,
         encoder_lr=1e-3, head_lr=3e-3, warmup_ratio=0.0, progress=False, patience=0, seed=3,
     )
+    if kw.get("method", "mclner") == "mclner":
+        base.update(biaffine_dim=32, cln_hidden=32, proj_dim=16)
     base.update(kw)
-    common = {f.name for f in dataclasses.fields(TrainConfig)}
-    opts = {k: base.pop(k) for k in list(base) if k not in common}
-    if base.get("method", "mclner") == "mclner":
-        opts = {"biaffine_dim": 32, "cln_hidden": 32, "proj_dim": 16, "self_training_rounds": 0, **opts}
-    return TrainConfig(**base, method_options=opts)
+    return train_config(**base)
 
 
 def step_losses(out_dir: Path, stage: str = "source") -> list:
@@ -92,8 +89,10 @@ def test_resume_is_exact(tmp_path, monkeypatch):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    sa = torch.load(tmp_path / "full" / "stages" / "source" / "last" / "training_state.pt", weights_only=False)
-    sb = torch.load(tmp_path / "cut" / "stages" / "source" / "last" / "training_state.pt", weights_only=False)
+    from mclner.training.checkpoint import load_training_state
+
+    sa = load_training_state(tmp_path / "full" / "stages" / "source" / "last")
+    sb = load_training_state(tmp_path / "cut" / "stages" / "source" / "last")
     assert sa["counters"] == sb["counters"]
     la = [r["loss"] for r in step_losses(tmp_path / "full")]
     lb = [r["loss"] for r in step_losses(tmp_path / "cut")]

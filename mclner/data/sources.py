@@ -93,9 +93,19 @@ def mclner_home() -> Path:
     """``$MCLNER_HOME``, else ``$XDG_CACHE_HOME/mclner``, else ``~/.cache/mclner``."""
     env = os.environ.get("MCLNER_HOME")
     if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "mclner"
+        home = Path(env).expanduser()
+        what = "MCLNER_HOME"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        home = (Path(xdg) if xdg else Path.home() / ".cache") / "mclner"
+        what = "the cache folder"
+    # A file where the folder (or one of its parents) should be: say so instead of NotADirectoryError.
+    for p in (home, *home.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise UserError(f"{what} {home}: {p} is a file, not a folder (set MCLNER_HOME to a folder)")
+            break
+    return home
 
 
 def source_dir(name: str) -> Path:
@@ -168,7 +178,10 @@ def fetch(name: str, force: bool = False, quiet: bool = False) -> Path:
         return out
     from tqdm import tqdm
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {out.parent} ({exc.strerror}); set MCLNER_HOME to a writable folder") from None
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{name}-") as tmp:
         tmp = Path(tmp)
         if not quiet:

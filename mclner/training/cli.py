@@ -6,13 +6,15 @@ import argparse
 import dataclasses
 import json
 import math
-import shutil
+import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from mclner.errors import UserError
 from mclner.training.config import TrainConfig
+from mclner.training.guards import check_device, finite_float
 
 
 def _positive_int(text: str) -> int:
@@ -40,8 +42,8 @@ def _positive_float(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {v}")
     return v
 
 
@@ -139,7 +141,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                 _add_field(g, fields[f.name], ", ".join(seen[f.name]) if len(seen[f.name]) > 1 else "")
     r = p.add_argument_group("run")
     r.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
-    r.add_argument("--overwrite", action="store_true", help="delete --output-dir first")
+    r.add_argument("--overwrite", action="store_true",
+                   help="start again in an existing run folder: deletes what mclner wrote there (after the options, "
+                   "data and encoder were checked); a non-empty folder that is not a run folder is refused")
     r.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.set_defaults(func=_run_train)
 
@@ -182,13 +186,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     out = Path(cfg.output_dir)
-    if args.overwrite and args.resume:
-        raise UserError("--overwrite and --resume exclude each other")
-    if args.overwrite and out.exists():
-        shutil.rmtree(out)
-    if args.resume and not (out / "stages").exists():
-        raise UserError(f"nothing to resume in {out} (no stages/ folder)")
-    summary = train(cfg, resume=args.resume)
+    # --output-dir is checked, locked and (with --overwrite) cleared by the trainer, after it has
+    # validated the data and the encoder (mclner/training/rundir.py)
+    summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     elif "final" in summary:
@@ -216,18 +216,22 @@ def _load(checkpoint: str, device: Optional[str]):
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from mclner.data.readers import load_sentences
-    from mclner.evaluation import evaluate, format_scores
+    from mclner.evaluation import _types_in, evaluate, format_scores
 
-    model, builder, label_map, dev = _load(args.checkpoint, args.device)
+    model, builder, label_map, dev = _load(args.checkpoint, check_device(args.device))
     sentences = [s for s in load_sentences(args.data, split=args.split, lang=args.lang) if s.tags is not None]
     if not sentences:
         raise UserError(f"{args.data} ({args.split}) has no labelled sentences to score")
     res = evaluate(model, sentences, builder, label_map, batch_size=args.batch_size, device=dev,
                    impl="auto" if args.fused else "reference", none_bias=args.none_bias)
+    # Gold types the model never learned are scored (all missed: recall 0) and named (docs/TRAINING.md).
+    res["unknown_types"] = sorted(set(_types_in([s.tags for s in sentences])) - set(label_map.types))
     if args.json:
         print(json.dumps(res, indent=2))
     else:
         print(format_scores(res))
+        if res["unknown_types"]:
+            print(f"gold types the model does not know (scored as missed): {', '.join(res['unknown_types'])}")
     return 0
 
 
@@ -265,7 +269,9 @@ def _read_predict_input(args: argparse.Namespace) -> List[Any]:
 
         if src == "-":
             raise UserError("--input-format conll needs a file path, not stdin")
-        sents = read_conll(src)
+        # The words are the first column; any other column (tags, known or not) is ignored, and a
+        # file of words alone is fine.
+        sents = read_conll(src, tag_col=None)
         return [Sentence(list(s.tokens), None, args.lang or s.lang) for s in sents]
     if src == "-":
         text = sys.stdin.read()
@@ -274,21 +280,49 @@ def _read_predict_input(args: argparse.Namespace) -> List[Any]:
             text = Path(src).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise UserError(f"{src}: no such file") from None
+        except IsADirectoryError:
+            raise UserError(f"{src}: is a folder, expected a text file") from None
         except UnicodeDecodeError as exc:
             raise UserError(f"{src}: not UTF-8 text ({exc.reason})") from None
+        except OSError as exc:
+            raise UserError(f"{src}: cannot read ({exc.strerror})") from None
+    if text.startswith("\ufeff"):  # a byte order mark is not part of the first word
+        text = text[1:]
     return [Sentence(split_raw_line(line), None, args.lang or "xx") for line in text.splitlines() if line.strip()]
+
+
+def _check_output(output: str) -> Optional[Path]:
+    """The output file (None: stdout), checked before any work; it is written under a temporary name
+    and renamed at the end, so a failed run never leaves a truncated file in its place."""
+    if output == "-":
+        return None
+    p = Path(output)
+    if p.is_dir():
+        raise UserError(f"--output {output}: is a folder, expected a file path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"--output {output}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--output {output}: the folder {parent} is not writable")
+    return p
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from mclner.data.grid import entities_to_iob2
     from mclner.evaluation import predict_entities
 
-    model, builder, label_map, dev = _load(args.checkpoint, args.device)
+    device = check_device(args.device)
+    dest = _check_output(args.output)
+    model, builder, label_map, dev = _load(args.checkpoint, device)  # before waiting on stdin
     sentences = _read_predict_input(args)
     preds = predict_entities(model, sentences, builder, label_map, batch_size=args.batch_size, device=dev,
                              impl="auto" if args.fused else "reference",
                              none_bias=args.none_bias) if sentences else []
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    tmp = None if dest is None else dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        out = sys.stdout if tmp is None else open(tmp, "w", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"--output {args.output}: cannot write ({exc.strerror})") from None
     try:
         for s, ents in zip(sentences, preds):
             if args.output_format == "jsonl":
@@ -299,9 +333,14 @@ def _run_predict(args: argparse.Namespace) -> int:
                 for tok, tag in zip(s.tokens, entities_to_iob2(ents, len(s.tokens))):
                     out.write(f"{tok}\t{tag}\n")
                 out.write("\n")
-    finally:
-        if out is not sys.stdout:
+    except BaseException:
+        if tmp is not None:
             out.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    if tmp is not None:
+        out.close()
+        os.replace(tmp, dest)
     return 0
 
 
@@ -309,7 +348,8 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint on labelled data (seqeval P/R/F1 per type)",
                        description="Entity-level micro precision/recall/F1 (seqeval, strict IOB2), overall and "
                        "per type. Predicted types absent from the data's label set (e.g. MISC on MSRA) are "
-                       "dropped before scoring and listed.",
+                       "dropped before scoring and listed; gold types the model never learned are scored as "
+                       "missed and listed too.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint folder written by `mclner train` (e.g. runs/x/best)")
     p.add_argument("data", help="labelled data: embedded name (msra-zh, conll2003-en), HF dataset or CoNLL path")
@@ -319,7 +359,7 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fused", action="store_true", help="use the fused op implementations")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
-    p.add_argument("--none-bias", type=float, default=None,
+    p.add_argument("--none-bias", type=finite_float, default=None,
                    help="decode with this bias subtracted from the NONE logit (relation models; default: the "
                    "checkpoint's calibrated value, 0 unless trained with --calibrate-none-bias)")
     p.set_defaults(func=_run_evaluate)
@@ -331,13 +371,15 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("checkpoint", help="checkpoint folder written by `mclner train`")
     q.add_argument("--input", "-i", default="-", help="input file ('-' = stdin)")
-    q.add_argument("--input-format", choices=("text", "conll"), default="text", help="raw text lines or CoNLL columns")
+    q.add_argument("--input-format", choices=("text", "conll"), default="text",
+                   help="raw text lines or CoNLL columns (words in the first column; tags or other columns, "
+                   "if any, are ignored)")
     q.add_argument("--output", "-o", default="-", help="output file ('-' = stdout)")
     q.add_argument("--output-format", choices=("jsonl", "iob2"), default="jsonl",
                    help="JSON lines {tokens, entities} or 'word<TAB>tag' lines with blank lines between sentences")
     q.add_argument("--lang", default=None, help="language code of the input")
     q.add_argument("--batch-size", type=_positive_int, default=32, help="sentences per batch")
-    q.add_argument("--none-bias", type=float, default=None,
+    q.add_argument("--none-bias", type=finite_float, default=None,
                    help="decode with this bias subtracted from the NONE logit (relation models; default: the "
                    "checkpoint's calibrated value, 0 unless trained with --calibrate-none-bias)")
     q.add_argument("--fused", action="store_true", help="use the fused op implementations")

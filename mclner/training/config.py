@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional
 
 from mclner.errors import UserError
 from mclner.methods.base import option
+from mclner.training.guards import MAX_SEED, MIN_MAX_LENGTH
 
 
 def _data(default: Any, help: str, **meta: Any) -> Any:
@@ -40,7 +41,7 @@ class TrainConfig:
     max_unlabeled_sentences: Optional[int] = _data(None, "use at most this many unlabelled target sentences "
                                                          "(a seeded random subset)", min=1)
     max_words: Optional[int] = _data(None, "drop training sentences longer than this", min=1)
-    max_length: int = _data(512, "sub-word pieces per sentence", min=2)
+    max_length: int = _data(512, "sub-word pieces per sentence", min=MIN_MAX_LENGTH)
     # method (its options: method_options)
     method: str = "mclner"
     method_options: Dict[str, Any] = field(default_factory=dict)
@@ -62,7 +63,7 @@ class TrainConfig:
     amp: bool = _opt(True, "mixed precision (only on a GPU)")
     eval_every: Optional[int] = _opt(None, "evaluate every K optimizer steps (default: after each epoch)", min=1)
     patience: int = _opt(3, "stop after this many evaluations without improvement (0: never)", min=0)
-    seed: int = _opt(42, "random seed (data order, code-switching, initialisation)", min=0, max=2**31 - 1)
+    seed: int = _opt(42, "random seed (data order, code-switching, initialisation)", min=0, max=MAX_SEED)
     fused: bool = _opt(False, "use the fused op implementations (impl='auto')")
     device: Optional[str] = _opt(None, "torch device (default: cuda when available, else cpu)")
     log_every: int = _opt(1, "write the loss terms to log.jsonl every K optimizer steps", min=1)
@@ -102,6 +103,9 @@ class TrainConfig:
         for name in ("encoder_lr", "head_lr"):
             if not math.isfinite(getattr(self, name)):
                 raise UserError(f"--{name.replace('_', '-')} must be finite")
+        from mclner.training.guards import validate_train_config
+
+        validate_train_config(self)  # seed, max_length, device
         self.method_instance()
 
 

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +36,21 @@ from mclner.methods.base import Context, Method, Stage
 from mclner.nn.encoder import hf_encoders
 from mclner.schema import entity_types
 from mclner.training.checkpoint import (
-    atomic_replace_dir,
+    checkpoint_exists,
+    copy_checkpoint,
+    has_training_state,
+    load_training_state,
+    load_weights,
+    read_done,
     rng_state,
     save_checkpoint,
     set_rng_state,
     update_model_config,
+    write_done,
 )
 from mclner.training.config import TrainConfig
+from mclner.training.guards import NonFiniteGuard, json_safe
+from mclner.training.rundir import RunDir
 
 
 @dataclass
@@ -251,7 +258,7 @@ class StepLogger:
     def log(self, record: Dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self.f.write(json.dumps(record, default=float) + "\n")
+        self.f.write(json.dumps(json_safe(record)) + "\n")  # valid JSON: no bare NaN/Infinity
         self.f.flush()
         if self.tb is not None and "step" in record:
             prefix = record.get("stage", "train")
@@ -286,11 +293,12 @@ class StepModule(torch.nn.Module):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> None:
         cfg.validate()
         self.cfg = cfg
         self.method = cfg.method_instance()
         self.resume = resume
+        self.overwrite = overwrite
         self.env = setup_env(cfg)
         self.out = Path(cfg.output_dir)
         self.impl = "auto" if cfg.fused else "reference"
@@ -310,17 +318,19 @@ class Trainer:
         save_checkpoint(dest, model, self.tokenizer, self.data.label_map, self.cfg.to_dict(), method=self.method, **kw)
 
     def run(self) -> Dict[str, Any]:
+        # checks --output-dir and locks it for the run; nothing in it is deleted before prepare()
+        with RunDir(self.out, self.resume, self.overwrite, main=self.env.is_main) as self.rundir:
+            return self._run()
+
+    def _run(self) -> Dict[str, Any]:
         cfg, env = self.cfg, self.env
-        if self.out.exists() and any(self.out.iterdir()) and not self.resume and env.is_main:
-            if (self.out / "stages").exists():
-                raise UserError(f"output dir {self.out} already holds a run: pass --resume to continue it "
-                                "or --overwrite to start again")
         _barrier(env)
         data = load_data(cfg, self.method, env.is_main)
         model, tokenizer = build_model(cfg, self.method, data.label_map)
         model.to(env.device)
         self.tokenizer, self.data = tokenizer, data
         self.collator = self.method.make_collator(tokenizer, data.label_map, cfg.max_length)
+        self.rundir.prepare()  # options, data and encoder are valid: --overwrite may clear the folder now
         self.logger = StepLogger(self.out, env.is_main)
         if env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -334,10 +344,10 @@ class Trainer:
         try:
             for stage in self.method.stages():
                 sdir = self.out / "stages" / stage.name
-                if (sdir / "DONE").exists() and self.resume:
-                    done = json.loads((sdir / "DONE").read_text())
+                done = read_done(sdir) if self.resume else None
+                if done is not None:
                     if self._calibrate(model, stage, sdir, done) and env.is_main:
-                        (sdir / "DONE").write_text(json.dumps(done, default=float))
+                        write_done(sdir, done)
                     summary["stages"][stage.name] = done
                     prev_best = sdir / "best"
                     continue
@@ -360,16 +370,13 @@ class Trainer:
                 self._calibrate(model, stage, sdir, result)
                 summary["stages"][stage.name] = result
                 if env.is_main:
-                    (sdir / "DONE").write_text(json.dumps(result, default=float))
+                    write_done(sdir, result)
                 _barrier(env)
                 prev_best = sdir / "best"
             # final model: the last stage's best
             self._load_weights(model, prev_best)
             if env.is_main:
-                tmp = self.out / ".best.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(prev_best, tmp, ignore=shutil.ignore_patterns("training_state.pt"))
-                atomic_replace_dir(tmp, self.out / "best")
+                copy_checkpoint(prev_best, self.out / "best")
                 summary["final"] = self._final_eval(model)
                 (self.out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
         finally:
@@ -411,11 +418,9 @@ class Trainer:
         return computed
 
     def _load_weights(self, model: torch.nn.Module, path: Optional[Path]) -> None:
-        from safetensors.torch import load_file
-
         if path is None:
             return
-        model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(self.env.device)))
+        load_weights(model, path, self.env.device)  # verifies the SHA-256 recorded at save
 
     def _evaluate(self, model, sentences) -> Dict[str, Any]:
         return evaluate(model, sentences, self.collator, self.data.label_map, batch_size=2 * self.cfg.batch_size,
@@ -451,9 +456,10 @@ class Trainer:
         st = {"step": 0, "epoch": 0, "batch_pos": 0, "best_f1": -1.0, "bad_evals": 0, "last_eval_step": -1}
 
         last = sdir / "last"
-        if self.resume and (last / "training_state.pt").exists():
+        guard = NonFiniteGuard(stage=name, device=env.device)  # stops after 3 non-finite steps in a row
+        if self.resume and has_training_state(last):
             self._load_weights(model, last)
-            ts = torch.load(last / "training_state.pt", map_location="cpu", weights_only=False)
+            ts = load_training_state(last)  # JSON + safetensors, verified; never unpickles
             opt.load_state_dict(ts["optimizer"])
             sched.load_state_dict(ts["scheduler"])
             scaler.load_state_dict(ts["scaler"])
@@ -544,7 +550,8 @@ class Trainer:
                         sums[k] = sums.get(k, 0.0) + float(v.detach()) / len(group)
                 scaler.unscale_(opt)
                 gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                scaler.step(opt)
+                if guard.step_ok(st["step"] + 1, sums["loss"], float(gnorm), scaler.is_enabled()):
+                    scaler.step(opt)  # a non-finite step is skipped; K in a row stop the run
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
                 sched.step()
@@ -577,7 +584,7 @@ class Trainer:
             do_eval()
         if pbar is not None:
             pbar.close()
-        if env.is_main and not (sdir / "best").exists():  # no dev set: the last model is the result
+        if env.is_main and not checkpoint_exists(sdir / "best"):  # no dev set: the last model is the result
             self._save(sdir / "best", model, extra={"stage": name, "step": st["step"]})
         _barrier(env)
         return {"steps": st["step"], "epochs": st["epoch"], "best_dev_f1": st["best_f1"],
@@ -589,6 +596,7 @@ def hash_stage(stage: str) -> int:
     return sum((i + 1) * ord(c) for i, c in enumerate(stage))
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Dict[str, Any]:
-    """Train as configured; returns the summary also written to ``<output_dir>/results.json``."""
-    return Trainer(cfg, resume=resume).run()
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
+    """Train as configured; returns the summary also written to ``<output_dir>/results.json``.
+    ``overwrite`` clears an existing run folder (only what mclner wrote) once everything is validated."""
+    return Trainer(cfg, resume=resume, overwrite=overwrite).run()

@@ -244,30 +244,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def split_raw_line(line: str) -> List[str]:
-    """Words of a raw text line: whitespace tokens; runs of CJK characters are split into characters,
-    as the Chinese/Japanese corpora are tokenised per character."""
-    from mclner.data.readers import CJK_CHAR
-
-    words: List[str] = []
-    for tok in line.split():
-        if CJK_CHAR.search(tok):
-            buf = ""
-            for ch in tok:
-                if CJK_CHAR.match(ch):
-                    if buf:
-                        words.append(buf)
-                        buf = ""
-                    words.append(ch)
-                else:
-                    buf += ch
-            if buf:
-                words.append(buf)
-        else:
-            words.append(tok)
-    return words
-
-
 def _read_predict_input(args: argparse.Namespace) -> List[Any]:
     from mclner.data.readers import Sentence
 
@@ -289,7 +265,9 @@ def _read_predict_input(args: argparse.Namespace) -> List[Any]:
             raise UserError(f"{src}: no such file") from None
         except UnicodeDecodeError as exc:
             raise UserError(f"{src}: not UTF-8 text ({exc.reason})") from None
-    return [Sentence(split_raw_line(line), None, args.lang or "xx") for line in text.splitlines() if line.strip()]
+    from mclner.data.text import split_lines, split_words
+
+    return [Sentence(split_words(line), None, args.lang or "xx") for line in split_lines(text)]
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -338,8 +316,8 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_evaluate)
 
     q = sub.add_parser("predict", help="tag raw text or a CoNLL file with a checkpoint",
-                       description="Read sentences (raw text: one sentence per line, whitespace-separated words, "
-                       "CJK characters split into single characters; or a CoNLL file) and write the entities "
+                       description="Read sentences (raw text: one sentence per line, split into words and punctuation, "
+                       "CJK characters into single characters; or a CoNLL file) and write the entities "
                        "as JSON lines or the words with IOB2 tags.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     q.add_argument("checkpoint", help="checkpoint folder written by `mclner train`")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
+from mclner._cli_util import DefaultsHelpFormatter
 from mclner.errors import UserError
 from mclner.training.config import PRESETS, TrainConfig
 
@@ -69,7 +70,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "Chinese, CC-CEDICT, multilingual-e5-small. Run on several processes with "
             "`torchrun --nproc_per_node K -m mclner train ...` (DDP; gloo on CPU, NCCL on GPU)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     g = p.add_argument_group("data")
     g.add_argument("--source", default=_D.source, help="labelled source data: embedded name, HF dataset or path")
@@ -301,7 +302,7 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
                        description="Entity-level micro precision/recall/F1 (seqeval, strict IOB2), overall and "
                        "per type. Predicted types absent from the data's label set (e.g. MISC on MSRA) are "
                        "dropped before scoring and listed.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint folder written by `mclner train` (e.g. runs/x/best)")
     p.add_argument("data", help="labelled data: embedded name (msra-zh, conll2003-en), HF dataset or CoNLL path")
     p.add_argument("--split", default="test", help="split of a named data set")
@@ -319,7 +320,7 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
                        description="Read sentences (raw text: one sentence per line, split into words and punctuation, "
                        "CJK characters into single characters; or a CoNLL file) and write the entities "
                        "as JSON lines or the words with IOB2 tags.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     q.add_argument("checkpoint", help="checkpoint folder written by `mclner train`")
     q.add_argument("--input", "-i", default="-", help="input file ('-' = stdin)")
     q.add_argument("--input-format", choices=("text", "conll"), default="text", help="raw text lines or CoNLL columns")

@@ -3,6 +3,7 @@ the tests check the data behind the files (points, shapes, labels, legends), not
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import xml.etree.ElementTree as ET
@@ -199,7 +200,8 @@ def test_entity_confusion_bad_input():
 
 # ----------------------------------------------------------------------------- figures
 
-mpl = pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install 'mclner[viz]')")
+needs_mpl = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                               reason="plots need matplotlib (pip install 'mclner[viz]')")
 
 
 def _check_files(res, stem):
@@ -216,6 +218,7 @@ def _check_files(res, stem):
     return texts, on_disk
 
 
+@needs_mpl
 def test_plot_training_curves(tmp_path):
     from mclner.viz.plots import plot_training_curves
 
@@ -236,6 +239,7 @@ def test_plot_training_curves(tmp_path):
     assert data["evals"]["dev_f1"]["step"] == [4, 8, 12, 16, 20]
 
 
+@needs_mpl
 def test_plots_are_deterministic(tmp_path):
     from mclner.viz.plots import plot_training_curves
 
@@ -247,6 +251,7 @@ def test_plots_are_deterministic(tmp_path):
         assert fa.read_bytes() == fb.read_bytes(), fa.name
 
 
+@needs_mpl
 def test_plot_per_type_and_compare_cli(tmp_path, capsys):
     write_run(tmp_path / "r1", seed=1)
     write_run(tmp_path / "r2", seed=2)
@@ -292,6 +297,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "log.jsonl:1: not a JSON record" in err
 
 
+@needs_mpl
 def test_plot_matrices_heatmap(tmp_path):
     from mclner.viz.plots import MatrixPanel, plot_matrices, plot_matrix
 
@@ -318,6 +324,7 @@ def test_plot_matrices_heatmap(tmp_path):
     assert big.data["axes"][0]["images"] == [[20, 30]] and len(big.data["axes"][0]["xticklabels"]) == 30
 
 
+@needs_mpl
 def test_plot_confusion(tmp_path):
     from mclner.viz.plots import plot_confusion
 
@@ -338,6 +345,7 @@ def test_plot_confusion(tmp_path):
     assert np.allclose(shown[:-1], expect[:-1]) and np.allclose(shown[-1, :-1], expect[-1, :-1])
 
 
+@needs_mpl
 def test_plot_confusion_cli(tmp_path, capsys):
     gold = tmp_path / "gold.conll"
     gold.write_text("John B-PER\nSmith I-PER\nin O\nParis B-LOC\n\nUN B-ORG\nmet O\n\n")
@@ -361,6 +369,7 @@ def test_plot_confusion_cli(tmp_path, capsys):
     assert "bad.jsonl:2: not a `mclner predict` JSON line" in capsys.readouterr().err
 
 
+@needs_mpl
 def test_embed_2d_pca_fallback_is_deterministic():
     from mclner.viz.plots import embed_2d
 
@@ -378,6 +387,7 @@ def test_embed_2d_pca_fallback_is_deterministic():
         embed_2d(np.array([[np.nan, 1.0]]))
 
 
+@needs_mpl
 def test_plot_embedding(tmp_path):
     from mclner.viz.plots import plot_embedding
 
@@ -400,6 +410,7 @@ def test_plot_embedding(tmp_path):
         plot_embedding(pts, langs[:3], types, tmp_path / "bad")
 
 
+@needs_mpl
 def test_embed_2d_tsne_when_available():
     pytest.importorskip("sklearn", reason="t-SNE needs scikit-learn (optional)")
     from mclner.viz.plots import embed_2d
@@ -410,6 +421,7 @@ def test_embed_2d_tsne_when_available():
     assert m == "tsne" and c1.shape == (30, 2) and np.allclose(c1, c2)
 
 
+@needs_mpl
 def test_embed_2d_without_sklearn_falls_back_to_pca(monkeypatch):
     import sys
 
@@ -422,3 +434,15 @@ def test_embed_2d_without_sklearn_falls_back_to_pca(monkeypatch):
     assert method == "pca" and np.array_equal(coords, embed_2d(x, method="pca")[0])
     with pytest.raises(UserError, match="t-SNE needs scikit-learn"):
         embed_2d(x, method="tsne")
+
+
+def test_plot_without_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    write_run(tmp_path / "run")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert main(["compare", str(tmp_path / "run")]) == 0  # the table needs no matplotlib
+    assert main(["plot", "curves", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'mclner plot: error: plots need matplotlib: pip install "mclner[viz]" (or "matplotlib>=3.7")'
+    assert not (tmp_path / "run" / "plots").exists() or not any((tmp_path / "run" / "plots").iterdir())

@@ -123,3 +123,13 @@ def test_words_to_text_joins_cjk_without_spaces():
     assert words_to_text([]).text == ""
     with pytest.raises(ValueError, match="word 1 is empty"):
         words_to_text(["a", ""])
+
+
+def test_docs_usage_example():
+    """The example of docs/USAGE.md, with the values it shows."""
+    tw = tokenize_line("我住在東京都。He joined the United Nations.")
+    assert tw.words[:6] == ["我", "住", "在", "東", "京", "都"] and tw.spans[:3] == [(0, 1), (1, 2), (2, 3)]
+    assert entity_dicts(tw.text, tw.spans, [(3, 5, "LOC", 0.91), (10, 11, "ORG", 0.88)]) == [
+        {"entity_group": "LOC", "score": 0.91, "word": "東京都", "start": 3, "end": 6, "word_start": 3, "word_end": 5},
+        {"entity_group": "ORG", "score": 0.88, "word": "United Nations", "start": 21, "end": 35, "word_start": 10,
+         "word_end": 11}]

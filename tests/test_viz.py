@@ -446,3 +446,44 @@ def test_plot_without_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert err == 'mclner plot: error: plots need matplotlib: pip install "mclner[viz]" (or "matplotlib>=3.7")'
     assert not (tmp_path / "run" / "plots").exists() or not any((tmp_path / "run" / "plots").iterdir())
+
+
+@needs_mpl
+def test_plots_from_a_tiny_encoder_run(tmp_path, capsys):
+    """A real run written by `mclner train` (tiny encoder, 4 steps): the curves and the comparison read
+    what the trainer wrote, and the figures hold exactly those numbers."""
+    from test_train_fixtures import make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
+
+    enc = make_tiny_encoder_dir(tmp_path / "enc")
+    for split, n, seed in (("train", 16, 0), ("dev", 6, 1), ("test", 6, 2)):
+        write_conll(tmp_path / "en" / f"{split}.txt", synthetic_en(n, seed))
+    write_conll(tmp_path / "zh" / "test.txt", synthetic_zh(6, 3))
+    run = tmp_path / "runs" / "mcl"
+    assert main(["train", "--source", str(tmp_path / "en"), "--target", str(tmp_path / "zh"), "--encoder", enc,
+                 "--no-codeswitch", "--output-dir", str(run), "--max-steps", "4", "--batch-size", "8",
+                 "--eval-every", "2", "--biaffine-dim", "16", "--cln-hidden", "16", "--proj-dim", "8",
+                 "--no-progress", "--seed", "1"]) == 0
+
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r and "event" not in r]
+    assert main(["plot", "curves", str(run)]) == 0
+    data = json.loads((run / "plots" / "curves.json").read_text())
+    assert data["terms"]["loss"]["step"] == [r["step"] for r in steps]
+    assert data["terms"]["loss"]["value"] == pytest.approx([r["loss"] for r in steps])
+    assert "ce_src" in data["terms"] and "lr_encoder" not in data["terms"] and "grad_norm" not in data["terms"]
+    assert data["evals"]["dev_f1"]["step"] == [2, 4]
+    assert data["stages"] == [{"name": "source", "offset": 0, "steps": 4}]
+    assert data["axes"][0]["legend"] == [list(data["terms"])]
+
+    other = tmp_path / "runs" / "synthetic"
+    write_run(other, types=("LOC", "ORG", "PER"))
+    capsys.readouterr()
+    assert main(["compare", str(run), str(other), "--plot", str(tmp_path / "cmp")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| type | mcl P | mcl R | mcl F1 | synthetic P |")
+    res = json.loads((run / "results.json").read_text())["final"]["target_test"]
+    micro = next(ln for ln in table if ln.startswith("| micro"))
+    assert micro.split(" | ")[3] == f"{100 * res['f1']:.1f}"  # the trained run's micro F1
+    data = json.loads((tmp_path / "cmp.json").read_text())
+    assert data["types"] == sorted(set(res["per_type"]) | {"LOC", "ORG", "PER"}) + ["micro"]
+    assert data["axes"][2]["bars"] == [len(data["types"])] * 2

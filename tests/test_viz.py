@@ -487,3 +487,16 @@ def test_plots_from_a_tiny_encoder_run(tmp_path, capsys):
     data = json.loads((tmp_path / "cmp.json").read_text())
     assert data["types"] == sorted(set(res["per_type"]) | {"LOC", "ORG", "PER"}) + ["micro"]
     assert data["axes"][2]["bars"] == [len(data["types"])] * 2
+
+
+def test_scores_table_from_evaluate_dicts():
+    from mclner.viz.runs import scores_table
+
+    a = {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "support": 4,
+         "per_type": {"PER": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2},
+                      "LOC": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}}}
+    t = scores_table({"ckpt": a}, "msra test")
+    assert t.types == ["LOC", "PER", "micro"] and t.split == "msra test"
+    assert t.values["f1"][0].tolist() == pytest.approx([0.0, 0.5, 1 / 3]) and t.support[0].tolist() == [2, 2, 4]
+    with pytest.raises(UserError, match="no runs"):
+        scores_table({})

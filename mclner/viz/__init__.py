@@ -28,10 +28,12 @@ from mclner.viz.runs import (
     per_type_table,
     read_log,
     run_names,
+    scores_table,
     training_curves,
 )
 
 __all__ = ["OUTSIDE", "EntityConfusion", "PerTypeTable", "StageSpan", "TrainingCurves", "compare_markdown",
-           "entity_confusion", "load_results", "per_type_table", "read_log", "run_names", "training_curves",
+           "entity_confusion", "load_results", "per_type_table", "read_log", "run_names", "scores_table",
+           "training_curves",
            "MatrixPanel", "PlotResult", "describe_axes", "embed_2d", "plot_confusion", "plot_embedding",
            "plot_matrices", "plot_matrix", "plot_per_type", "plot_training_curves"]

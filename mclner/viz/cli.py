@@ -173,7 +173,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                        formatter_class=DefaultsHelpFormatter)
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders with results.json")
     c.add_argument("--split", default="target_test", help="scores to use: target_test or source_dev")
-    c.add_argument("--digits", type=int, default=1, help="decimals of the percentages")
+    c.add_argument("--digits", type=int, choices=range(0, 7), default=1, metavar="{0..6}",
+                   help="decimals of the percentages")
     c.add_argument("--plot", default=None, metavar="OUT", help="also write the per-type bar chart to OUT.png/.svg")
     c.add_argument("--json", action="store_true", help="print the table as JSON instead")
     c.add_argument("--title", default=None, help="figure title (with --plot)")

@@ -182,6 +182,14 @@ def per_type_table(results: Mapping[str, Mapping[str, Any]], split: str = "targe
             have = sorted(final) if isinstance(final, Mapping) else []
             raise UserError(f"run {name}: no {split!r} scores in results.json (has: {', '.join(have) or 'none'})")
         scores[name] = final[split]
+    return scores_table(scores, split)
+
+
+def scores_table(scores: Mapping[str, Mapping[str, Any]], split: str = "") -> PerTypeTable:
+    """``per_type_table`` from score dicts as ``mclner.evaluation.evaluate`` returns them
+    (``{precision, recall, f1, support, per_type: {type: {...}}}``), one per run name."""
+    if not scores:
+        raise UserError("no runs to compare")
     types = sorted({t for s in scores.values() for t in s.get("per_type", {})})
     cols = types + ["micro"]
     runs = list(scores)

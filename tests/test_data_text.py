@@ -19,7 +19,7 @@ def _check_offsets(line, tw):
         prev = e
         covered.update(range(s, e))
     rest = "".join(ch for i, ch in enumerate(line) if i not in covered)
-    assert all(ch.isspace() or ch == "\ufeff" for ch in rest), repr(rest)
+    assert all(ch.isspace() or ch in "\ufeff\u200b\u200c\u200d\u2060" for ch in rest), repr(rest)
 
 
 @pytest.mark.parametrize(
@@ -38,6 +38,9 @@ def _check_offsets(line, tw):
         ("iPhone手机在Apple店", ["iPhone", "手", "机", "在", "Apple", "店"]),
         ("ソニー(Sony)は東京", ["ソ", "ニ", "ー", "(", "Sony", ")", "は", "東", "京"]),
         ("\ufeffBOM first", ["BOM", "first"]),
+        # ZWNJ inside a Persian word joins it; a zero-width space separates
+        ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 x\u200by \u200c!",
+         ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "x", "y", "!"]),
         ("  two   spaces\tand\t\ttabs  ", ["two", "spaces", "and", "tabs"]),
         ("", []),
         ("   \t ", []),
@@ -58,7 +61,8 @@ def test_offsets_after_bom_and_tabs():
 
 def test_random_lines_keep_every_character():
     """Fresh random mixtures of scripts, punctuation and separators: offsets are always exact."""
-    alphabet = list("abcXYZ019.,;:'-/()\"!?&%$#") + list("東京都北大学") + ["ü", "é", "\u0301", "ा"] + [" ", "\t", "  "]
+    alphabet = list("abcXYZ019.,;:'-/()\"!?&%$#") + list("東京都北大学") + ["ü", "é", "\u0301", "ा"]
+    alphabet += [" ", "\t", "  ", "\u200c", "\u200b"]
     rng = random.Random(1234)
     for _ in range(300):
         line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))

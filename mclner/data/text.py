@@ -25,8 +25,10 @@ from mclner.data.readers import CJK_CHAR
 Span = Tuple[int, int]  # [start, end) character offsets
 
 # Characters that separate words without being one: whitespace, and the byte-order mark / zero-width
-# characters an editor may leave in a file (a BOM at the start of the first line is common).
-_INVISIBLE = frozenset("\ufeff\u200b\u200c\u200d\u2060")
+# characters an editor may leave in a file (a BOM at the start of the first line is common). ZWNJ and ZWJ
+# are part of a word between two letters (Persian, Indic scripts) and separators elsewhere.
+_ZERO_WIDTH_JOINERS = "\u200c\u200d"
+_INVISIBLE = frozenset("\ufeff\u200b\u2060" + _ZERO_WIDTH_JOINERS)
 _APOSTROPHES = "'\u2019"
 _DIGIT_JOINERS = ".,:/"
 
@@ -79,12 +81,12 @@ def _word_end(line: str, i: int) -> int:
         if _is_word_char(ch):
             j += 1
             continue
-        # A joiner stays inside the word only between two word characters.
+        # A joiner stays inside the word only between two word characters (ZWNJ/ZWJ: Persian, Indic).
         if j + 1 < n and j > i:
             prev, nxt = line[j - 1], line[j + 1]
             if _is_cjk(nxt) or not _is_word_char(nxt):
                 break
-            if ch == "-" or ch in _APOSTROPHES:
+            if ch == "-" or ch in _APOSTROPHES or ch in _ZERO_WIDTH_JOINERS:
                 j += 1
                 continue
             if ch in _DIGIT_JOINERS and prev.isdigit() and nxt.isdigit():

@@ -43,7 +43,7 @@ def test_torchrun_two_processes(tmp_path):
         "-m", "mclner", "train", "--source", str(tmp_path / "en"), "--target", str(tmp_path / "zh"),
         "--lexicon", str(lex), "--encoder", enc, "--output-dir", str(out), "--max-steps", "4",
         "--batch-size", "4", "--effective-batch-size", "16", "--eval-every", "2", "--biaffine-dim", "16",
-        "--cln-hidden", "16", "--proj-dim", "8", "--no-progress", "--device", "cpu",
+        "--cln-hidden", "16", "--proj-dim", "8", "--no-progress", "--device", "cpu", "--self-training-rounds", "0",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

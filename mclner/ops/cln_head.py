@@ -42,6 +42,27 @@ def cln_pair_features(
     return gamma.unsqueeze(2) * n.unsqueeze(1) + lam.unsqueeze(2)
 
 
+def cln_pair_features_at(
+    h: torch.Tensor,
+    W_alpha: torch.Tensor,
+    b_alpha: torch.Tensor,
+    W_beta: torch.Tensor,
+    b_beta: torch.Tensor,
+    b: torch.Tensor,
+    i: torch.Tensor,
+    j: torch.Tensor,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """r'_ij = γ_i ⊙ n_j + λ_i for the listed pairs ``(b[m], i[m], j[m])`` only: ``[M, D]``."""
+    hi, hj = h[b, i], h[b, j]
+    gamma = F.linear(hi, W_alpha, b_alpha)
+    lam = F.linear(hi, W_beta, b_beta)
+    mu = hj.mean(-1, keepdim=True)
+    var = hj.var(-1, unbiased=False, keepdim=True)
+    n = (hj - mu) / torch.sqrt(var + eps)
+    return gamma * n + lam
+
+
 def cln_head_reference(
     h: torch.Tensor,
     W_alpha: torch.Tensor,

@@ -1,6 +1,7 @@
 """Atomic Hugging Face style checkpoint folders.
 
-Layout: ``config.json`` (model config, method, label map, tag vocabulary), ``model.safetensors``,
+Layout: ``config.json`` (the method's name and options, its model config, the label map),
+``model.safetensors``,
 ``encoder/config.json`` (to rebuild the encoder offline), the tokenizer files, ``label_map.json``,
 ``training_args.json`` and, for resumable checkpoints, ``training_state.pt`` (optimizer, scheduler,
 grad scaler, step counters, RNG states). A folder is written under a temporary name next to its
@@ -9,6 +10,7 @@ destination and renamed into place, so a killed run never leaves a half-written 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -23,7 +25,9 @@ import torch
 from mclner.errors import UserError
 
 FORMAT = "mclner-checkpoint"
-FORMAT_VERSION = 1
+# 2: the method registry (config.json records the method and its options; model weights are named
+# after the shared parts). Format 1 checkpoints (mclner 0.1) are refused with a one-line error.
+FORMAT_VERSION = 2
 
 
 def atomic_replace_dir(tmp: Path, dest: Path) -> None:
@@ -59,7 +63,7 @@ def save_checkpoint(
     label_map: Any,
     train_args: Dict[str, Any],
     *,
-    tag_vocab: Optional[list] = None,
+    method: Any,
     training_state: Optional[Dict[str, Any]] = None,
     extra: Optional[Dict[str, Any]] = None,
 ) -> Path:
@@ -78,9 +82,10 @@ def save_checkpoint(
             # tokenizer and warns about a regex it does not change.
             "transformers_version": transformers.__version__,
             "format_version": FORMAT_VERSION,
+            "method": method.name,
+            "method_config": dataclasses.asdict(method.config),
             "model": model.config.to_dict(),
             "label_map": label_map.to_dict(),
-            "tag_vocab": tag_vocab,
             "extra": extra or {},
         }
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -88,7 +93,9 @@ def save_checkpoint(
         (tmp / "training_args.json").write_text(json.dumps(train_args, indent=2, default=str))
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        model.encoder.config.save_pretrained(str(tmp / "encoder"))
+        from mclner.nn.encoder import hf_encoders
+
+        hf_encoders(model)[0].config.save_pretrained(str(tmp / "encoder"))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         if training_state is not None:
@@ -113,10 +120,16 @@ def read_config(path: Path) -> Dict[str, Any]:
         raise UserError(f"{f}: not valid JSON ({exc})") from None
     if cfg.get("format") != FORMAT:
         raise UserError(f"{path} is not an mclner checkpoint (config.json has no format={FORMAT!r})")
-    if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
+    version = int(cfg.get("format_version", 0))
+    if version > FORMAT_VERSION:
         raise UserError(
-            f"{path} was written by a newer mclner (checkpoint format {cfg['format_version']}, "
-            f"this one reads up to {FORMAT_VERSION})"
+            f"{path} was written by a newer mclner (checkpoint format {version}, this one reads up to "
+            f"{FORMAT_VERSION})"
+        )
+    if version < FORMAT_VERSION:
+        raise UserError(
+            f"{path} is a checkpoint of format {version} (mclner 0.1, before the method registry); this "
+            f"mclner reads format {FORMAT_VERSION}: retrain it, or load it with mclner 0.1"
         )
     for name in ("model.safetensors", "encoder/config.json"):
         if not (path / name).is_file():
@@ -136,21 +149,24 @@ def update_model_config(path: Path, **fields: Any) -> None:
 
 
 def load_checkpoint(path: Path, device: Optional[torch.device] = None) -> Tuple[torch.nn.Module, Any, Any, Dict]:
-    """(model, tokenizer, label_map, config dict) from a checkpoint folder, model in eval mode."""
+    """(model, tokenizer, label_map, config dict) from a checkpoint folder of any registered method
+    (the method is read from config.json), model in eval mode."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from mclner.data.grid import LabelMap
-    from mclner.model import MCLNERModel, ModelConfig, TokenClassificationModel
+    from mclner.methods import get_method
+    from mclner.methods.base import config_from_dict
 
     path = Path(path)
     cfg = read_config(path)
-    mcfg = ModelConfig.from_dict(cfg["model"])
+    cls = get_method(cfg.get("method", ""))
+    method = cls(config_from_dict(cls, cfg.get("method_config", {})))
     label_map = LabelMap.from_dict(cfg["label_map"])
     enc_cfg = AutoConfig.from_pretrained(str(path / "encoder"))
     encoder = AutoModel.from_config(enc_cfg)
-    cls = TokenClassificationModel if mcfg.method == "token-classification" else MCLNERModel
-    model = cls(encoder, mcfg)
+    model = method.build_model(encoder, label_map)
+    model.config = type(model.config).from_dict(cfg["model"])  # decoding settings chosen after training
     state = load_file(str(path / "model.safetensors"))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -6,6 +6,8 @@ import argparse
 import json
 from collections import Counter
 
+from mclner._cli_util import DefaultsHelpFormatter
+
 
 def _list(args: argparse.Namespace) -> int:
     from mclner.data.sources import list_sources, mclner_home
@@ -73,9 +75,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--force", action="store_true", help="download again even if already fetched")
     q.set_defaults(func=_fetch)
 
-    q = dsub.add_parser("stats", help="count sentences, tokens and entities of a data set")
+    q = dsub.add_parser("stats", help="count sentences, tokens and entities of a data set",
+                       formatter_class=DefaultsHelpFormatter)
     q.add_argument("spec", help="embedded name (conll2003-en, msra-zh), HF name (wikiann:de) or path")
-    q.add_argument("--split", default="train", help="train, dev or test (default train)")
+    q.add_argument("--split", default="train", help="train, dev or test")
     q.add_argument("--lang", default=None, help="language code for local files / HF sets")
     q.add_argument("--lenient", action="store_true", help="repair invalid tag transitions instead of failing")
     q.set_defaults(func=_stats)

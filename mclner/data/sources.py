@@ -237,6 +237,22 @@ def list_sources() -> List[dict]:
 
 
 _PARSED: Dict[tuple, list] = {}  # (file, read options) -> sentences: MSRA is 2.4M lines, parse it once
+_NOTED: set = set()  # repair notes already printed in this process
+
+
+def _note_repairs(path: Path, repairs: int, scheme: str) -> None:
+    """One line per embedded file and process (not a Python warning with its source line): the repairs
+    of an embedded corpus are known and nothing the user can change. Logged on the "mclner" logger, which
+    prints bare messages to stderr when logging is not configured."""
+    import logging
+
+    key = (str(path), repairs)
+    if key in _NOTED:
+        return
+    _NOTED.add(key)
+    logging.getLogger("mclner.data").warning(
+        "note: %s: repaired %d invalid %s transition(s) (an I- tag opening a sentence starts the entity)",
+        path, repairs, scheme.upper())
 
 
 def _read_cached(path: Path, **kw) -> list:
@@ -249,13 +265,13 @@ def _read_cached(path: Path, **kw) -> list:
     if key not in _PARSED:
         rep: list = []
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # re-issued below, on every call
+            warnings.simplefilter("ignore")  # reported below, once per process
             _PARSED[key] = (read_conll(path, report=rep, **kw), rep[0])
     sents, rep0 = _PARSED[key]
     if report is not None:
         report.append(rep0)
     if rep0.repairs:
-        warnings.warn(f"{path}: repaired {rep0.repairs} invalid {rep0.scheme.upper()} transition(s)", stacklevel=3)
+        _note_repairs(path, rep0.repairs, rep0.scheme)
     # Fresh Sentence objects: callers may edit theirs without touching the cache.
     return [Sentence(list(x.tokens), None if x.tags is None else list(x.tags), x.lang) for x in sents]
 
@@ -273,7 +289,7 @@ def load_dataset(name: str, split: str, **kw) -> list:
         if split == "dev":
             raise UserError("msra-zh has no dev split (train and test only); select models on the source dev set")
         # The file splits 17 sentences inside a name (an I- tag opens the next sentence): repaired by
-        # default (the entity starts there), and the count is reported as a warning.
+        # default (the entity starts there), and the count is noted once per process.
         kw.setdefault("lenient", True)
         sents = _read_cached(source_file(name), lang="zh", **kw)
         cut = len(sents) - MSRA_TEST_SENTENCES

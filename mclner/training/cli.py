@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from mclner._cli_util import DefaultsHelpFormatter
 from mclner.errors import UserError
 from mclner.training.config import TrainConfig
 from mclner.training.guards import check_device, finite_float
@@ -89,7 +90,10 @@ def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field, owners: str
     command line is told apart from one left out, whatever its value (a preset never swallows it)."""
     flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
     default = f.default if f.default is not dataclasses.MISSING else None
-    shown = "" if default is None else f" (default: {default})"
+    if isinstance(default, bool):
+        shown = " (default: on)" if default else " (default: off)"
+    else:
+        shown = "" if default is None else f" (default: {default})"
     text = f.metadata.get("help", "") + (f" [{owners}]" if owners else "") + shown
     if isinstance(f.default, bool):
         group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
@@ -235,30 +239,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def split_raw_line(line: str) -> List[str]:
-    """Words of a raw text line: whitespace tokens; runs of CJK characters are split into characters,
-    as the Chinese/Japanese corpora are tokenised per character."""
-    from mclner.data.readers import CJK_CHAR
-
-    words: List[str] = []
-    for tok in line.split():
-        if CJK_CHAR.search(tok):
-            buf = ""
-            for ch in tok:
-                if CJK_CHAR.match(ch):
-                    if buf:
-                        words.append(buf)
-                        buf = ""
-                    words.append(ch)
-                else:
-                    buf += ch
-            if buf:
-                words.append(buf)
-        else:
-            words.append(tok)
-    return words
-
-
 def _read_predict_input(args: argparse.Namespace) -> List[Any]:
     from mclner.data.readers import Sentence
 
@@ -286,9 +266,10 @@ def _read_predict_input(args: argparse.Namespace) -> List[Any]:
             raise UserError(f"{src}: not UTF-8 text ({exc.reason})") from None
         except OSError as exc:
             raise UserError(f"{src}: cannot read ({exc.strerror})") from None
-    if text.startswith("\ufeff"):  # a byte order mark is not part of the first word
-        text = text[1:]
-    return [Sentence(split_raw_line(line), None, args.lang or "xx") for line in text.splitlines() if line.strip()]
+    from mclner.data.text import split_lines, split_words
+
+    # split_lines drops a leading byte order mark: it is not part of the first word
+    return [Sentence(split_words(line), None, args.lang or "xx") for line in split_lines(text)]
 
 
 def _check_output(output: str) -> Optional[Path]:
@@ -350,7 +331,7 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
                        "per type. Predicted types absent from the data's label set (e.g. MISC on MSRA) are "
                        "dropped before scoring and listed; gold types the model never learned are scored as "
                        "missed and listed too.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint folder written by `mclner train` (e.g. runs/x/best)")
     p.add_argument("data", help="labelled data: embedded name (msra-zh, conll2003-en), HF dataset or CoNLL path")
     p.add_argument("--split", default="test", help="split of a named data set")
@@ -365,10 +346,10 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_evaluate)
 
     q = sub.add_parser("predict", help="tag raw text or a CoNLL file with a checkpoint",
-                       description="Read sentences (raw text: one sentence per line, whitespace-separated words, "
-                       "CJK characters split into single characters; or a CoNLL file) and write the entities "
+                       description="Read sentences (raw text: one sentence per line, split into words and punctuation, "
+                       "CJK characters into single characters; or a CoNLL file) and write the entities "
                        "as JSON lines or the words with IOB2 tags.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     q.add_argument("checkpoint", help="checkpoint folder written by `mclner train`")
     q.add_argument("--input", "-i", default="-", help="input file ('-' = stdin)")
     q.add_argument("--input-format", choices=("text", "conll"), default="text",

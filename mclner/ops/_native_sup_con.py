@@ -15,9 +15,9 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from mclner import _native
+from mclner.ops._autograd import no_double_backward
 from mclner.ops.sup_con import anchor_weights, compact_labels, loss_from_stats
 
 OP = "sup_con"
@@ -83,6 +83,7 @@ def _grad(kind, x, y, lx, ly, temperature, one_set, row, col):
     return dx
 
 
+@no_double_backward(OP)
 class _SupConNormalized(torch.autograd.Function):
     """sup_con on already normalised features; b is None in the one-set form."""
 
@@ -98,7 +99,6 @@ class _SupConNormalized(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
         temperature, reduction, kind, one_set = ctx.info
         if one_set:

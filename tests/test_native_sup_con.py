@@ -165,3 +165,18 @@ def test_no_quadratic_memory():
     grown = int(res.stdout.strip().splitlines()[-1])
     quadratic = 8192 * 8192 * 4  # 256 MiB
     assert grown < quadratic / 8, f"peak RSS grew by {grown / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("arg", ["x", "y", "lab_x", "lab_y", "lse", "pos", "cnt"])
+def test_cuda_binding_validates_before_launch(arg):
+    """The CUDA module checks its arguments on the host (no device needed to reach the error)."""
+    mod = _native.cuda_module()
+    if mod is None:
+        pytest.skip(f"CUDA module not built: {_native.cuda_error()}")
+    args = dict(x=16, ldx=4, y=32, ldy=4, M=4, N=4, P=4, dtype=0, temperature=0.1, one_set=False, lab_x=48,
+                lab_y=64, lse=80, pos=96, cnt=112, device=0, stream=0)
+    args[arg] = 0
+    with pytest.raises(ValueError, match=f"sup_con: argument '{arg}' is a null pointer"):
+        mod.sup_con_forward(**args)
+    with pytest.raises(ValueError, match="'dtype'.*float64"):
+        mod.sup_con_forward(**dict(args, **{arg: 8}, dtype=1))

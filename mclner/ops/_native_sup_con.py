@@ -41,14 +41,18 @@ def _acc_dtype(kind: str, dtype: torch.dtype) -> torch.dtype:
     return dtype if kind == "cpu" else torch.float32
 
 
-def _tail_args(kind: str, device: torch.device, work_numel: int) -> list:
-    """Trailing launch arguments: CPU (num_threads); CUDA (fp32 workspace pointer, device, stream) and
-    the workspace tensor itself, kept alive by the caller past the (asynchronous) launch."""
+def _tail_args(kind: str, device: torch.device, work_numel: Optional[int]) -> tuple[list, object]:
+    """(trailing launch arguments, keep-alive). CPU: [num_threads]. CUDA: [fp32 workspace pointer]
+    (when work_numel is not None), device, stream; the workspace tensor is returned to be kept alive
+    past the asynchronous launch (torch's caching allocator is stream-ordered)."""
     if kind == "cpu":
-        return [_native.num_threads()]
+        return [_native.num_threads()], None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    tail = [index, _native.current_stream(device)]
+    if work_numel is None:
+        return tail, None
     work = torch.empty(max(1, work_numel), dtype=torch.float32, device=device)
-    return [work.data_ptr(), device.index if device.index is not None else torch.cuda.current_device(),
-            _native.current_stream(device), work]
+    return [work.data_ptr()] + tail, work
 
 
 def _forward_stats(kind, a, b, la, lb, temperature, one_set):
@@ -57,10 +61,10 @@ def _forward_stats(kind, a, b, la, lb, temperature, one_set):
     N = M if one_set else b.shape[0]
     acc = _acc_dtype(kind, a.dtype)
     lse, pos, cnt = (torch.empty(M, dtype=acc, device=a.device) for _ in range(3))
-    tail = _tail_args(kind, a.device, 0)
+    tail, _keep = _tail_args(kind, a.device, None)
     mod.sup_con_forward(
         a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), M, N, P, _native.dtype_code(a), float(temperature),
-        bool(one_set), la.data_ptr(), lb.data_ptr(), lse.data_ptr(), pos.data_ptr(), cnt.data_ptr(), *tail[:3],
+        bool(one_set), la.data_ptr(), lb.data_ptr(), lse.data_ptr(), pos.data_ptr(), cnt.data_ptr(), *tail,
     )  # fmt: skip
     return lse, pos, cnt
 
@@ -74,11 +78,10 @@ def _grad(kind, x, y, lx, ly, temperature, one_set, row, col):
     null = (0, 0, 0)
     rp = tuple(t.data_ptr() for t in row) if row is not None else null
     cp = tuple(t.data_ptr() for t in col) if col is not None else null
-    tail = _tail_args(kind, x.device, M * P)
+    tail, _keep = _tail_args(kind, x.device, M * P)
     mod.sup_con_backward(
         x.data_ptr(), x.stride(0), y.data_ptr(), y.stride(0), M, N, P, _native.dtype_code(x), float(temperature),
-        bool(one_set), lx.data_ptr(), ly.data_ptr(), row is not None, col is not None, *rp, *cp, dx.data_ptr(),
-        *tail[:3],
+        bool(one_set), lx.data_ptr(), ly.data_ptr(), row is not None, col is not None, *rp, *cp, dx.data_ptr(), *tail,
     )  # fmt: skip
     return dx
 

@@ -14,15 +14,12 @@
 //                  one set: da = grad(X = Y = a, both terms), the logits being symmetric.
 // The per-element arithmetic (online LSE, positives, dlogit) is the shared
 // csrc/include/mclner/sup_con_tile.h that the CPU kernels run too.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
 #include "mclner/common.h"
+#include "mclner/cuda_common.cuh"
 #include "mclner/sup_con_tile.h"
 
 namespace mclner {
@@ -30,21 +27,14 @@ namespace {
 
 using sup_con::RowStats;
 
+constexpr const char* kOp = "sup_con";
+
 constexpr int kTile = 32;      // rows of X per block = rows of Y per tile = P chunk
 constexpr int kThreads = 256;  // 32 rows × 8 threads; each thread holds 4 columns of its row
 constexpr int kCols = kTile / (kThreads / kTile);  // 4
 
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ float from_f<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+using cuda::from_f;
+using cuda::to_f;
 
 // Loads rows [r0, r0 + kTile) × features [p0, p0 + kTile) of Z [n, P] (row stride ld) as fp32, zeros outside.
 template <class T>
@@ -190,19 +180,6 @@ __global__ void finish_kernel(const float* __restrict__ acc, int64_t n, float s,
   if (e < n) out[e] = from_f<T>(s * acc[e]);
 }
 
-void check_launch(const char* what) {
-  const cudaError_t st = cudaGetLastError();
-  if (st != cudaSuccess)
-    throw std::runtime_error(std::string("sup_con: CUDA launch of ") + what + " failed: " + cudaGetErrorString(st));
-}
-
-void check_call(cudaError_t st, const char* what) {
-  if (st != cudaSuccess) {
-    cudaGetLastError();
-    throw std::runtime_error(std::string("sup_con: ") + what + " failed: " + cudaGetErrorString(st));
-  }
-}
-
 unsigned blocks_for(int64_t n, int64_t per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
 
 template <class T>
@@ -211,7 +188,7 @@ void forward_t(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t M, int6
                cudaStream_t stream) {
   stats_kernel<T><<<blocks_for(M, kTile), kThreads, 0, stream>>>(x, ldx, y, ldy, M, N, P, s, one_set, lab_x, lab_y,
                                                                   lse, pos, cnt);
-  check_launch("stats_kernel");
+  cuda::check_launch(kOp, "stats_kernel");
 }
 
 template <class T>
@@ -221,9 +198,9 @@ void backward_t(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t M, int
                 cudaStream_t stream) {
   grad_kernel<T><<<blocks_for(M, kTile), kThreads, 0, stream>>>(x, ldx, y, ldy, M, N, P, s, one_set, lab_x, lab_y,
                                                                  wx, cx, lse_x, wy, cy, lse_y, work);
-  check_launch("grad_kernel");
+  cuda::check_launch(kOp, "grad_kernel");
   finish_kernel<T><<<blocks_for(M * P, 256), 256, 0, stream>>>(work, M * P, s, dx);
-  check_launch("finish_kernel");
+  cuda::check_launch(kOp, "finish_kernel");
 }
 
 }  // namespace
@@ -234,7 +211,7 @@ void sup_con_cuda_forward(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64
                           int64_t P, int dtype, double temperature, bool one_set, std::uintptr_t lab_x,
                           std::uintptr_t lab_y, std::uintptr_t lse, std::uintptr_t pos, std::uintptr_t cnt, int device,
                           std::uintptr_t stream) {
-  check_call(cudaSetDevice(device), "cudaSetDevice");
+  cuda::DeviceScope scope(kOp, device);
   const float s = static_cast<float>(1.0 / temperature);
   auto st = reinterpret_cast<cudaStream_t>(stream);
   auto lx = reinterpret_cast<const int32_t*>(lab_x);
@@ -266,7 +243,7 @@ void sup_con_cuda_backward(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int6
                            std::uintptr_t c_x, std::uintptr_t lse_x, std::uintptr_t w_y, std::uintptr_t c_y,
                            std::uintptr_t lse_y, std::uintptr_t dx, std::uintptr_t work, int device,
                            std::uintptr_t stream) {
-  check_call(cudaSetDevice(device), "cudaSetDevice");
+  cuda::DeviceScope scope(kOp, device);
   const float s = static_cast<float>(1.0 / temperature);
   auto st = reinterpret_cast<cudaStream_t>(stream);
   auto lx = reinterpret_cast<const int32_t*>(lab_x);

@@ -43,12 +43,17 @@ def _acc_dtype(kind: str, dtype: torch.dtype) -> torch.dtype:
 
 def _tail_args(kind: str, device: torch.device, work_numel: Optional[int]) -> tuple[list, object]:
     """(trailing launch arguments, keep-alive). CPU: [num_threads]. CUDA: [fp32 workspace pointer]
-    (when work_numel is not None), device, stream; the workspace tensor is returned to be kept alive
-    past the asynchronous launch (torch's caching allocator is stream-ordered)."""
+    (when work_numel is not None), device index, stream; the workspace tensor is returned to be kept
+    alive past the asynchronous launch (torch's caching allocator is stream-ordered). CPU tensors on
+    the CUDA path (an emulated CUDA module) get device 0 and the null stream; the launchers set and
+    restore the device themselves."""
     if kind == "cpu":
         return [_native.num_threads()], None
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    tail = [index, _native.current_stream(device)]
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        tail = [index, _native.current_stream(device)]
+    else:
+        tail = [0, 0]
     if work_numel is None:
         return tail, None
     work = torch.empty(max(1, work_numel), dtype=torch.float32, device=device)
@@ -147,5 +152,4 @@ def sup_con_cuda(
 ) -> torch.Tensor:
     """Fused sup_con with the native CUDA kernels (float32/bfloat16/float16, fp32 accumulation), launched
     on torch's current stream of the tensors' device."""
-    with torch.cuda.device(z.device):
-        return _sup_con_native("cuda", z, labels, z2, labels2, temperature, reduction)
+    return _sup_con_native("cuda", z, labels, z2, labels2, temperature, reduction)

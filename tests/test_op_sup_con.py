@@ -129,7 +129,8 @@ def _edge_labels(case, M, M2):
 def test_label_patterns(impl, case, two_sets):
     device = torch.device("cpu") if impl == "reference" else impl_device(impl)
     M, M2, P = 21, 13, 6
-    x = make_inputs(M, M2 if two_sets else 0, P, device=device)
+    dtype = torch.float64 if impl == "reference" else torch.float32  # every fused impl takes float32
+    x = make_inputs(M, M2 if two_sets else 0, P, device=device, dtype=dtype)
     la, lb = _edge_labels(case, M, M2)
     x["labels"] = la.to(device)
     if two_sets:

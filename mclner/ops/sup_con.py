@@ -66,8 +66,8 @@ def sup_con_reference(
     counted = cnt > 0
     # Rows that do not count get a finite dummy row: an all -inf row (one set, M = 1) would make the
     # log-sum-exp's backward 0·nan.
-    lse = torch.logsumexp(torch.where(counted[:, None], logits, torch.zeros_like(logits)), dim=1)
-    pos_sum = torch.where(pos, logits, torch.zeros_like(logits)).sum(1)
+    lse = torch.logsumexp(torch.where(counted[:, None], logits, 0.0), dim=1)
+    pos_sum = torch.where(pos, logits, 0.0).sum(1)
     loss = torch.where(counted, lse - pos_sum / cnt.clamp(min=1).to(logits.dtype), torch.zeros_like(lse))
     return reduce_loss(loss, counted, reduction)
 

@@ -9,6 +9,7 @@ namespace mclner {
 void register_biaffine_cpu(py::module_& m);
 void register_cln_head_cpu(py::module_& m);
 void register_info_nce_cpu(py::module_& m);
+void register_sup_con_cpu(py::module_& m);
 }  // namespace mclner
 
 PYBIND11_MODULE(_C, m) {
@@ -22,4 +23,5 @@ PYBIND11_MODULE(_C, m) {
   mclner::register_biaffine_cpu(m);
   mclner::register_cln_head_cpu(m);
   mclner::register_info_nce_cpu(m);
+  mclner::register_sup_con_cpu(m);
 }

@@ -212,6 +212,7 @@ def read_conll(
     encoding: str = "utf-8",
     types: Optional[Sequence[str]] = None,
     report: Optional[List[ReadReport]] = None,
+    first_lines: Optional[List[int]] = None,
 ) -> List[Sentence]:
     """Read a CoNLL-style column file (blank lines between sentences, ``-DOCSTART-`` lines skipped).
 
@@ -219,7 +220,8 @@ def read_conll(
     ``iob2``, ``bioes``, ``bmes``; tags are converted to IOB2. Invalid transitions (e.g. ``I-X`` after
     ``O`` in IOB2) raise unless ``lenient``, which repairs them (the entity starts there) and records
     the count in ``report`` (a list that receives one :class:`ReadReport`). ``types`` restricts the
-    entity types accepted.
+    entity types accepted. ``first_lines``, a list, receives each sentence's first line number (for
+    messages that name a sentence of the file).
     """
     if not Path(path).exists() and _embedded_name(str(path)):
         # An embedded source name (optionally ``name:split``, default train) stands for its file.
@@ -240,6 +242,8 @@ def read_conll(
     sentences = []
     repairs = 0
     for b in blocks:
+        if first_lines is not None:
+            first_lines.append(b.lines[0] if b.lines else 0)
         tags = None
         if b.tags is not None:
             tags, r = _to_iob2(path, b, used, lenient, type_set)

@@ -51,6 +51,10 @@ class Context:
     label_map: Any
     is_main: bool = True
     log: Callable[[Dict[str, Any]], None] = lambda record: None
+    # Position of each training sentence in the source's train split and that split's size (files of
+    # per-sentence data such as translations are given for the whole split).
+    source_index: Optional[List[int]] = None
+    source_total: int = 0
 
 
 class NERModel(nn.Module):

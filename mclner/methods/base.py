@@ -99,6 +99,11 @@ class Method:
         """A callable ``sentences -> batch dict`` (see `mclner.data.collate.RelationCollator`)."""
         raise NotImplementedError
 
+    def init_model(self, model: NERModel, examples: Sequence[Any], label_map: Any) -> Dict[str, Any]:
+        """Data-dependent initialisation of a freshly built model, before the first stage (e.g. output
+        biases from the label prior); returns what to log. Default: nothing."""
+        return {}
+
     # -- data and stages
     def prepare_examples(self, sentences: Sequence[Any], ctx: Context) -> List[Any]:
         """The source training examples (e.g. each sentence with its code-switched copy); made once,

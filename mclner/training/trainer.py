@@ -331,6 +331,7 @@ class Trainer:
         _barrier(env)
         data = load_data(cfg, self.method, env.is_main)
         model, tokenizer = build_model(cfg, self.method, data.label_map)
+        init_report = self.method.init_model(model, data.examples, data.label_map)
         model.to(env.device)
         self.tokenizer, self.data = tokenizer, data
         self.collator = self.method.make_collator(tokenizer, data.label_map, cfg.max_length)
@@ -343,6 +344,8 @@ class Trainer:
                              "dev": len(data.dev), "target_test": len(data.target_test),
                              "target_unlabeled": len(data.target_unlabeled), "types": list(data.label_map.types),
                              "impl": self.impl})
+            if init_report:
+                self.logger.log({"event": "init", **init_report})
         summary: Dict[str, Any] = {"method": self.method.name, "stages": {}}
         prev_best: Optional[Path] = None
         try:

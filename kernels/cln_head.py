@@ -27,6 +27,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from mclner.ops._autograd import no_double_backward
+
 __all__ = ["cln_head_triton"]
 
 _SQRT1_2 = 0.7071067811865476
@@ -237,6 +239,7 @@ def cln_grid_backward(gamma, n, u, W1, W2, dS, blocks: dict | None = None):
     return dG, dN, dU, dW1, dW2
 
 
+@no_double_backward("cln_head")
 class _ClnGridFunction(torch.autograd.Function):
     """S = GELU((γ_i ⊙ n_j) W1ᵀ + u_i) W2ᵀ + b2 over all pairs, fused; grads for every input."""
 

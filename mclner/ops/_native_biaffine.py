@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import torch
 
 from mclner import _native
+from mclner.ops._autograd import no_double_backward
 
 OP = "biaffine"
 
@@ -51,6 +52,7 @@ def _projections(
     return u_cat, P, r
 
 
+@no_double_backward(OP)
 class _BiaffineFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hs, he, U, W, b, backend: str):  # type: ignore[override]

@@ -17,9 +17,9 @@ from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from mclner import _native
+from mclner.ops._autograd import no_double_backward
 
 OP = "cln_head"
 # Bytes of float32 chunk workspace the CUDA backward may use (pre-activations of a block of rows i).
@@ -103,6 +103,7 @@ def _prologue(h, W_alpha, b_alpha, W_beta, b_beta, W1, b1, eps):
     return gamma, lam, u, n, rstd
 
 
+@no_double_backward(OP)
 class _ClnHeadFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, backend, h, W_alpha, b_alpha, W_beta, b_beta, W1, b1, W2, b2, eps):
@@ -123,7 +124,6 @@ class _ClnHeadFunction(torch.autograd.Function):
         return S
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dS):
         _, bwd = ctx.backend
         h, Wa, Wb, W1, W2, gamma, lam, u, n, rstd = ctx.saved_tensors

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from mclner import _native
+from mclner.ops._autograd import no_double_backward
 
 OP = "info_nce"
 REDUCTION_CODES = {"mean": 0, "sum": 1, "none": 2}
@@ -48,6 +49,7 @@ def _tail_args(kind: str, device: torch.device, work_numel: int) -> list:
             _native.current_stream(device), work]
 
 
+@no_double_backward(OP)
 class _InfoNCENormalized(torch.autograd.Function):
     """InfoNCE on already normalised views; one native forward and one native backward call."""
 

@@ -6,7 +6,9 @@
 // for one (b, i) the N pairs (i, ·) form the GEMM  pre = n_b (W1 ⊙ γ_i)ᵀ + u_i  (N x H), followed by
 // GELU and the C-wide output layer. The backward recomputes pre per (b, i) and runs two more GEMMs
 // (E = dpre W1 and dW1 += (dpreᵀ n_b) ⊙ γ_i). Work items (b, i) are spread over OpenMP threads; each
-// thread owns its scratch (O(N·(D+H) + H·D)) and accumulators for dW1, dW2 and dn_b.
+// thread owns its scratch (O(N·(D+H) + H·D)) and accumulators for dW1, dW2 and dn; the backward's sums
+// over items are reduced in a fixed order (see backward_impl), so its results do not depend on the
+// thread count or the schedule.
 //
 // The per-pair workers are written once as templates and stamped out per ISA (AVX-512, AVX2+FMA,
 // baseline) with `target` + `flatten`, so the vector-extension micro-kernel and the GELU loops are
@@ -299,54 +301,56 @@ void forward_impl(Problem<T> p, T* S, int threads, int isa_code) {
     isa.forward_pair(p, it / p.N, it % p.N, scratch.data() + per * thread_id(), S);
 }
 
+// Items (b, i) are cut into at most kMaxChunks consecutive chunks whose size depends only on B·N. A
+// thread sums one chunk's contributions to dn, dW1 and dW2 in item order into zeroed scratch, then adds
+// them to the outputs in chunk order (omp ordered). The gradients are therefore the same bits for any
+// schedule and any thread count (dgamma and du are per item and written once).
+constexpr int64_t kMaxChunks = 64;
+
 template <class T>
 void backward_impl(Problem<T> p, const T* dS, T* dgamma, T* du, T* dn, T* dW1, T* dW2, int threads,
                    int isa_code) {
   const Isa<T> isa = select_isa<T>(isa_code);
   std::vector<T> packed = pack_problem(p, isa, threads);
   const int64_t N = p.N, D = p.D, H = p.H, C = p.C;
+  const int64_t items = p.B * N;
+  const int64_t chunk = (items + kMaxChunks - 1) / kMaxChunks;
+  const int64_t n_chunks = (items + chunk - 1) / chunk;
+  const int64_t span = std::min<int64_t>(p.B, chunk / N + 2);  // sequences one chunk can touch
   const int64_t per = isa.bwd_scratch(p);
   std::vector<T> scratch(size_t(per * threads));
-  // Per-thread accumulators: dn of the sequence being processed, dW1, dW2.
-  const int64_t acc_per = N * D + H * D + C * H;
-  std::vector<T> acc(size_t(acc_per * threads), T(0));
+  // Per-thread chunk accumulators: dn of the chunk's sequences, dW1, dW2.
+  const int64_t acc_per = span * N * D + H * D + C * H;
+  std::vector<T> acc(size_t(acc_per * threads));
   std::fill(dn, dn + p.B * N * D, T(0));
-  const int64_t items = p.B * N;
+  std::fill(dW1, dW1 + H * D, T(0));
+  std::fill(dW2, dW2 + C * H, T(0));
 #pragma omp parallel num_threads(threads)
   {
     const int t = thread_id();
     T* s = scratch.data() + per * t;
     T* dn_loc = acc.data() + acc_per * t;
-    T* dW1_loc = dn_loc + N * D;
-    T* dW2_loc = dW1_loc + H * D;
-    int64_t cur_b = -1;
-    auto flush = [&]() {
-      if (cur_b < 0) return;
-      T* dst = dn + cur_b * N * D;
-#pragma omp critical(mclner_cln_dn)
-      for (int64_t x = 0; x < N * D; ++x) dst[x] += dn_loc[x];
-      std::fill(dn_loc, dn_loc + N * D, T(0));
-    };
-    // Dynamic schedule (see forward_impl); items come in increasing order, so each thread still
-    // switches sequence b (and flushes its dn accumulator) only a few times.
-#pragma omp for schedule(dynamic, 2)
-    for (int64_t it = 0; it < items; ++it) {
-      const int64_t b = it / N;
-      if (b != cur_b) {
-        flush();
-        cur_b = b;
+    T* dW_loc = dn_loc + span * N * D;  // dW1 [H, D] then dW2 [C, H]
+    // Dynamic schedule: items are ~0.1-1 ms each, and on a busy machine a static split waits for the
+    // slowest (descheduled) thread; the ordered add keeps the sums independent of it.
+#pragma omp for ordered schedule(dynamic, 1)
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      const int64_t first = c * chunk, last = std::min(items, first + chunk);
+      const int64_t b0 = first / N, nb = (last - 1) / N - b0 + 1;
+      std::fill(dn_loc, dn_loc + nb * N * D, T(0));
+      std::fill(dW_loc, dW_loc + H * D + C * H, T(0));
+      for (int64_t it = first; it < last; ++it) {
+        const int64_t b = it / N;
+        isa.backward_pair(p, b, it % N, dS, s, dgamma, du, dn_loc + (b - b0) * N * D, dW_loc, dW_loc + H * D);
       }
-      isa.backward_pair(p, b, it % N, dS, s, dgamma, du, dn_loc, dW1_loc, dW2_loc);
+#pragma omp ordered
+      {
+        T* dst = dn + b0 * N * D;
+        for (int64_t x = 0; x < nb * N * D; ++x) dst[x] += dn_loc[x];
+        for (int64_t x = 0; x < H * D; ++x) dW1[x] += dW_loc[x];
+        for (int64_t x = 0; x < C * H; ++x) dW2[x] += dW_loc[H * D + x];
+      }
     }
-    flush();
-  }
-  std::fill(dW1, dW1 + H * D, T(0));
-  std::fill(dW2, dW2 + C * H, T(0));
-  for (int t = 0; t < threads; ++t) {
-    const T* dW1_loc = acc.data() + acc_per * t + N * D;
-    const T* dW2_loc = dW1_loc + H * D;
-    for (int64_t x = 0; x < H * D; ++x) dW1[x] += dW1_loc[x];
-    for (int64_t x = 0; x < C * H; ++x) dW2[x] += dW2_loc[x];
   }
 }
 

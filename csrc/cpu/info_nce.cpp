@@ -3,11 +3,15 @@
 // Inputs are the L2-normalised views a, b [M, P] (Python normalises with torch, whose autograd
 // chains the normalisation's backward). Work is split in tiles of BM rows × BN columns:
 //   forward : S = (s·a_blk) b_blkᵀ (register-blocked micro-kernel), per row an online log-sum-exp
-//             over column tiles (the row block is owned by one thread), for symmetric per-thread
-//             column statistics merged at the end with the same online-LSE merge. Saves lse [M].
+//             over column tiles (the row block is owned by one thread), for symmetric column
+//             statistics per task merged with the same online-LSE merge. Saves lse [M].
 //   backward: recomputes S per tile, dS = dlogit(...) from the saved lse, da_blk += dS·b_blk (rows
-//             owned by the thread), db += dSᵀ·(s·a_blk) into a per-thread accumulator [M, P] that is
-//             summed at the end. Extra memory O(threads·M·P), never O(M²).
+//             owned by the thread), db += dSᵀ·(s·a_blk) into a per-thread accumulator [M, P].
+//             Extra memory O(threads·M·P), never O(M²).
+// Deterministic: row blocks are grouped into at most kMaxTasks consecutive tasks (a function of M
+// only); the cross-block sums (column statistics, db) of a task are added to the result in task order
+// (omp ordered), and the loss is summed serially, so the results are the same bits for any schedule
+// and any thread count.
 // The SIMD code (csrc/include/mclner/info_nce_gemm.h) is written with GCC vector extensions and
 // compiled once per instruction set under `#pragma GCC target` (AVX-512, AVX2, portable), chosen at
 // run time with __builtin_cpu_supports (never -march=native).
@@ -42,6 +46,7 @@ constexpr const char* kOp = "info_nce";
 constexpr int kBM = 64;   // rows of a per tile (owned by one thread)
 constexpr int kBN = 256;  // columns (rows of b) per tile
 constexpr int kR = 8;     // rows per micro-kernel call
+constexpr int64_t kMaxTasks = 64;  // consecutive row-block groups reduced in a fixed order
 
 // Packed operands shared by all threads (O(M·P)): rows padded to Mp (multiple of kBM and kBN),
 // features padded to Pp (multiple of W) with zeros, so every tile is full.
@@ -59,9 +64,9 @@ struct Packed {
 template <class T>
 struct Scratch {
   std::vector<T> S;           // [kBM, kBN] logits, then dlogits
-  std::vector<T> col_max;     // [Mp] column statistics of this thread's rows (forward, symmetric)
+  std::vector<T> col_max;     // [Mp] column statistics of the current task's rows (forward, symmetric)
   std::vector<T> col_sum;     // [Mp]
-  std::vector<T> db;          // [Mp, Pp] db accumulator (backward)
+  std::vector<T> db;          // [Mp, Pp] db of the current task (backward)
   std::vector<T> da_blk;      // [kBM, Pp] da of the current row tile (backward)
 };
 
@@ -133,6 +138,17 @@ int thread_count(int requested) {
 #endif
 }
 
+// Row blocks holding real rows, cut into consecutive tasks: block range [task·per, min(blocks, ...)).
+struct Tasks {
+  int64_t blocks, per, count;
+  explicit Tasks(int64_t M) : blocks((M + kBM - 1) / kBM) {
+    per = (blocks + kMaxTasks - 1) / kMaxTasks;
+    count = (blocks + per - 1) / per;
+  }
+  int64_t begin(int64_t t) const { return t * per; }
+  int64_t end(int64_t t) const { return std::min(blocks, (t + 1) * per); }
+};
+
 template <class T>
 void pack(Packed<T>& pk, const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int64_t P, double temperature,
           bool symmetric, int threads) {
@@ -180,7 +196,12 @@ void forward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, i
   pack(pk, a, lda, b, ldb, M, P, temperature, symmetric, threads);
   const Kernels<T> k = pick_kernels<T>();
   std::vector<Scratch<T>> scratch(threads);
-  // Column statistics are merged across threads afterwards; per-thread copies avoid any locking.
+  const Tasks tasks(M);
+  std::vector<T> gmax, gsum;  // column statistics merged over tasks, in task order
+  if (symmetric) {
+    gmax.assign(M, info_nce::neg_inf<T>());
+    gsum.assign(M, T(0));
+  }
 #pragma omp parallel num_threads(threads)
   {
 #ifdef _OPENMP
@@ -189,29 +210,38 @@ void forward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, i
     Scratch<T>& sc = scratch[0];
 #endif
     sc.S.assign(static_cast<size_t>(kBM) * kBN, T(0));
-    if (symmetric) {
-      sc.col_max.assign(pk.Mp, info_nce::neg_inf<T>());
-      sc.col_sum.assign(pk.Mp, T(0));
+#pragma omp for ordered schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks.count; ++t) {
+      if (symmetric) {
+        sc.col_max.assign(pk.Mp, info_nce::neg_inf<T>());
+        sc.col_sum.assign(pk.Mp, T(0));
+      }
+      for (int64_t ib = tasks.begin(t); ib < tasks.end(t); ++ib) k.forward(pk, ib, sc, row_lse);
+#pragma omp ordered
+      if (symmetric) {
+        for (int64_t j = 0; j < M; ++j) {
+          OnlineLse<T> st{gmax[j], gsum[j]};
+          info_nce::lse_merge(st, sc.col_max[j], sc.col_sum[j]);
+          gmax[j] = st.max;
+          gsum[j] = st.sum;
+        }
+      }
     }
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t ib = 0; ib < pk.nbi; ++ib)
-      if (ib * kBM < M) k.forward(pk, ib, sc, row_lse);
   }
   if (symmetric) {
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t j = 0; j < M; ++j) {
-      OnlineLse<T> st = info_nce::lse_empty<T>();
-      for (const Scratch<T>& sc : scratch)
-        if (!sc.col_max.empty()) info_nce::lse_merge(st, sc.col_max[j], sc.col_sum[j]);
-      col_lse[j] = info_nce::lse_value(st);
-    }
+    for (int64_t j = 0; j < M; ++j) col_lse[j] = info_nce::lse_value(OnlineLse<T>{gmax[j], gsum[j]});
   }
+  // Per-row losses in parallel, their sum serially in row order (an OpenMP reduction would add the
+  // per-thread partials in a thread-count dependent grouping).
+  std::vector<T> loss(M);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t m = 0; m < M; ++m)
+    loss[m] = info_nce::row_loss(row_lse[m], symmetric ? col_lse[m] : T(0), positive(pk, m), symmetric);
   double total = 0.0;
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
   for (int64_t m = 0; m < M; ++m) {
-    const T loss = info_nce::row_loss(row_lse[m], symmetric ? col_lse[m] : T(0), positive(pk, m), symmetric);
-    if (reduction == info_nce::kNone) out[m] = loss;
-    total += static_cast<double>(loss);
+    if (reduction == info_nce::kNone) out[m] = loss[m];
+    total += static_cast<double>(loss[m]);
   }
   if (reduction == info_nce::kMean) out[0] = static_cast<T>(total / static_cast<double>(M));
   if (reduction == info_nce::kSum) out[0] = static_cast<T>(total);
@@ -236,6 +266,8 @@ void backward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, 
     }
   }
   std::vector<Scratch<T>> scratch(threads);
+  const Tasks tasks(M);
+  std::fill(db, db + M * P, T(0));
 #pragma omp parallel num_threads(threads)
   {
 #ifdef _OPENMP
@@ -244,19 +276,16 @@ void backward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, 
     Scratch<T>& sc = scratch[0];
 #endif
     sc.S.assign(static_cast<size_t>(kBM) * kBN, T(0));
-    sc.db.assign(pk.Mp * pk.Pp, T(0));
+    sc.db.resize(pk.Mp * pk.Pp);
     sc.da_blk.assign(static_cast<size_t>(kBM) * pk.Pp, T(0));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t ib = 0; ib < pk.nbi; ++ib)
-      if (ib * kBM < M) k.backward(pk, ib, sc, wr.data(), wc.data(), rl.data(), cl.data(), da);
-  }
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t p = 0; p < P; ++p) {
-      T acc = 0;
-      for (const Scratch<T>& sc : scratch)
-        if (!sc.db.empty()) acc += sc.db[m * pk.Pp + p];
-      db[m * P + p] = acc;
+#pragma omp for ordered schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks.count; ++t) {
+      std::fill(sc.db.begin(), sc.db.end(), T(0));
+      for (int64_t ib = tasks.begin(t); ib < tasks.end(t); ++ib)
+        k.backward(pk, ib, sc, wr.data(), wc.data(), rl.data(), cl.data(), da);
+#pragma omp ordered
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t p = 0; p < P; ++p) db[m * P + p] += sc.db[m * pk.Pp + p];
     }
   }
 }

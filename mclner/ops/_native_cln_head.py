@@ -1,9 +1,9 @@
 """Native (C++ CPU and CUDA) providers of ``cln_head`` (SPEC.md §3, §6).
 
 One autograd Function per backend. The O(B·N·D) prologue runs in torch: γ = h W_αᵀ + b_α,
-λ = h W_βᵀ + b_β, u = λ W1ᵀ + b1 (the pair-independent part of the first MLP layer) and
-n = LayerNorm(h) without affine. The native kernels do the O(B·N²·D·H) core
-S_ij = W2 GELU(W1 (γ_i ⊙ n_j) + u_i) + b2 tile by tile and recompute it in the backward, returning
+λ = h W_βᵀ + b_β and n = LayerNorm(h) without affine (``mclner.ops.cln_head.cln_prologue``), and
+u = λ W1ᵀ + b1 (the pair-independent part of the first MLP layer). The native kernels do the
+O(B·N²·D·H) core S_ij = W2 GELU(W1 (γ_i ⊙ n_j) + u_i) + b2 tile by tile and recompute it in the backward, returning
 dγ, du, dn, dW1 (core part) and dW2; the backward of the prologue is written out here by hand, so
 the Function returns every input gradient and saves only O(B·N·D) tensors.
 
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from mclner import _native
 from mclner.ops._autograd import no_double_backward
+from mclner.ops.cln_head import cln_prologue
 
 OP = "cln_head"
 # Bytes of float32 chunk workspace the CUDA backward may use (pre-activations of a block of rows i).
@@ -93,14 +94,9 @@ def _cuda_backward(gamma, u, n, W1, W2, dS, dgamma, du, dn, dW1, dW2) -> None:
 
 
 def _prologue(h, W_alpha, b_alpha, W_beta, b_beta, W1, b1, eps):
-    gamma = F.linear(h, W_alpha, b_alpha).contiguous()
-    lam = F.linear(h, W_beta, b_beta)
-    u = F.linear(lam, W1, b1).contiguous()
-    mu = h.mean(dim=-1, keepdim=True)
-    var = h.var(dim=-1, unbiased=False, keepdim=True)
-    rstd = torch.rsqrt(var + eps)
-    n = (h - mu).mul_(rstd).contiguous()
-    return gamma, lam, u, n, rstd
+    gamma, lam, n, std = cln_prologue(h, W_alpha, b_alpha, W_beta, b_beta, eps)
+    u = F.linear(lam, W1, b1).contiguous()  # the pair-independent part of the first MLP layer
+    return gamma.contiguous(), lam, u, n.contiguous(), std.reciprocal()
 
 
 @no_double_backward(OP)

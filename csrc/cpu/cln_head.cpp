@@ -28,6 +28,7 @@
 #include "mclner/cln_gemm.h"
 #include "mclner/cln_head_tile.h"
 #include "mclner/common.h"
+#include "mclner/ordered_chunks.h"
 
 namespace py = pybind11;
 
@@ -301,10 +302,10 @@ void forward_impl(Problem<T> p, T* S, int threads, int isa_code) {
     isa.forward_pair(p, it / p.N, it % p.N, scratch.data() + per * thread_id(), S);
 }
 
-// Items (b, i) are cut into at most kMaxChunks consecutive chunks whose size depends only on B·N. A
-// thread sums one chunk's contributions to dn, dW1 and dW2 in item order into zeroed scratch, then adds
-// them to the outputs in chunk order (omp ordered). The gradients are therefore the same bits for any
-// schedule and any thread count (dgamma and du are per item and written once).
+// Items (b, i) are cut into at most kMaxChunks consecutive chunks whose size depends only on B·N; each
+// chunk's contributions to dn, dW1 and dW2 are summed in item order into its own buffer and the buffers
+// are added to the outputs in chunk order (ordered_chunks.h). The gradients are therefore the same bits
+// for any schedule and any thread count (dgamma and du are per item and written once).
 constexpr int64_t kMaxChunks = 64;
 
 template <class T>
@@ -319,39 +320,40 @@ void backward_impl(Problem<T> p, const T* dS, T* dgamma, T* du, T* dn, T* dW1, T
   const int64_t span = std::min<int64_t>(p.B, chunk / N + 2);  // sequences one chunk can touch
   const int64_t per = isa.bwd_scratch(p);
   std::vector<T> scratch(size_t(per * threads));
-  // Per-thread chunk accumulators: dn of the chunk's sequences, dW1, dW2.
-  const int64_t acc_per = span * N * D + H * D + C * H;
-  std::vector<T> acc(size_t(acc_per * threads));
+  // A chunk's partial: dn of its sequences [span, N, D], then dW1 [H, D], then dW2 [C, H].
+  const int64_t dn_part = span * N * D;
   std::fill(dn, dn + p.B * N * D, T(0));
   std::fill(dW1, dW1 + H * D, T(0));
   std::fill(dW2, dW2 + C * H, T(0));
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = thread_id();
-    T* s = scratch.data() + per * t;
-    T* dn_loc = acc.data() + acc_per * t;
-    T* dW_loc = dn_loc + span * N * D;  // dW1 [H, D] then dW2 [C, H]
-    // Dynamic schedule: items are ~0.1-1 ms each, and on a busy machine a static split waits for the
-    // slowest (descheduled) thread; the ordered add keeps the sums independent of it.
-#pragma omp for ordered schedule(dynamic, 1)
-    for (int64_t c = 0; c < n_chunks; ++c) {
-      const int64_t first = c * chunk, last = std::min(items, first + chunk);
-      const int64_t b0 = first / N, nb = (last - 1) / N - b0 + 1;
-      std::fill(dn_loc, dn_loc + nb * N * D, T(0));
-      std::fill(dW_loc, dW_loc + H * D + C * H, T(0));
-      for (int64_t it = first; it < last; ++it) {
-        const int64_t b = it / N;
-        isa.backward_pair(p, b, it % N, dS, s, dgamma, du, dn_loc + (b - b0) * N * D, dW_loc, dW_loc + H * D);
-      }
-#pragma omp ordered
-      {
+  auto range = [&](int64_t c, int64_t& first, int64_t& last, int64_t& b0, int64_t& nb) {
+    first = c * chunk;
+    last = std::min(items, first + chunk);
+    b0 = first / N;
+    nb = (last - 1) / N - b0 + 1;
+  };
+  ordered_chunks<T>(
+      n_chunks, threads, dn_part + H * D + C * H,
+      [&](int t, int64_t c, T* part) {
+        int64_t first, last, b0, nb;
+        range(c, first, last, b0, nb);
+        T* dW = part + dn_part;
+        std::fill(part, part + nb * N * D, T(0));
+        std::fill(dW, dW + H * D + C * H, T(0));
+        T* s = scratch.data() + per * t;
+        for (int64_t it = first; it < last; ++it) {
+          const int64_t b = it / N;
+          isa.backward_pair(p, b, it % N, dS, s, dgamma, du, part + (b - b0) * N * D, dW, dW + H * D);
+        }
+      },
+      [&](int64_t c, const T* part) {
+        int64_t first, last, b0, nb;
+        range(c, first, last, b0, nb);
         T* dst = dn + b0 * N * D;
-        for (int64_t x = 0; x < nb * N * D; ++x) dst[x] += dn_loc[x];
-        for (int64_t x = 0; x < H * D; ++x) dW1[x] += dW_loc[x];
-        for (int64_t x = 0; x < C * H; ++x) dW2[x] += dW_loc[H * D + x];
-      }
-    }
-  }
+        for (int64_t x = 0; x < nb * N * D; ++x) dst[x] += part[x];
+        const T* dW = part + dn_part;
+        for (int64_t x = 0; x < H * D; ++x) dW1[x] += dW[x];
+        for (int64_t x = 0; x < C * H; ++x) dW2[x] += dW[H * D + x];
+      });
 }
 
 void check_sizes(int64_t B, int64_t N, int64_t D, int64_t H, int64_t C, int dtype, int threads) {

@@ -9,9 +9,9 @@
 //             owned by the thread), db += dSᵀ·(s·a_blk) into a per-thread accumulator [M, P].
 //             Extra memory O(threads·M·P), never O(M²).
 // Deterministic: row blocks are grouped into at most kMaxTasks consecutive tasks (a function of M
-// only); the cross-block sums (column statistics, db) of a task are added to the result in task order
-// (omp ordered), and the loss is summed serially, so the results are the same bits for any schedule
-// and any thread count.
+// only); the cross-block sums (column statistics, db) of a task go to its own buffer, merged into the
+// result in task order (ordered_chunks.h), and the loss is summed serially, so the results are the
+// same bits for any schedule and any thread count.
 // The SIMD code (csrc/include/mclner/info_nce_gemm.h) is written with GCC vector extensions and
 // compiled once per instruction set under `#pragma GCC target` (AVX-512, AVX2, portable), chosen at
 // run time with __builtin_cpu_supports (never -march=native).
@@ -34,6 +34,7 @@
 
 #include "mclner/common.h"
 #include "mclner/info_nce_tile.h"
+#include "mclner/ordered_chunks.h"
 
 namespace py = pybind11;
 
@@ -64,9 +65,9 @@ struct Packed {
 template <class T>
 struct Scratch {
   std::vector<T> S;           // [kBM, kBN] logits, then dlogits
-  std::vector<T> col_max;     // [Mp] column statistics of the current task's rows (forward, symmetric)
-  std::vector<T> col_sum;     // [Mp]
-  std::vector<T> db;          // [Mp, Pp] db of the current task (backward)
+  T* col_max = nullptr;       // [Mp] column statistics of the current task's rows (forward, symmetric)
+  T* col_sum = nullptr;       // [Mp]
+  T* db = nullptr;            // [Mp, Pp] db of the current task (backward)
   std::vector<T> da_blk;      // [kBM, Pp] da of the current row tile (backward)
 };
 
@@ -202,32 +203,28 @@ void forward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, i
     gmax.assign(M, info_nce::neg_inf<T>());
     gsum.assign(M, T(0));
   }
-#pragma omp parallel num_threads(threads)
-  {
-#ifdef _OPENMP
-    Scratch<T>& sc = scratch[omp_get_thread_num()];
-#else
-    Scratch<T>& sc = scratch[0];
-#endif
-    sc.S.assign(static_cast<size_t>(kBM) * kBN, T(0));
-#pragma omp for ordered schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks.count; ++t) {
-      if (symmetric) {
-        sc.col_max.assign(pk.Mp, info_nce::neg_inf<T>());
-        sc.col_sum.assign(pk.Mp, T(0));
-      }
-      for (int64_t ib = tasks.begin(t); ib < tasks.end(t); ++ib) k.forward(pk, ib, sc, row_lse);
-#pragma omp ordered
-      if (symmetric) {
+  ordered_chunks<T>(
+      tasks.count, threads, symmetric ? 2 * pk.Mp : 0,
+      [&](int t, int64_t task, T* stats) {
+        Scratch<T>& sc = scratch[t];
+        if (sc.S.empty()) sc.S.assign(static_cast<size_t>(kBM) * kBN, T(0));
+        if (symmetric) {
+          sc.col_max = stats;
+          sc.col_sum = stats + pk.Mp;
+          std::fill(sc.col_max, sc.col_max + pk.Mp, info_nce::neg_inf<T>());
+          std::fill(sc.col_sum, sc.col_sum + pk.Mp, T(0));
+        }
+        for (int64_t ib = tasks.begin(task); ib < tasks.end(task); ++ib) k.forward(pk, ib, sc, row_lse);
+      },
+      [&](int64_t, const T* stats) {
+        if (!symmetric) return;
         for (int64_t j = 0; j < M; ++j) {
           OnlineLse<T> st{gmax[j], gsum[j]};
-          info_nce::lse_merge(st, sc.col_max[j], sc.col_sum[j]);
+          info_nce::lse_merge(st, stats[j], stats[pk.Mp + j]);
           gmax[j] = st.max;
           gsum[j] = st.sum;
         }
-      }
-    }
-  }
+      });
   if (symmetric) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t j = 0; j < M; ++j) col_lse[j] = info_nce::lse_value(OnlineLse<T>{gmax[j], gsum[j]});
@@ -268,26 +265,23 @@ void backward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, 
   std::vector<Scratch<T>> scratch(threads);
   const Tasks tasks(M);
   std::fill(db, db + M * P, T(0));
-#pragma omp parallel num_threads(threads)
-  {
-#ifdef _OPENMP
-    Scratch<T>& sc = scratch[omp_get_thread_num()];
-#else
-    Scratch<T>& sc = scratch[0];
-#endif
-    sc.S.assign(static_cast<size_t>(kBM) * kBN, T(0));
-    sc.db.resize(pk.Mp * pk.Pp);
-    sc.da_blk.assign(static_cast<size_t>(kBM) * pk.Pp, T(0));
-#pragma omp for ordered schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks.count; ++t) {
-      std::fill(sc.db.begin(), sc.db.end(), T(0));
-      for (int64_t ib = tasks.begin(t); ib < tasks.end(t); ++ib)
-        k.backward(pk, ib, sc, wr.data(), wc.data(), rl.data(), cl.data(), da);
-#pragma omp ordered
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t p = 0; p < P; ++p) db[m * P + p] += sc.db[m * pk.Pp + p];
-    }
-  }
+  ordered_chunks<T>(
+      tasks.count, threads, pk.Mp * pk.Pp,
+      [&](int t, int64_t task, T* part) {
+        Scratch<T>& sc = scratch[t];
+        if (sc.S.empty()) {
+          sc.S.assign(static_cast<size_t>(kBM) * kBN, T(0));
+          sc.da_blk.assign(static_cast<size_t>(kBM) * pk.Pp, T(0));
+        }
+        sc.db = part;
+        std::fill(part, part + pk.Mp * pk.Pp, T(0));
+        for (int64_t ib = tasks.begin(task); ib < tasks.end(task); ++ib)
+          k.backward(pk, ib, sc, wr.data(), wc.data(), rl.data(), cl.data(), da);
+      },
+      [&](int64_t, const T* part) {
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t p = 0; p < P; ++p) db[m * P + p] += part[m * pk.Pp + p];
+      });
 }
 
 void validate(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int64_t M, int64_t P, int dtype,

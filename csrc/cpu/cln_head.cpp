@@ -11,8 +11,8 @@
 // thread count or the schedule.
 //
 // The per-pair workers are written once as templates and stamped out per ISA (AVX-512, AVX2+FMA,
-// baseline) with `target` + `flatten`, so the vector-extension micro-kernel and the GELU loops are
-// compiled for the ISA chosen at run time by __builtin_cpu_supports (no -march=native needed).
+// generic) with `target` + `flatten`, so the vector-extension micro-kernel and the GELU loops are
+// compiled for the ISA chosen at run time (cpu_isa.h; no -march=native needed).
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -28,6 +28,7 @@
 #include "mclner/cln_gemm.h"
 #include "mclner/cln_head_tile.h"
 #include "mclner/common.h"
+#include "mclner/cpu_isa.h"
 #include "mclner/ordered_chunks.h"
 
 namespace py = pybind11;
@@ -218,45 +219,24 @@ MCLNER_CLN_STAMP(f64_avx2, MCLNER_ATTR_AVX2, double, 6, 2, 32)
 MCLNER_CLN_STAMP(f32_base, MCLNER_ATTR_BASE, float, 4, 2, 16)
 MCLNER_CLN_STAMP(f64_base, MCLNER_ATTR_BASE, double, 4, 2, 16)
 
-// isa: -1 = best supported, 0 = baseline, 1 = AVX2+FMA, 2 = AVX-512 (tests force each one).
-int best_isa() {
-#ifdef MCLNER_CLN_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq"))
-    return 2;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
-#endif
-  return 0;
-}
-
+// isa: a cpu_isa level (0 generic, 1 AVX2+FMA, 2 AVX-512), already resolved.
 template <class T>
 Isa<T> select_isa(int isa);
 template <>
 Isa<float> select_isa<float>(int isa) {
 #ifdef MCLNER_CLN_X86
-  if (isa == 2) return f32_avx512_isa();
-  if (isa == 1) return f32_avx2_isa();
+  if (isa == cpu_isa::kAvx512) return f32_avx512_isa();
+  if (isa == cpu_isa::kAvx2) return f32_avx2_isa();
 #endif
   return f32_base_isa();
 }
 template <>
 Isa<double> select_isa<double>(int isa) {
 #ifdef MCLNER_CLN_X86
-  if (isa == 2) return f64_avx512_isa();
-  if (isa == 1) return f64_avx2_isa();
+  if (isa == cpu_isa::kAvx512) return f64_avx512_isa();
+  if (isa == cpu_isa::kAvx2) return f64_avx2_isa();
 #endif
   return f64_base_isa();
-}
-
-int resolve_isa(int isa) {
-  require(isa >= -1 && isa <= 2, std::string(OP) + ": argument 'isa' must be -1 (auto), 0, 1 or 2, got " +
-                                     std::to_string(isa));
-  const int best = best_isa();
-  if (isa == -1) return best;
-  require(isa <= best, std::string(OP) + ": argument 'isa' = " + std::to_string(isa) +
-                           " is not supported by this CPU (best " + std::to_string(best) + ")");
-  return isa;
 }
 
 int thread_id() {
@@ -398,7 +378,7 @@ void forward(std::uintptr_t gamma, std::uintptr_t u, std::uintptr_t n, std::uint
   require_ptr(b2, OP, "b2");
   require_ptr(S, OP, "S");
   check_sizes(B, N, D, H, C, dtype, threads);
-  const int code = resolve_isa(isa);
+  const int code = cpu_isa::resolve(OP, isa);
   py::gil_scoped_release nogil;
   if (dtype == int(DType::Float32))
     forward_impl(make_problem<float>(gamma, u, n, W1, W2, b2, B, N, D, H, C), reinterpret_cast<float*>(S),
@@ -424,7 +404,7 @@ void backward(std::uintptr_t gamma, std::uintptr_t u, std::uintptr_t n, std::uin
   require_ptr(dW1, OP, "dW1");
   require_ptr(dW2, OP, "dW2");
   check_sizes(B, N, D, H, C, dtype, threads);
-  const int code = resolve_isa(isa);
+  const int code = cpu_isa::resolve(OP, isa);
   py::gil_scoped_release nogil;
   // b2 is not needed by the backward; W2 stands in so make_problem sees a valid pointer.
   if (dtype == int(DType::Float32)) {
@@ -447,13 +427,12 @@ void register_cln_head_cpu(py::module_& m) {
         py::arg("b2"), py::arg("S"), py::arg("B"), py::arg("N"), py::arg("D"), py::arg("H"), py::arg("C"),
         py::arg("dtype"), py::arg("num_threads"), py::arg("isa") = -1,
         "cln_head core forward: S[B,N,N,C] from gamma[B,N,D], u[B,N,H], n[B,N,D], W1[H,D], W2[C,H], b2[C] "
-        "(contiguous; u = lambda W1^T + b1). isa: -1 auto, 0 baseline, 1 AVX2, 2 AVX-512.");
+        "(contiguous; u = lambda W1^T + b1). isa: -1 auto (MCLNER_CPU_ISA caps it), 0 generic, 1 avx2, 2 avx512.");
   m.def("cln_head_backward", &backward, py::arg("gamma"), py::arg("u"), py::arg("n"), py::arg("W1"),
         py::arg("W2"), py::arg("dS"), py::arg("dgamma"), py::arg("du"), py::arg("dn"), py::arg("dW1"),
         py::arg("dW2"), py::arg("B"), py::arg("N"), py::arg("D"), py::arg("H"), py::arg("C"), py::arg("dtype"),
         py::arg("num_threads"), py::arg("isa") = -1,
         "cln_head core backward: writes dgamma, du, dn, dW1 (core part), dW2; db2 = dS summed.");
-  m.def("cln_head_best_isa", &best_isa, "ISA the cln_head CPU kernels pick: 0 baseline, 1 AVX2, 2 AVX-512");
 }
 
 }  // namespace mclner

@@ -13,8 +13,8 @@
 // result in task order (ordered_chunks.h), and the loss is summed serially, so the results are the
 // same bits for any schedule and any thread count.
 // The SIMD code (csrc/include/mclner/info_nce_gemm.h) is written with GCC vector extensions and
-// compiled once per instruction set under `#pragma GCC target` (AVX-512, AVX2, portable), chosen at
-// run time with __builtin_cpu_supports (never -march=native).
+// compiled once per instruction set under `#pragma GCC target` (AVX-512, AVX2, generic), chosen at
+// run time (cpu_isa.h; never -march=native).
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -33,6 +33,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include "mclner/common.h"
+#include "mclner/cpu_isa.h"
 #include "mclner/info_nce_tile.h"
 #include "mclner/ordered_chunks.h"
 
@@ -103,29 +104,12 @@ struct Kernels {
   void (*backward)(const Packed<T>&, int64_t, Scratch<T>&, const T*, const T*, const T*, const T*, T*);
 };
 
-// Best instruction set this CPU supports, lowered by MCLNER_CPU_ISA=avx2|generic (read per call, so
-// tests can exercise the portable copies on an AVX-512 machine).
-std::string isa_name() {
-  std::string best = "generic";
-#ifdef MCLNER_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = "avx2";
-  if (best == "avx2" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl"))
-    best = "avx512";
-#endif
-  const char* env = std::getenv("MCLNER_CPU_ISA");
-  const std::string want = env ? env : "";
-  if (want == "generic" || (want == "avx2" && best == "avx512")) return want;
-  return best;
-}
-
+// level: a resolved cpu_isa level (cpu_isa.h).
 template <class T>
-Kernels<T> pick_kernels() {
-  const std::string isa = isa_name();
+Kernels<T> pick_kernels(int level) {
 #ifdef MCLNER_X86
-  if (isa == "avx512") return {avx512::forward_block<T>, avx512::backward_block<T>};
-  if (isa == "avx2") return {avx2::forward_block<T>, avx2::backward_block<T>};
+  if (level == cpu_isa::kAvx512) return {avx512::forward_block<T>, avx512::backward_block<T>};
+  if (level == cpu_isa::kAvx2) return {avx2::forward_block<T>, avx2::backward_block<T>};
 #endif
   return {generic::forward_block<T>, generic::backward_block<T>};
 }
@@ -192,10 +176,10 @@ T positive(const Packed<T>& pk, int64_t m) {
 
 template <class T>
 void forward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int64_t P, double temperature,
-                  bool symmetric, int reduction, T* out, T* row_lse, T* col_lse, int threads) {
+                  bool symmetric, int reduction, T* out, T* row_lse, T* col_lse, int threads, int isa) {
   Packed<T> pk;
   pack(pk, a, lda, b, ldb, M, P, temperature, symmetric, threads);
-  const Kernels<T> k = pick_kernels<T>();
+  const Kernels<T> k = pick_kernels<T>(isa);
   std::vector<Scratch<T>> scratch(threads);
   const Tasks tasks(M);
   std::vector<T> gmax, gsum;  // column statistics merged over tasks, in task order
@@ -247,10 +231,10 @@ void forward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, i
 template <class T>
 void backward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int64_t P, double temperature,
                    bool symmetric, int reduction, const T* grad, const T* row_lse, const T* col_lse, T* da, T* db,
-                   int threads) {
+                   int threads, int isa) {
   Packed<T> pk;
   pack(pk, a, lda, b, ldb, M, P, temperature, symmetric, threads);
-  const Kernels<T> k = pick_kernels<T>();
+  const Kernels<T> k = pick_kernels<T>(isa);
   // Term weights and log-sum-exps padded with zeros: padded rows/columns contribute nothing.
   std::vector<T> wr(pk.Mp, T(0)), wc(pk.Mp, T(0)), rl(pk.Mp, T(0)), cl(pk.Mp, T(0));
   for (int64_t m = 0; m < M; ++m) {
@@ -306,43 +290,45 @@ void validate(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int6
 
 void forward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int64_t M, int64_t P, int dtype,
              double temperature, bool symmetric, int reduction, std::uintptr_t out, std::uintptr_t row_lse,
-             std::uintptr_t col_lse, int num_threads) {
+             std::uintptr_t col_lse, int num_threads, int isa) {
   validate(a, lda, b, ldb, M, P, dtype, temperature, symmetric, reduction, col_lse, num_threads);
   require_ptr(out, kOp, "out");
   require_ptr(row_lse, kOp, "row_lse");
   const int threads = thread_count(num_threads);
+  const int level = cpu_isa::resolve(kOp, isa);
   py::gil_scoped_release nogil;
   if (dtype == static_cast<int>(DType::Float32)) {
     forward_impl<float>(reinterpret_cast<const float*>(a), lda, reinterpret_cast<const float*>(b), ldb, M, P,
                         temperature, symmetric, reduction, reinterpret_cast<float*>(out),
-                        reinterpret_cast<float*>(row_lse), reinterpret_cast<float*>(col_lse), threads);
+                        reinterpret_cast<float*>(row_lse), reinterpret_cast<float*>(col_lse), threads, level);
   } else {
     forward_impl<double>(reinterpret_cast<const double*>(a), lda, reinterpret_cast<const double*>(b), ldb, M, P,
                          temperature, symmetric, reduction, reinterpret_cast<double*>(out),
-                         reinterpret_cast<double*>(row_lse), reinterpret_cast<double*>(col_lse), threads);
+                         reinterpret_cast<double*>(row_lse), reinterpret_cast<double*>(col_lse), threads, level);
   }
 }
 
 void backward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int64_t M, int64_t P, int dtype,
               double temperature, bool symmetric, int reduction, std::uintptr_t grad, std::uintptr_t row_lse,
-              std::uintptr_t col_lse, std::uintptr_t da, std::uintptr_t db, int num_threads) {
+              std::uintptr_t col_lse, std::uintptr_t da, std::uintptr_t db, int num_threads, int isa) {
   validate(a, lda, b, ldb, M, P, dtype, temperature, symmetric, reduction, col_lse, num_threads);
   require_ptr(grad, kOp, "grad");
   require_ptr(row_lse, kOp, "row_lse");
   require_ptr(da, kOp, "da");
   require_ptr(db, kOp, "db");
   const int threads = thread_count(num_threads);
+  const int level = cpu_isa::resolve(kOp, isa);
   py::gil_scoped_release nogil;
   if (dtype == static_cast<int>(DType::Float32)) {
     backward_impl<float>(reinterpret_cast<const float*>(a), lda, reinterpret_cast<const float*>(b), ldb, M, P,
                          temperature, symmetric, reduction, reinterpret_cast<const float*>(grad),
                          reinterpret_cast<const float*>(row_lse), reinterpret_cast<const float*>(col_lse),
-                         reinterpret_cast<float*>(da), reinterpret_cast<float*>(db), threads);
+                         reinterpret_cast<float*>(da), reinterpret_cast<float*>(db), threads, level);
   } else {
     backward_impl<double>(reinterpret_cast<const double*>(a), lda, reinterpret_cast<const double*>(b), ldb, M, P,
                           temperature, symmetric, reduction, reinterpret_cast<const double*>(grad),
                           reinterpret_cast<const double*>(row_lse), reinterpret_cast<const double*>(col_lse),
-                          reinterpret_cast<double*>(da), reinterpret_cast<double*>(db), threads);
+                          reinterpret_cast<double*>(da), reinterpret_cast<double*>(db), threads, level);
   }
 }
 
@@ -351,17 +337,16 @@ void backward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int6
 void register_info_nce_cpu(py::module_& m) {
   m.def("info_nce_forward", &info_nce_cpu::forward, py::arg("a"), py::arg("lda"), py::arg("b"), py::arg("ldb"), py::arg("M"),
         py::arg("P"), py::arg("dtype"), py::arg("temperature"), py::arg("symmetric"), py::arg("reduction"),
-        py::arg("out"), py::arg("row_lse"), py::arg("col_lse"), py::arg("num_threads"),
+        py::arg("out"), py::arg("row_lse"), py::arg("col_lse"), py::arg("num_threads"), py::arg("isa") = -1,
         "Fused InfoNCE forward on normalised a, b [M, P] (row stride lda/ldb, unit column stride). Writes the "
         "loss to out ([M] for reduction 2 = none, else [1]) and the per-row (and, when symmetric, per-column) "
         "log-sum-exp [M] for the backward. Never stores the M×M logits.");
   m.def("info_nce_backward", &info_nce_cpu::backward, py::arg("a"), py::arg("lda"), py::arg("b"), py::arg("ldb"), py::arg("M"),
         py::arg("P"), py::arg("dtype"), py::arg("temperature"), py::arg("symmetric"), py::arg("reduction"),
         py::arg("grad"), py::arg("row_lse"), py::arg("col_lse"), py::arg("da"), py::arg("db"),
-        py::arg("num_threads"),
+        py::arg("num_threads"), py::arg("isa") = -1,
         "Fused InfoNCE backward: recomputes the logits tile by tile from the saved log-sum-exps and writes "
         "the gradients w.r.t. the normalised a, b into contiguous da, db [M, P].");
-  m.def("info_nce_isa", &info_nce_cpu::isa_name, "SIMD clone the CPU info_nce kernels dispatch to on this machine");
 }
 
 }  // namespace mclner

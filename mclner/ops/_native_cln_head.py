@@ -28,9 +28,7 @@ CUDA_WORKSPACE_BYTES = 64 << 20
 
 
 def _cpu_forward(gamma, u, n, W1, W2, b2, S) -> None:
-    mod = _native.cpu_module()
-    if mod is None:
-        raise RuntimeError(f"{OP}: the native CPU module is not available: {_native.cpu_error()}")
+    mod = _native.require_module(OP, "cpu")
     B, N, D = n.shape
     H, C = W1.shape[0], W2.shape[0]
     mod.cln_head_forward(
@@ -40,7 +38,7 @@ def _cpu_forward(gamma, u, n, W1, W2, b2, S) -> None:
 
 
 def _cpu_backward(gamma, u, n, W1, W2, dS, dgamma, du, dn, dW1, dW2) -> None:
-    mod = _native.cpu_module()
+    mod = _native.require_module(OP, "cpu")
     B, N, D = n.shape
     H, C = W1.shape[0], W2.shape[0]
     mod.cln_head_backward(
@@ -56,15 +54,8 @@ def _cuda_chunk(B: int, N: int, H: int, buffers: int) -> int:
     return max(1, min(N, CUDA_WORKSPACE_BYTES // max(per_i, 1)))
 
 
-def _cuda_module():
-    mod = _native.cuda_module()
-    if mod is None:
-        raise RuntimeError(f"{OP}: the native CUDA module is not available: {_native.cuda_error()}")
-    return mod
-
-
 def _cuda_forward(gamma, u, n, W1, W2, b2, S) -> None:
-    mod = _cuda_module()
+    mod = _native.require_module(OP, "cuda")
     B, N, D = n.shape
     H, C = W1.shape[0], W2.shape[0]
     chunk = _cuda_chunk(B, N, H, 1)
@@ -80,7 +71,7 @@ def _cuda_forward(gamma, u, n, W1, W2, b2, S) -> None:
 
 
 def _cuda_backward(gamma, u, n, W1, W2, dS, dgamma, du, dn, dW1, dW2) -> None:
-    mod = _cuda_module()
+    mod = _native.require_module(OP, "cuda")
     B, N, D = n.shape
     H, C = W1.shape[0], W2.shape[0]
     chunk = _cuda_chunk(B, N, H, 2)

@@ -5,7 +5,8 @@
 // count and any schedule. Threads take chunks in increasing order; a thread that finishes chunk c
 // before chunk c-1 is merged parks its buffer and goes on with the next chunk instead of waiting (on a
 // busy machine a descheduled thread would otherwise stall the others, as `omp ordered` does). At most
-// 2·threads buffers are alive; merges run one at a time, in chunk order, outside the lock.
+// 2·threads buffers exist, allocated on first use and reused last-freed first (so a run that never gets
+// ahead touches only threads + 1); merges run one at a time, in chunk order, outside the lock.
 #pragma once
 
 #include <condition_variable>
@@ -29,9 +30,9 @@ void ordered_chunks(int64_t n_chunks, int threads, int64_t size, Compute&& compu
   threads = 1;
 #endif
   const int n_slots = 2 * threads;
-  std::vector<T> pool(size_t(n_slots) * size_t(size));
-  std::vector<int> free_slots(n_slots);
-  std::iota(free_slots.begin(), free_slots.end(), 0);
+  std::vector<std::vector<T>> pool(static_cast<size_t>(n_slots));
+  std::vector<int> free_slots(n_slots);  // a stack: slot 0 on top
+  std::iota(free_slots.rbegin(), free_slots.rend(), 0);
   std::vector<int> parked(size_t(n_chunks), -1);  // slot holding chunk c's finished partial
   int64_t next_chunk = 0, next_merge = 0;
   bool merging = false;
@@ -57,7 +58,9 @@ void ordered_chunks(int64_t n_chunks, int threads, int64_t size, Compute&& compu
         free_slots.pop_back();
         c = next_chunk++;
       }
-      compute(tid, c, pool.data() + size_t(slot) * size_t(size));
+      std::vector<T>& buf = pool[size_t(slot)];  // owned by this thread until merged
+      if (buf.size() != size_t(size)) buf.resize(size_t(size));
+      compute(tid, c, buf.data());
       std::unique_lock<std::mutex> lk(mu);
       parked[size_t(c)] = slot;
       if (merging) continue;  // the merging thread will reach chunk c (it re-checks under the lock)
@@ -65,7 +68,7 @@ void ordered_chunks(int64_t n_chunks, int threads, int64_t size, Compute&& compu
       while (next_merge < n_chunks && parked[size_t(next_merge)] >= 0) {
         const int s = parked[size_t(next_merge)];
         lk.unlock();
-        merge(next_merge, static_cast<const T*>(pool.data() + size_t(s) * size_t(size)));
+        merge(next_merge, static_cast<const T*>(pool[size_t(s)].data()));
         lk.lock();
         free_slots.push_back(s);
         ++next_merge;

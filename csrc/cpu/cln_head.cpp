@@ -6,8 +6,8 @@
 // for one (b, i) the N pairs (i, ·) form the GEMM  pre = n_b (W1 ⊙ γ_i)ᵀ + u_i  (N x H), followed by
 // GELU and the C-wide output layer. The backward recomputes pre per (b, i) and runs two more GEMMs
 // (E = dpre W1 and dW1 += (dpreᵀ n_b) ⊙ γ_i). Work items (b, i) are spread over OpenMP threads; each
-// thread owns its scratch (O(N·(D+H) + H·D)) and accumulators for dW1, dW2 and dn; the backward's sums
-// over items are reduced in a fixed order (see backward_impl), so its results do not depend on the
+// thread owns its scratch (O(N·(D+H) + H·D)); the backward's sums over items (dn, dW1, dW2) go through
+// per-chunk buffers reduced in a fixed order (see backward_impl), so its results do not depend on the
 // thread count or the schedule.
 //
 // The per-pair workers are written once as templates and stamped out per ISA (AVX-512, AVX2+FMA,

@@ -393,3 +393,32 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0, help="seed for the figure (with --plot)")
     c.set_defaults(func=_run_compare)
 
+
+    r = sub.add_parser("report", help="write RUN_DIR/report.md: configuration, results per stage, figures, "
+                       "the commands to reproduce the run",
+                       description="A markdown report of a finished run: its options, the final and per-stage "
+                       "scores, the figures (training curves, per-type scores and, from RUN_DIR/best, the entity "
+                       "t-SNE, the target-test confusion and for relation methods the relation-similarity "
+                       "heatmap; written to RUN_DIR/plots/) and the `mclner train` / `mclner evaluate` commands "
+                       "that reproduce it.",
+                       formatter_class=DefaultsHelpFormatter)
+    r.add_argument("run_dir", help="run folder written by `mclner train`")
+    r.add_argument("--no-model", dest="with_model", action="store_false",
+                   help="only the figures from the log and results (no checkpoint is loaded)")
+    r.add_argument("--max-sentences", type=int, default=200, metavar="K",
+                   help="test sentences of each set for the checkpoint figures")
+    r.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    r.add_argument("--seed", type=int, default=0, help="seed (t-SNE, code-switched counterpart, SVG ids)")
+    r.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from mclner.viz.report import write_report
+
+    torch_seed(args.seed)
+    out, notes = write_report(Path(args.run_dir), with_model=args.with_model, max_sentences=args.max_sentences,
+                              seed=args.seed, device=args.device)
+    for n in notes:
+        print(f"note: {n}")
+    print(out)
+    return 0

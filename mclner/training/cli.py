@@ -282,6 +282,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _read_predict_input(args: argparse.Namespace) -> List[Any]:
+    """The input sentences (see :func:`_read_predict_items`)."""
+    return [s for s, _, _ in _read_predict_items(args)]
+
+
+def _read_predict_items(args: argparse.Namespace) -> List[Any]:
     """``(sentence, text, spans)`` per input sentence: the words, the line they come from and each
     word's character offsets in it (a CoNLL file's words are joined as they are written)."""
     from mclner.data.readers import Sentence
@@ -289,10 +294,10 @@ def _read_predict_input(args: argparse.Namespace) -> List[Any]:
 
     fmt = args.input_format
     src = args.input
-    if args.text:
+    if getattr(args, "text", None):
         if src != "-" or fmt != "text":
             raise UserError("--text gives the input: it cannot be combined with --input or --input-format conll")
-        lines = [t for t in args.text]
+        lines = list(args.text)
     elif fmt == "conll":
         from mclner.data.readers import read_conll
 
@@ -365,7 +370,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     model, builder, label_map, dev = _load(args.checkpoint, device)  # before waiting on stdin
     impl = _impl(args, dev)
     keep = _parse_types(args.types, list(label_map.types))
-    items = _read_predict_input(args)
+    items = _read_predict_items(args)
     nonempty = [k for k, (s, _, _) in enumerate(items) if s.tokens]
     scored = predict_scored(model, [items[k][0] for k in nonempty], builder, label_map, batch_size=args.batch_size,
                             device=dev, impl=impl, none_bias=args.none_bias)

@@ -173,6 +173,32 @@ def test_checkpoint_encoder_is_a_hugging_face_folder_stored_once(runs):
     verify_files(ckpt)
 
 
+def test_format_3_checkpoints_still_load(runs, tmp_path):
+    """Before the encoder folder held the weights, model.safetensors had them all (format 3)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from mclner.inference import load_model
+    from mclner.training.checkpoint import read_weights, write_checksums
+
+    old = tmp_path / "old"
+    shutil.copytree(runs["tag"] / "best", old)
+    state = read_weights(old)
+    cfg = json.loads((old / "config.json").read_text())
+    assert cfg.pop("encoder_prefix") == "words.encoder." and cfg["format_version"] == 4
+    cfg["format_version"] = 3
+    (old / "config.json").write_text(json.dumps(cfg))
+    (old / "encoder" / "model.safetensors").unlink()
+    (old / "model.safetensors").unlink()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(old / "model.safetensors"))
+    (old / "checksums.json").unlink()
+    write_checksums(old)
+    a = load_model(old, device="cpu").model.state_dict()
+    b = load_model(runs["tag"] / "best", device="cpu").model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("mask", [0o022, 0o002])
 def test_checkpoint_files_follow_the_umask(runs, tmp_path, mask):
     from mclner.inference import load_model

@@ -107,6 +107,16 @@ def test_predict_types_filter_and_errors(runs, capsys):
     assert "unknown type(s) FOO" in capsys.readouterr().err
     assert main(["predict", str(ckpt), "--text", text, "--fused", "--impl", "reference"]) == 2
     assert "--fused means --impl auto" in capsys.readouterr().err
+    assert main(["predict", str(ckpt), "--text", text, "-i", "somefile.txt"]) == 2
+    assert "cannot be combined with --input" in capsys.readouterr().err
+    # the word-level view keeps the same entities
+    capsys.readouterr()
+    assert main(["predict", str(ckpt), "--text", text, "--none-bias", "6", "--types", ",".join(keep),
+                 "--output-format", "iob2"]) == 0
+    tags = [x.split("\t")[1] for x in capsys.readouterr().out.splitlines() if x]
+    from mclner.data.grid import iob2_to_entities
+
+    assert iob2_to_entities(tags) == [(e["word_start"], e["word_end"], e["entity_group"]) for e in some]
 
 
 def test_predictor_api_matches_the_cli(runs, capsys):

@@ -319,3 +319,23 @@ def test_labels_meta_device_mismatch():
     x = make_inputs(5, 0, 4)
     with pytest.raises(ValueError, match="'labels'.*device"):
         sup_con(x["z"], torch.empty(5, dtype=torch.long, device="meta"))
+
+
+def test_label_dtypes_and_values_do_not_matter():
+    """int32 or int64 labels, shifted or spread out: only which labels are equal (and < 0) counts."""
+    x = make_inputs(30, 17, 8)
+    base = sup_con_reference(**x, reduction="none")
+    impls = ["reference"] + [i for i in ("cpu",) if _runnable(i)]
+    for impl in impls:
+        for f in (lambda t: t.int(), lambda t: torch.where(t >= 0, t * 7919 + 10**12, -5)):
+            got = sup_con(x["z"], f(x["labels"]), z2=x["z2"], labels2=f(x["labels2"]), reduction="none", impl=impl)
+            torch.testing.assert_close(got, base)
+
+
+def test_auto_picks_the_native_cpu_kernels():
+    from mclner.ops import selected_impl
+
+    cpu = torch.device("cpu")
+    want = "cpu" if _runnable("cpu") else "reference"
+    assert selected_impl("sup_con", cpu, torch.float32) == want
+    assert selected_impl("sup_con", cpu, torch.bfloat16) == "reference"  # the CPU kernels take fp32/fp64

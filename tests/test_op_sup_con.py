@@ -314,11 +314,16 @@ def test_device_mismatch():
         sup_con(x["z"], x["labels"], z2=x["z2"].cuda(), labels2=x["labels2"])
 
 
-def test_labels_meta_device_mismatch():
-    """A labels tensor on another device is refused by name (meta stands in for a second device)."""
+def test_meta_device_mismatch():
+    """Tensors on another device are refused by name (meta stands in for a second device)."""
     x = make_inputs(5, 0, 4)
     with pytest.raises(ValueError, match="'labels'.*device"):
         sup_con(x["z"], torch.empty(5, dtype=torch.long, device="meta"))
+    z2 = torch.empty(3, 4, dtype=x["z"].dtype, device="meta")
+    with pytest.raises(ValueError, match="'z2'.*meta"):
+        sup_con(x["z"], x["labels"], z2=z2, labels2=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="'labels2'.*device"):
+        sup_con(x["z"], x["labels"], z2=x["z"][:3], labels2=torch.zeros(3, dtype=torch.long, device="meta"))
 
 
 def test_label_dtypes_and_values_do_not_matter():

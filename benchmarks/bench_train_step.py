@@ -21,7 +21,7 @@ from conftest import record
 from memory import peak_extra_bytes
 
 from mclner import ops
-from mclner.model import LossWeights, MCLNERModel, ModelConfig
+from mclner.methods.mclner import MCLNERConfig, MCLNERMethod
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 B = int(os.environ.get("MCLNER_BENCH_B", "8" if DEVICE.type == "cuda" else "2"))
@@ -49,13 +49,22 @@ def make_batch(n: int, b: int, seed: int) -> dict:
     }
 
 
-def make_model() -> MCLNERModel:
+def make_model():
     from transformers import BertConfig, BertModel
+
+    from mclner.data.grid import LabelMap
 
     torch.manual_seed(0)
     enc = BertModel(BertConfig(vocab_size=1000, hidden_size=D, num_hidden_layers=2, num_attention_heads=6,
                                intermediate_size=4 * D, max_position_embeddings=512), add_pooling_layer=False)
-    return MCLNERModel(enc, ModelConfig(num_classes=C, dropout=0.0)).to(DEVICE)
+    model = METHOD.build_model(enc, LabelMap(["LOC", "MISC", "ORG", "PER"]))  # C = 6 classes
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return model.to(DEVICE)
+
+
+METHOD = MCLNERMethod(MCLNERConfig(tc_max_pairs=4096))
 
 
 @pytest.mark.parametrize("n", [128, 256])
@@ -67,12 +76,13 @@ def test_train_step(benchmark, n, fused):
     src = {k: v.to(DEVICE) for k, v in make_batch(n, B, 0).items()}
     cs = {k: v.to(DEVICE) for k, v in make_batch(n, B, 1).items()}
     align = torch.arange(n, device=DEVICE).expand(B, n).contiguous()
-    w = LossWeights(tc_max_pairs=4096)
+    stage = METHOD.stages()[0]  # the source stage: L_ce(src) + L_ce(cs) + w·(L_sc + L_tc)
+    batch = {"src": src, "cs": cs, "alignment": align}
     pairs = []
 
     def step():
         opt.zero_grad(set_to_none=True)
-        out = model(src, cs, align, weights=w, impl=impl)
+        out = METHOD.loss(model, batch, stage, impl)
         out["loss"].backward()
         opt.step()
         pairs.append(float(out.get("tc_pairs", torch.tensor(0.0))))

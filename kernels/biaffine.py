@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from mclner.ops._autograd import no_double_backward
+
 from ._common import _acc_dtype, _ieee, _interpreting, _mma, _pow2, _tl_acc, _upcast
 
 
@@ -249,6 +251,7 @@ def biaffine_pairs_backward(
 # ----------------------------------------------------------------------------- autograd
 
 
+@no_double_backward("biaffine")
 class BiaffineTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hs, he, U, W, b):

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from mclner.ops._autograd import no_double_backward
+
 from ._common import _acc_dtype, _ieee, _interpreting, _mma, _pow2, _tl_acc, _upcast
 
 
@@ -213,6 +215,7 @@ def nce_grad(
 # ----------------------------------------------------------------------------- autograd
 
 
+@no_double_backward("info_nce")
 class InfoNCETriton(torch.autograd.Function):
     """InfoNCE on already normalised rows a, b [M, P]; saves a, b and the [M] LSE vectors only."""
 

@@ -1,4 +1,5 @@
-"""Prediction and entity-level scoring (SPEC.md §1: seqeval, strict IOB2, micro P/R/F1 per type and overall).
+"""Prediction and entity-level scoring (docs/METHOD.md §1: seqeval, strict IOB2, micro P/R/F1 per type and
+overall). Prediction works for every method: it asks the model to ``decode`` a collated batch.
 
 Label sets are mapped per dataset: predicted types that the gold data never uses (e.g. MISC on MSRA)
 are dropped before scoring, and the result says which were dropped.
@@ -6,6 +7,7 @@ are dropped before scoring, and the result says which were dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -33,7 +35,7 @@ def _types_in(tag_lists: Sequence[Sequence[str]]) -> List[str]:
 def predict_entities(
     model: torch.nn.Module,
     sentences: Sequence[Any],
-    builder: Any,
+    collator: Any,
     label_map: Any,
     *,
     batch_size: int = 32,
@@ -42,36 +44,28 @@ def predict_entities(
     return_probs: bool = False,
     none_bias: Optional[float] = None,
 ) -> Any:
-    """Decoded entities per sentence. With return_probs (relation models only) also each sentence's
-    relation probabilities ``[n, n, C]`` on the CPU. Relation models decode with the NONE-logit bias
+    """Decoded entities per sentence, for any method's model (its ``decode``). With return_probs also
+    each sentence's scores on the CPU (relation probabilities ``[n, n, C]`` for relation models, tag
+    probabilities ``[n, T]`` for taggers). Relation models decode with the NONE-logit bias
     ``none_bias`` (default: the checkpoint's calibrated ``config.none_bias``, 0 unless calibrated)."""
-    grid = _data_grid()
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     preds: List[List[Entity]] = []
     probs_out: List[torch.Tensor] = []
+    options = {} if none_bias is None else {"none_bias": none_bias}
     try:
         # Length-sorted batches waste less padding (N² grids); results go back in input order.
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].tokens))
         results: Dict[int, Any] = {}
         for k in range(0, len(order), batch_size):
             idx = order[k : k + batch_size]
-            batch = builder.sentences([sentences[i] for i in idx])
+            # gold tags play no part in prediction (a gold type the model never saw must not fail here)
+            batch = collator([dataclasses.replace(sentences[i], tags=None) for i in idx])
             batch = {key: v.to(device) if isinstance(v, torch.Tensor) else v for key, v in batch.items()}
-            lengths = batch["word_mask"].sum(1).tolist()
-            if hasattr(model, "tag_logits"):
-                tags_id = model.tag_logits(batch).argmax(-1).cpu()
-                id_to_tag = {v: t for t, v in builder.tag_to_id.items()}
-                for r, i in enumerate(idx):
-                    tags = [id_to_tag[int(x)] for x in tags_id[r, : int(lengths[r])]]
-                    results[i] = (list(grid.iob2_to_entities(tags)), None)
-            else:
-                probs = model.predict_probs(batch, impl=impl, none_bias=none_bias).cpu()
-                for r, i in enumerate(idx):
-                    n = int(lengths[r])
-                    p = probs[r, :n, :n]
-                    results[i] = (list(grid.decode_grid(p, label_map)), p if return_probs else None)
+            decoded = model.decode(batch, label_map, impl=impl, return_scores=return_probs, **options)
+            for r, i in enumerate(idx):
+                results[i] = decoded[r]
         for i in range(len(sentences)):
             ents, p = results[i]
             preds.append([(int(s), int(e), str(t)) for s, e, t in ents])
@@ -117,7 +111,7 @@ def score(gold_tags: Sequence[Sequence[str]], pred_entities: Sequence[Sequence[E
 def evaluate(
     model: torch.nn.Module,
     sentences: Sequence[Any],
-    builder: Any,
+    collator: Any,
     label_map: Any,
     *,
     batch_size: int = 32,
@@ -126,7 +120,7 @@ def evaluate(
     none_bias: Optional[float] = None,
 ) -> Dict[str, Any]:
     """Predict on labelled sentences and score them (``none_bias``: see :func:`predict_entities`)."""
-    preds = predict_entities(model, sentences, builder, label_map, batch_size=batch_size, device=device, impl=impl,
+    preds = predict_entities(model, sentences, collator, label_map, batch_size=batch_size, device=device, impl=impl,
                              none_bias=none_bias)
     return score([s.tags for s in sentences], preds)
 
@@ -147,7 +141,7 @@ def shift_none(probs: torch.Tensor, bias: float) -> torch.Tensor:
 def calibrate_none_bias(
     model: torch.nn.Module,
     sentences: Sequence[Any],
-    builder: Any,
+    collator: Any,
     label_map: Any,
     *,
     grid: Sequence[float] = NONE_BIAS_GRID,
@@ -161,7 +155,7 @@ def calibrate_none_bias(
     argmax (low recall, high precision); lowering that logit at decoding time recovers the recall
     without retraining (docs/TRAINING.md)."""
     grid_mod = _data_grid()
-    _, probs = predict_entities(model, sentences, builder, label_map, batch_size=batch_size, device=device,
+    _, probs = predict_entities(model, sentences, collator, label_map, batch_size=batch_size, device=device,
                                 impl=impl, return_probs=True, none_bias=0.0)
     gold = [s.tags for s in sentences]
     curve: Dict[float, float] = {}

@@ -15,8 +15,8 @@ import argparse
 import json
 
 from mclner.data.readers import load_sentences
-from mclner.evaluation import NONE_BIAS_GRID, calibrate_none_bias
-from mclner.training.cli import _load
+from mclner.evaluation import NONE_BIAS_GRID, calibrate_none_bias, predict_entities, score
+from mclner.inference import load_model
 
 
 def _data(spec: str, k: int):
@@ -25,31 +25,19 @@ def _data(spec: str, k: int):
     return sents[:k]
 
 
-def _tagger_curve(model, sentences, builder, grid, device) -> dict:
+def _tagger_curve(lm, sentences, grid) -> dict:
     """The same sweep for a token-classification checkpoint: the bias is subtracted from the O logit."""
-    import torch
-
     from mclner.data.grid import iob2_to_entities
-    from mclner.evaluation import score
 
-    id_to_tag = {v: t for t, v in builder.tag_to_id.items()}
-    o = builder.tag_to_id["O"]
-    logits = []
-    model.eval()
-    with torch.no_grad():
-        for k in range(0, len(sentences), 32):
-            chunk = sentences[k : k + 32]
-            batch = {key: v.to(device) if isinstance(v, torch.Tensor) else v
-                     for key, v in builder.sentences(chunk).items()}
-            out = model.tag_logits(batch).float().cpu()
-            logits += [out[r, : len(s.tokens)] for r, s in enumerate(chunk)]
+    tags = lm.model.config.tags
+    _, probs = predict_entities(lm.model, sentences, lm.collator, lm.label_map, device=lm.device, return_probs=True)
     curve = {}
     for b in grid:
         preds = []
-        for x in logits:
-            y = x.clone()
-            y[:, o] -= b
-            preds.append(list(iob2_to_entities([id_to_tag[int(i)] for i in y.argmax(-1)])))
+        for p in probs:
+            y = p.clamp_min(1e-30).log()
+            y[:, tags.index("O")] -= b
+            preds.append(list(iob2_to_entities([tags[int(i)] for i in y.argmax(-1)])))
         curve[float(b)] = score([s.tags for s in sentences], preds)["f1"]
     return curve
 
@@ -61,16 +49,16 @@ def main() -> None:
     ap.add_argument("--target", default="msra-zh:test:zh", help="NAME:SPLIT[:LANG] reported at every bias")
     ap.add_argument("--max", type=int, default=500, help="first K labelled sentences of each")
     args = ap.parse_args()
-    model, builder, label_map, dev = _load(args.checkpoint, None)
+    lm = load_model(args.checkpoint)
     dev_data, tgt_data = _data(args.dev, args.max), _data(args.target, args.max)
-    if hasattr(model, "tag_logits"):  # token-classification baseline: shift the O logit instead
-        dev_curve = _tagger_curve(model, dev_data, builder, NONE_BIAS_GRID, dev)
-        tgt_curve = _tagger_curve(model, tgt_data, builder, NONE_BIAS_GRID, dev)
+    if lm.method.name == "token-classification":  # shift the O logit instead
+        dev_curve = _tagger_curve(lm, dev_data, NONE_BIAS_GRID)
+        tgt_curve = _tagger_curve(lm, tgt_data, NONE_BIAS_GRID)
         pick = max(dev_curve, key=lambda b: (dev_curve[b], -b))
     else:
-        kw = dict(grid=NONE_BIAS_GRID, device=dev, impl="auto")
-        pick, dev_curve = calibrate_none_bias(model, dev_data, builder, label_map, **kw)
-        _, tgt_curve = calibrate_none_bias(model, tgt_data, builder, label_map, **kw)
+        kw = dict(grid=NONE_BIAS_GRID, device=lm.device, impl="auto")
+        pick, dev_curve = calibrate_none_bias(lm.model, dev_data, lm.collator, lm.label_map, **kw)
+        _, tgt_curve = calibrate_none_bias(lm.model, tgt_data, lm.collator, lm.label_map, **kw)
     for b in NONE_BIAS_GRID:
         print(json.dumps({"bias": b, "dev_f1": round(100 * dev_curve[b], 2), "target_f1": round(100 * tgt_curve[b], 2),
                           "picked": b == pick}))

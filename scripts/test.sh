@@ -9,7 +9,7 @@ venv=${MCLNER_VENV:-.venv}
 . "$venv/bin/activate"
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==${MCLNER_TORCH_VERSION:-2.13.0}"
-python -m pip install -q ".[test]"
+bash scripts/pip_install.sh test   # keeps build/ between runs: an unchanged extension is not rebuilt
 ruff check mclner kernels tests benchmarks
 # Run from tests/ so that the installed package (with its native modules) is imported, not ./mclner.
 pytest -p no:cacheprovider "$@"

@@ -10,7 +10,7 @@ venv=${MCLNER_VENV:-.venv}
 . "$venv/bin/activate"
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==${MCLNER_TORCH_VERSION:-2.13.0}"
-python -m pip install -q ".[triton]"
+bash scripts/pip_install.sh triton   # keeps build/ between runs: an unchanged extension is not rebuilt
 # Without a GPU and without an explicit --preset, use the quick preset (a CPU run of < 30 minutes);
 # `--preset full` is the whole data set for a GPU.
 args=("$@")

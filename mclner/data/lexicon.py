@@ -9,6 +9,8 @@ Lookups are case-insensitive; ``translate(phrase, entity=True)`` prefers proper-
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import math
 import os
 import re
@@ -250,28 +252,65 @@ def parse_dictd(index_path: Union[str, os.PathLike], target_lang: Optional[str] 
 PARSER_VERSION = 1  # bump when parsing/ranking changes: cached lexicons are rebuilt
 
 
-def _cached_cedict() -> Lexicon:
-    """The embedded CC-CEDICT, parsed once and kept as a pickle next to the source (parsing 120k
-    entries takes seconds; the pickle loads in a fraction of that)."""
-    import pickle
+CACHE_FORMAT = "mclner-lexicon-cache"
 
+
+def _lexicon_to_json(lex: Lexicon, source_id: Dict[str, int]) -> bytes:
+    entries = {k: [[c.target, c.proper, list(c.rank)] for c in v] for k, v in lex._entries.items()}
+    doc = {"format": CACHE_FORMAT, "parser_version": PARSER_VERSION, "source": source_id,
+           "target_lang": lex.target_lang, "name": lex.name, "entries": entries}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _lexicon_from_json(data: bytes, source_id: Dict[str, int]) -> Optional[Lexicon]:
+    """The cached lexicon, or None when the cache is for another source file / parser version or is
+    not what this function writes (data only: nothing in it is executed)."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+        if (doc.get("format") != CACHE_FORMAT or doc.get("parser_version") != PARSER_VERSION
+                or doc.get("source") != source_id):
+            return None
+        entries = {str(k): [Candidate(str(t), bool(p), tuple(r)) for t, p, r in v] for k, v in doc["entries"].items()}
+        return Lexicon(entries, str(doc["target_lang"]), str(doc["name"]))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _cached_cedict() -> Lexicon:
+    """The embedded CC-CEDICT, parsed once and cached as JSON next to the source (parsing 120k
+    entries takes seconds). The cache is plain data, never a pickle (whoever can write it must not
+    be able to run code in later runs); its SHA-256 is recorded in a file beside it, and a cache that
+    does not match it, or is for another source file or parser version, is rebuilt."""
     from mclner.data.sources import source_dir, source_file
 
     path = source_file("cc-cedict")
-    cache = source_dir("cc-cedict") / f"en-zh.v{PARSER_VERSION}.pkl"
-    if cache.is_file() and cache.stat().st_mtime >= path.stat().st_mtime:
+    folder = source_dir("cc-cedict")
+    for legacy in folder.glob("en-zh.v*.pkl"):  # caches of older mclner versions are never loaded
+        legacy.unlink(missing_ok=True)
+    cache = folder / f"en-zh.v{PARSER_VERSION}.json"
+    digest_file = cache.with_name(cache.name + ".sha256")
+    st = path.stat()
+    source_id = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if cache.is_file() and digest_file.is_file():
         try:
-            with open(cache, "rb") as f:
-                lex = pickle.load(f)
-            if isinstance(lex, Lexicon):
+            recorded = digest_file.read_text(encoding="ascii").split()[0]
+            data = cache.read_bytes()
+        except (OSError, UnicodeDecodeError, IndexError):
+            recorded, data = "", b""
+        if hashlib.sha256(data).hexdigest() == recorded:
+            lex = _lexicon_from_json(data, source_id)
+            if lex is not None:
                 return lex
-        except Exception:  # a corrupt or foreign cache file: rebuild it
-            pass
     lex = parse_cedict(_open_text(path), str(path))
-    tmp = cache.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(lex, f, protocol=pickle.HIGHEST_PROTOCOL)
-    tmp.replace(cache)
+    data = _lexicon_to_json(lex, source_id)
+    try:
+        digest = f"{hashlib.sha256(data).hexdigest()}  {cache.name}\n".encode()
+        for f, content in ((cache, data), (digest_file, digest)):
+            tmp = f.with_name(f".{f.name}.tmp-{os.getpid()}")
+            tmp.write_bytes(content)
+            os.replace(tmp, f)
+    except OSError:  # a read-only cache folder: use the parsed lexicon without caching it
+        pass
     return lex
 
 
@@ -317,6 +356,9 @@ def load_lexicon(spec: str, target_lang: Optional[str] = None) -> Lexicon:
     if target_lang is None:
         m = re.match(r"^[a-z]{2,3}-([a-z]{2,3})\b", path.name)
         if not m:
-            raise UserError(f"{path}: give the target language of this MUSE dictionary (e.g. --lexicon-lang de)")
+            raise UserError(
+                f"{path}: give the target language of this MUSE dictionary (--target-lang, e.g. --target-lang de), "
+                "or name the file like en-de.txt"
+            )
         target_lang = m.group(1)
     return parse_muse(lines, target_lang, str(path))

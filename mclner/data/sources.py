@@ -93,9 +93,19 @@ def mclner_home() -> Path:
     """``$MCLNER_HOME``, else ``$XDG_CACHE_HOME/mclner``, else ``~/.cache/mclner``."""
     env = os.environ.get("MCLNER_HOME")
     if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "mclner"
+        home = Path(env).expanduser()
+        what = "MCLNER_HOME"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        home = (Path(xdg) if xdg else Path.home() / ".cache") / "mclner"
+        what = "the cache folder"
+    # A file where the folder (or one of its parents) should be: say so instead of NotADirectoryError.
+    for p in (home, *home.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise UserError(f"{what} {home}: {p} is a file, not a folder (set MCLNER_HOME to a folder)")
+            break
+    return home
 
 
 def source_dir(name: str) -> Path:
@@ -168,7 +178,10 @@ def fetch(name: str, force: bool = False, quiet: bool = False) -> Path:
         return out
     from tqdm import tqdm
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {out.parent} ({exc.strerror}); set MCLNER_HOME to a writable folder") from None
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{name}-") as tmp:
         tmp = Path(tmp)
         if not quiet:
@@ -221,48 +234,3 @@ def list_sources() -> List[dict]:
         }
         for s in SOURCES.values()
     ]
-
-
-_PARSED: Dict[tuple, list] = {}  # (file, read options) -> sentences: MSRA is 2.4M lines, parse it once
-
-
-def _read_cached(path: Path, **kw) -> list:
-    import warnings
-
-    from mclner.data.readers import Sentence, read_conll
-
-    report = kw.pop("report", None)
-    key = (str(path), path.stat().st_mtime_ns, tuple(sorted(kw.items())))
-    if key not in _PARSED:
-        rep: list = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # re-issued below, on every call
-            _PARSED[key] = (read_conll(path, report=rep, **kw), rep[0])
-    sents, rep0 = _PARSED[key]
-    if report is not None:
-        report.append(rep0)
-    if rep0.repairs:
-        warnings.warn(f"{path}: repaired {rep0.repairs} invalid {rep0.scheme.upper()} transition(s)", stacklevel=3)
-    # Fresh Sentence objects: callers may edit theirs without touching the cache.
-    return [Sentence(list(x.tokens), None if x.tags is None else list(x.tags), x.lang) for x in sents]
-
-
-def load_dataset(name: str, split: str, **kw) -> list:
-    """Sentences of an embedded data set; ``split`` is ``train``, ``dev`` or ``test``."""
-
-    src = get_source(name)
-    if src.kind != "dataset":
-        raise UserError(f"{name!r} is a {src.kind}, not a data set")
-    if name == "conll2003-en":
-        member = {"train": src.members[0], "dev": src.members[1], "test": src.members[2]}[split]
-        return _read_cached(source_file(name, member), lang="en", **kw)
-    if name == "msra-zh":
-        if split == "dev":
-            raise UserError("msra-zh has no dev split (train and test only); select models on the source dev set")
-        # The file splits 17 sentences inside a name (an I- tag opens the next sentence): repaired by
-        # default (the entity starts there), and the count is reported as a warning.
-        kw.setdefault("lenient", True)
-        sents = _read_cached(source_file(name), lang="zh", **kw)
-        cut = len(sents) - MSRA_TEST_SENTENCES
-        return sents[:cut] if split == "train" else sents[cut:]
-    raise AssertionError(name)  # pragma: no cover

@@ -7,7 +7,13 @@ tensors' device.
 
 from mclner.ops._common import IMPLS, available_impls, resolve_impl
 from mclner.ops.biaffine import biaffine, biaffine_reference
-from mclner.ops.cln_head import cln_head, cln_head_reference, cln_pair_features
+from mclner.ops.cln_head import (
+    cln_head,
+    cln_head_reference,
+    cln_pair_features,
+    cln_pair_features_at,
+    cln_prologue,
+)
 from mclner.ops.info_nce import info_nce, info_nce_reference
 from mclner.ops.sup_con import sup_con, sup_con_reference
 
@@ -29,6 +35,8 @@ __all__ = [
     "cln_head",
     "cln_head_reference",
     "cln_pair_features",
+    "cln_pair_features_at",
+    "cln_prologue",
     "info_nce",
     "info_nce_reference",
     "selected_impl",

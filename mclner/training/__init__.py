@@ -1,8 +1,9 @@
-"""Training, self-training and checkpoints for mCL-NER (`mclner train`); see docs/TRAINING.md."""
+"""The training engine (`mclner train`): configuration, the method-agnostic trainer and checkpoints;
+see docs/TRAINING.md. Methods live in `mclner.methods`."""
 
-from mclner.training.config import PRESETS, TrainConfig, apply_preset
+from mclner.training.config import TrainConfig, apply_preset
 
-__all__ = ["PRESETS", "TrainConfig", "apply_preset", "train"]
+__all__ = ["TrainConfig", "apply_preset", "train"]
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:

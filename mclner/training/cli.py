@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import shutil
+import math
+import os
 import sys
+import uuid
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
+from mclner._cli_util import DefaultsHelpFormatter
 from mclner.errors import UserError
-from mclner.training.config import PRESETS, TrainConfig
-
-_D = TrainConfig()
+from mclner.training.config import TrainConfig
+from mclner.training.guards import check_device, finite_float
 
 
 def _positive_int(text: str) -> int:
@@ -40,8 +43,8 @@ def _positive_float(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {v}")
     return v
 
 
@@ -58,135 +61,124 @@ def _unit_float(text: str) -> float:
 # ----------------------------------------------------------------------------- train
 
 
+def _field_type(f: dataclasses.Field) -> Any:
+    """The argparse type of a config field from its default and bounds."""
+    kind = f.metadata.get("type")
+    if kind is None:
+        d = f.default
+        kind = type(d) if d is not None and not isinstance(d, bool) else None
+        if kind is None:  # Optional[...] fields default to None: read the annotation
+            ann = str(f.type)
+            kind = int if "int" in ann else float if "float" in ann else str
+    if kind is float:
+        return _finite_float
+    return kind
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return v
+
+
+def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field, owners: str = "") -> None:
+    """One option from a config field. Its argparse default is None so that an option given on the
+    command line is told apart from one left out, whatever its value (a preset never swallows it)."""
+    flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if isinstance(default, bool):
+        shown = " (default: on)" if default else " (default: off)"
+    else:
+        shown = "" if default is None else f" (default: {default})"
+    text = f.metadata.get("help", "") + (f" [{owners}]" if owners else "") + shown
+    if isinstance(f.default, bool):
+        group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+    else:
+        group.add_argument(flag, dest=f.name, type=_field_type(f), default=None, choices=f.metadata.get("choices"),
+                           help=text)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from mclner.methods import registry
+
+    methods = registry()
     p = sub.add_parser(
         "train",
-        help="train mCL-NER (or the token-classification baseline) and evaluate it on the target",
+        help="train a cross-lingual NER method and evaluate it on the target",
         description=(
-            "Train on labelled source sentences (plus code-switched copies and, with self-training, "
-            "pseudo-labelled target sentences), select the best model on the source dev set, then score it "
-            "on the target test set. Defaults are the embedded offline setup: CoNLL-2003 English -> MSRA "
-            "Chinese, CC-CEDICT, multilingual-e5-small. Run on several processes with "
+            "Train a method (`mclner methods` lists them) on labelled source sentences (plus what the method "
+            "adds: code-switched copies, pseudo-labelled or unlabelled target sentences), select the best model "
+            "on the source dev set, then score it on the target test set. Defaults are the embedded offline "
+            "setup: CoNLL-2003 English -> MSRA Chinese, CC-CEDICT, multilingual-e5-small. Options given on the "
+            "command line override the preset. Run on several processes with "
             "`torchrun --nproc_per_node K -m mclner train ...` (DDP; gloo on CPU, NCCL on GPU)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    g = p.add_argument_group("data")
-    g.add_argument("--source", default=_D.source, help="labelled source data: embedded name, HF dataset or path")
-    g.add_argument("--target", default=_D.target,
-                   help="target data; its test split is scored after training ('none' to skip)")
-    g.add_argument("--target-unlabeled", default=None,
-                   help="unlabelled target text for self-training (default: the target's train split, tags ignored)")
-    g.add_argument("--target-dev", default=None,
-                   help="select the model on this target dev set instead of the source dev set")
-    g.add_argument("--target-lang", default=_D.target_lang, help="target language code (code-switching)")
-    g.add_argument("--lexicon", default=_D.lexicon, help="bilingual lexicon for code-switching (name or path)")
-    g.add_argument("--encoder", default=_D.encoder, help="encoder: embedded name or a Hugging Face folder")
-    g.add_argument("--output-dir", default=_D.output_dir, help="where checkpoints, logs and results go")
-    g.add_argument("--max-train-sentences", type=_positive_int, default=None,
-                   help="use a seeded random subset of this many source sentences")
-    g.add_argument("--max-eval-sentences", type=_positive_int, default=None,
-                   help="score only the first K dev/test sentences")
-    g.add_argument("--max-words", type=_positive_int, default=None, help="drop training sentences longer than this")
-    g.add_argument("--max-length", type=_positive_int, default=_D.max_length, help="sub-word pieces per sentence")
+    groups = {"data": p.add_argument_group("data"), "optimisation": p.add_argument_group("optimisation")}
+    for f in dataclasses.fields(TrainConfig):
+        if "help" in f.metadata:
+            _add_field(groups[f.metadata["group"]], f)
     m = p.add_argument_group("method")
-    m.add_argument("--method", choices=("mclner", "token-classification"), default=_D.method,
-                   help="mCL-NER (relation grid + contrastive views) or the softmax tagger baseline")
-    m.add_argument("--no-codeswitch", action="store_true", help="train without code-switched sentences")
-    m.add_argument("--no-sc", action="store_true", help="drop the sentence-level contrastive loss L_sc")
-    m.add_argument("--no-tc", action="store_true", help="drop the relation-level contrastive loss L_tc")
-    m.add_argument("--self-training-rounds", type=_nonneg_int, default=0, help="rounds of self-training (SPEC §5)")
-    m.add_argument("--fusion", choices=("lstm", "transformer", "none"), default=_D.fusion,
-                   help="contextual fusion layer over the pooled word states")
-    m.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep the encoder's word-embedding matrix fixed (default: on in --preset quick, else off)")
-    m.add_argument("--biaffine-dim", type=_positive_int, default=_D.biaffine_dim, help="width d_b of hs/he")
-    m.add_argument("--cln-hidden", type=_positive_int, default=_D.cln_hidden, help="hidden width of the CLN grid MLP")
-    m.add_argument("--proj-dim", type=_positive_int, default=_D.proj_dim, help="contrastive projection width p")
-    m.add_argument("--cs-word-ratio", type=_unit_float, default=_D.cs_word_ratio,
-                   help="fraction of non-entity words also code-switched")
-    m.add_argument("--w-cl", type=float, default=_D.w_cl, help="weight w of L_sc + L_tc in the source stage")
-    m.add_argument("--w-tc-st", type=float, default=_D.w_tc_st, help="weight w1 of L_tc in self-training")
-    m.add_argument("--w-mse", type=float, default=_D.w_mse, help="weight w2 of L_mse in self-training")
-    m.add_argument("--tau-sc", type=_positive_float, default=_D.tau_sc, help="temperature of L_sc")
-    m.add_argument("--tau-tc", type=_positive_float, default=_D.tau_tc, help="temperature of L_tc")
-    m.add_argument("--tc-none-ratio", type=float, default=_D.tc_none_ratio,
-                   help="L_tc: sampled NONE pairs per gold non-NONE pair")
-    m.add_argument("--tc-max-pairs", type=_positive_int, default=_D.tc_max_pairs, help="L_tc: cap on the pairs M")
-    m.add_argument("--calibrate-none-bias", action=argparse.BooleanOptionalAction, default=None,
-                   help="after each stage, lower the NONE logit at decoding time by the bias (0 to 6) that "
-                   "maximises source dev F1; kept in the checkpoint and used by evaluate/predict and the "
-                   "self-training teacher (the losses are unchanged). Default: on in --preset quick, else off")
-    m.add_argument("--st-threshold", type=_unit_float, default=_D.st_threshold,
-                   help="self-training: minimum mean probability of a sentence's decoded relations")
-    m.add_argument("--st-max-sentences", type=_positive_int, default=None,
-                   help="self-training: pseudo-label at most this many unlabelled sentences")
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="quick: CPU run < 30 min on 2 cores (subset, short sentences, 250 steps, "
-                   "frozen word embeddings, calibrated decoding); full: all data, 10 epochs (GPU). "
-                   "Explicit options override the preset")
-    o.add_argument("--encoder-lr", type=_positive_float, default=_D.encoder_lr,
-                   help="AdamW learning rate of the encoder")
-    o.add_argument("--head-lr", type=_positive_float, default=_D.head_lr, help="AdamW learning rate of everything else")
-    o.add_argument("--weight-decay", type=float, default=_D.weight_decay, help="AdamW weight decay (not on biases)")
-    o.add_argument("--warmup-ratio", type=_unit_float, default=_D.warmup_ratio,
-                   help="linear warm-up over this fraction of the steps, then linear decay to 0")
-    o.add_argument("--batch-size", type=_positive_int, default=_D.batch_size,
-                   help="sentences per micro-batch and process")
-    o.add_argument("--effective-batch-size", type=_positive_int, default=_D.effective_batch_size,
-                   help="sentences per optimizer step (gradient accumulation over micro-batches and processes)")
-    o.add_argument("--epochs", type=_positive_int, default=_D.epochs, help="epochs per stage")
-    o.add_argument("--max-steps", type=_positive_int, default=None,
-                   help="optimizer steps per stage (overrides --epochs)")
-    o.add_argument("--max-grad-norm", type=_positive_float, default=_D.max_grad_norm, help="gradient clipping")
-    o.add_argument("--no-amp", action="store_true", help="disable mixed precision on a GPU")
-    o.add_argument("--eval-every", type=_positive_int, default=None,
-                   help="evaluate every K optimizer steps (default: after each epoch)")
-    o.add_argument("--save-every", type=_positive_int, default=None,
-                   help="write a resumable checkpoint every K optimizer steps (always at each evaluation)")
-    o.add_argument("--patience", type=_nonneg_int, default=_D.patience,
-                   help="stop after this many evaluations without improvement (0: never)")
-    o.add_argument("--seed", type=int, default=_D.seed, help="random seed (data order, code-switching, init)")
-    o.add_argument("--fused", action="store_true", help="use the fused op implementations (impl='auto')")
-    o.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    o.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
-    o.add_argument("--overwrite", action="store_true", help="delete --output-dir first")
-    o.add_argument("--no-progress", action="store_true", help="no progress bars")
-    o.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    m.add_argument("--method", choices=tuple(methods), default="mclner",
+                   help="the method to train (default: mclner); its own options follow")
+    presets = sorted({k for cls in methods.values() for k in cls.presets})
+    m.add_argument("--preset", choices=presets, default=None,
+                   help="the method's preset: quick = the whole method on a 2-core CPU in under 30 minutes (a "
+                   "subset, short sentences, frozen word embeddings); full = all data, 10 epochs (GPU)")
+    # Each method's options, generated from its Config; an option that several methods share is listed once.
+    seen: Dict[str, List[str]] = {}
+    fields: Dict[str, dataclasses.Field] = {}
+    for name, cls in methods.items():
+        for f in dataclasses.fields(cls.Config):
+            seen.setdefault(f.name, []).append(name)
+            fields.setdefault(f.name, f)
+    for name, cls in methods.items():
+        own = [f for f in dataclasses.fields(cls.Config) if seen[f.name][0] == name]
+        if own:
+            g = p.add_argument_group(f"{name} options")
+            for f in own:
+                _add_field(g, fields[f.name], ", ".join(seen[f.name]) if len(seen[f.name]) > 1 else "")
+    r = p.add_argument_group("run")
+    r.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
+    r.add_argument("--overwrite", action="store_true",
+                   help="start again in an existing run folder: deletes what mclner wrote there (after the options, "
+                   "data and encoder were checked); a non-empty folder that is not a run folder is refused")
+    r.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.set_defaults(func=_run_train)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from parsed options: the preset first, then every option whose value differs from
-    its default (so an option left at its default does not undo the preset)."""
+    """TrainConfig from parsed options: the method's preset first, then every option given on the
+    command line (options default to None in argparse, so any given value wins, even one equal to the
+    built-in default)."""
+    from mclner.methods import get_method
     from mclner.training.config import apply_preset
 
-    cfg = apply_preset(TrainConfig(), args.preset)
-    defaults = TrainConfig()
-    simple = ["source", "target_lang", "lexicon", "encoder", "output_dir", "max_train_sentences",
-              "max_eval_sentences", "max_words", "max_length", "method", "fusion", "biaffine_dim", "cln_hidden",
-              "proj_dim", "cs_word_ratio", "w_cl",
-              "w_tc_st", "w_mse", "tau_sc", "tau_tc", "tc_none_ratio", "tc_max_pairs", "st_threshold",
-              "st_max_sentences", "encoder_lr", "head_lr", "weight_decay", "warmup_ratio", "batch_size",
-              "effective_batch_size", "epochs", "max_steps", "max_grad_norm", "eval_every", "save_every",
-              "patience", "seed", "device", "target_unlabeled", "target_dev", "self_training_rounds"]
-    for name in simple:
-        v = getattr(args, name)
-        # A preset sets some fields; an option overrides it only when it differs from its default.
-        if v != getattr(defaults, name) or args.preset is None:
-            setattr(cfg, name, v)
-    cfg.target = None if (args.target or "").lower() in ("", "none") else args.target
-    cfg.codeswitch = not args.no_codeswitch
-    cfg.use_sc = not args.no_sc
-    cfg.use_tc = not args.no_tc
-    cfg.amp = not args.no_amp
-    cfg.fused = bool(args.fused)
-    if args.calibrate_none_bias is not None:
-        cfg.calibrate_none_bias = args.calibrate_none_bias
-    if args.freeze_embeddings is not None:
-        cfg.freeze_embeddings = args.freeze_embeddings
-    cfg.progress = not args.no_progress
+    cls = get_method(args.method)
+    cfg = apply_preset(TrainConfig(method=args.method), args.preset)
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None and "help" in f.metadata:
+            setattr(cfg, f.name, v)
+    own = {f.name for f in dataclasses.fields(cls.Config)}
+    from mclner.methods import registry
+
+    for other_name, other in registry().items():
+        for f in dataclasses.fields(other.Config):
+            v = getattr(args, f.name, None)
+            if v is None:
+                continue
+            if f.name not in own:
+                flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+                raise UserError(f"{flag} is an option of {other_name}, not of --method {args.method}")
+            cfg.method_options[f.name] = v
+    if (cfg.target or "").lower() in ("", "none"):
+        cfg.target = None
     if cfg.effective_batch_size < cfg.batch_size:
         cfg.effective_batch_size = cfg.batch_size
     cfg.validate()
@@ -198,13 +190,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     out = Path(cfg.output_dir)
-    if args.overwrite and args.resume:
-        raise UserError("--overwrite and --resume exclude each other")
-    if args.overwrite and out.exists():
-        shutil.rmtree(out)
-    if args.resume and not (out / "stages").exists():
-        raise UserError(f"nothing to resume in {out} (no stages/ folder)")
-    summary = train(cfg, resume=args.resume)
+    # --output-dir is checked, locked and (with --overwrite) cleared by the trainer, after it has
+    # validated the data and the encoder (mclner/training/rundir.py)
+    summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     elif "final" in summary:
@@ -212,60 +200,43 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_methods(args: argparse.Namespace) -> int:
+    from mclner.methods import registry
+
+    for name, cls in registry().items():
+        print(f"{name}\t{cls.description}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- evaluate / predict
 
 
 def _load(checkpoint: str, device: Optional[str]):
-    import torch
+    from mclner.inference import load_model
 
-    from mclner.training.checkpoint import load_checkpoint
-    from mclner.training.trainer import make_builder
-
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer, label_map, cfg = load_checkpoint(Path(checkpoint), dev)
-    builder = make_builder(tokenizer, label_map, model.config.method)
-    return model, builder, label_map, dev
+    lm = load_model(checkpoint, device)
+    return lm.model, lm.collator, lm.label_map, lm.device
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from mclner.data.readers import load_sentences
-    from mclner.evaluation import evaluate, format_scores
+    from mclner.evaluation import _types_in, evaluate, format_scores
 
-    model, builder, label_map, dev = _load(args.checkpoint, args.device)
+    model, builder, label_map, dev = _load(args.checkpoint, check_device(args.device))
     sentences = [s for s in load_sentences(args.data, split=args.split, lang=args.lang) if s.tags is not None]
     if not sentences:
         raise UserError(f"{args.data} ({args.split}) has no labelled sentences to score")
     res = evaluate(model, sentences, builder, label_map, batch_size=args.batch_size, device=dev,
                    impl="auto" if args.fused else "reference", none_bias=args.none_bias)
+    # Gold types the model never learned are scored (all missed: recall 0) and named (docs/TRAINING.md).
+    res["unknown_types"] = sorted(set(_types_in([s.tags for s in sentences])) - set(label_map.types))
     if args.json:
         print(json.dumps(res, indent=2))
     else:
         print(format_scores(res))
+        if res["unknown_types"]:
+            print(f"gold types the model does not know (scored as missed): {', '.join(res['unknown_types'])}")
     return 0
-
-
-def split_raw_line(line: str) -> List[str]:
-    """Words of a raw text line: whitespace tokens; runs of CJK characters are split into characters,
-    as the Chinese/Japanese corpora are tokenised per character."""
-    from mclner.data.readers import CJK_CHAR
-
-    words: List[str] = []
-    for tok in line.split():
-        if CJK_CHAR.search(tok):
-            buf = ""
-            for ch in tok:
-                if CJK_CHAR.match(ch):
-                    if buf:
-                        words.append(buf)
-                        buf = ""
-                    words.append(ch)
-                else:
-                    buf += ch
-            if buf:
-                words.append(buf)
-        else:
-            words.append(tok)
-    return words
 
 
 def _read_predict_input(args: argparse.Namespace) -> List[Any]:
@@ -278,7 +249,9 @@ def _read_predict_input(args: argparse.Namespace) -> List[Any]:
 
         if src == "-":
             raise UserError("--input-format conll needs a file path, not stdin")
-        sents = read_conll(src)
+        # The words are the first column; any other column (tags, known or not) is ignored, and a
+        # file of words alone is fine.
+        sents = read_conll(src, tag_col=None)
         return [Sentence(list(s.tokens), None, args.lang or s.lang) for s in sents]
     if src == "-":
         text = sys.stdin.read()
@@ -287,21 +260,50 @@ def _read_predict_input(args: argparse.Namespace) -> List[Any]:
             text = Path(src).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise UserError(f"{src}: no such file") from None
+        except IsADirectoryError:
+            raise UserError(f"{src}: is a folder, expected a text file") from None
         except UnicodeDecodeError as exc:
             raise UserError(f"{src}: not UTF-8 text ({exc.reason})") from None
-    return [Sentence(split_raw_line(line), None, args.lang or "xx") for line in text.splitlines() if line.strip()]
+        except OSError as exc:
+            raise UserError(f"{src}: cannot read ({exc.strerror})") from None
+    from mclner.data.text import split_lines, split_words
+
+    # split_lines drops a leading byte order mark: it is not part of the first word
+    return [Sentence(split_words(line), None, args.lang or "xx") for line in split_lines(text)]
+
+
+def _check_output(output: str) -> Optional[Path]:
+    """The output file (None: stdout), checked before any work; it is written under a temporary name
+    and renamed at the end, so a failed run never leaves a truncated file in its place."""
+    if output == "-":
+        return None
+    p = Path(output)
+    if p.is_dir():
+        raise UserError(f"--output {output}: is a folder, expected a file path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"--output {output}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--output {output}: the folder {parent} is not writable")
+    return p
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from mclner.data.grid import entities_to_iob2
     from mclner.evaluation import predict_entities
 
-    model, builder, label_map, dev = _load(args.checkpoint, args.device)
+    device = check_device(args.device)
+    dest = _check_output(args.output)
+    model, builder, label_map, dev = _load(args.checkpoint, device)  # before waiting on stdin
     sentences = _read_predict_input(args)
     preds = predict_entities(model, sentences, builder, label_map, batch_size=args.batch_size, device=dev,
                              impl="auto" if args.fused else "reference",
                              none_bias=args.none_bias) if sentences else []
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    tmp = None if dest is None else dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        out = sys.stdout if tmp is None else open(tmp, "w", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"--output {args.output}: cannot write ({exc.strerror})") from None
     try:
         for s, ents in zip(sentences, preds):
             if args.output_format == "jsonl":
@@ -312,9 +314,14 @@ def _run_predict(args: argparse.Namespace) -> int:
                 for tok, tag in zip(s.tokens, entities_to_iob2(ents, len(s.tokens))):
                     out.write(f"{tok}\t{tag}\n")
                 out.write("\n")
-    finally:
-        if out is not sys.stdout:
+    except BaseException:
+        if tmp is not None:
             out.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    if tmp is not None:
+        out.close()
+        os.replace(tmp, dest)
     return 0
 
 
@@ -322,8 +329,9 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint on labelled data (seqeval P/R/F1 per type)",
                        description="Entity-level micro precision/recall/F1 (seqeval, strict IOB2), overall and "
                        "per type. Predicted types absent from the data's label set (e.g. MISC on MSRA) are "
-                       "dropped before scoring and listed.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       "dropped before scoring and listed; gold types the model never learned are scored as "
+                       "missed and listed too.",
+                       formatter_class=DefaultsHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint folder written by `mclner train` (e.g. runs/x/best)")
     p.add_argument("data", help="labelled data: embedded name (msra-zh, conll2003-en), HF dataset or CoNLL path")
     p.add_argument("--split", default="test", help="split of a named data set")
@@ -332,25 +340,27 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fused", action="store_true", help="use the fused op implementations")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
-    p.add_argument("--none-bias", type=float, default=None,
+    p.add_argument("--none-bias", type=finite_float, default=None,
                    help="decode with this bias subtracted from the NONE logit (relation models; default: the "
                    "checkpoint's calibrated value, 0 unless trained with --calibrate-none-bias)")
     p.set_defaults(func=_run_evaluate)
 
     q = sub.add_parser("predict", help="tag raw text or a CoNLL file with a checkpoint",
-                       description="Read sentences (raw text: one sentence per line, whitespace-separated words, "
-                       "CJK characters split into single characters; or a CoNLL file) and write the entities "
+                       description="Read sentences (raw text: one sentence per line, split into words and punctuation, "
+                       "CJK characters into single characters; or a CoNLL file) and write the entities "
                        "as JSON lines or the words with IOB2 tags.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     q.add_argument("checkpoint", help="checkpoint folder written by `mclner train`")
     q.add_argument("--input", "-i", default="-", help="input file ('-' = stdin)")
-    q.add_argument("--input-format", choices=("text", "conll"), default="text", help="raw text lines or CoNLL columns")
+    q.add_argument("--input-format", choices=("text", "conll"), default="text",
+                   help="raw text lines or CoNLL columns (words in the first column; tags or other columns, "
+                   "if any, are ignored)")
     q.add_argument("--output", "-o", default="-", help="output file ('-' = stdout)")
     q.add_argument("--output-format", choices=("jsonl", "iob2"), default="jsonl",
                    help="JSON lines {tokens, entities} or 'word<TAB>tag' lines with blank lines between sentences")
     q.add_argument("--lang", default=None, help="language code of the input")
     q.add_argument("--batch-size", type=_positive_int, default=32, help="sentences per batch")
-    q.add_argument("--none-bias", type=float, default=None,
+    q.add_argument("--none-bias", type=finite_float, default=None,
                    help="decode with this bias subtracted from the NONE logit (relation models; default: the "
                    "checkpoint's calibrated value, 0 unless trained with --calibrate-none-bias)")
     q.add_argument("--fused", action="store_true", help="use the fused op implementations")
@@ -361,3 +371,7 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     _add_train(sub)
     _add_eval_predict(sub)
+    p = sub.add_parser("methods", help="list the registered methods, one per line with a description",
+                       description="The methods `mclner train --method` accepts (one folder each under "
+                       "mclner/methods/), each with a one-line description.")
+    p.set_defaults(func=_run_methods)

@@ -1,79 +1,75 @@
-"""Training configuration and presets (`mclner train --preset quick|full`)."""
+"""The run's common configuration (data, encoder, optimisation, output). A method's own options live
+in its ``Config`` dataclass (`mclner.methods`) and are kept here under ``method_options``; presets are
+per method (``Method.presets``)."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from mclner.errors import UserError
+from mclner.methods.base import option
+from mclner.training.guards import MAX_SEED, MIN_MAX_LENGTH
+
+
+def _data(default: Any, help: str, **meta: Any) -> Any:
+    return option(default, help, group="data", **meta)
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    return option(default, help, group="optimisation", **meta)
 
 
 @dataclass
 class TrainConfig:
-    """Everything `mclner train` needs; saved with each checkpoint (``training_args.json``)."""
+    """Everything `mclner train` needs besides the method's options; saved as ``training_args.json``."""
 
-    # data (the embedded default, SPEC.md §7)
-    source: str = "conll2003-en"
-    target: Optional[str] = "msra-zh"  # evaluated after training (test split)
-    target_unlabeled: Optional[str] = None  # default: the target's train split, tags ignored
-    target_dev: Optional[str] = None  # model selection on a target dev set instead of the source dev
-    target_lang: str = "zh"
-    lexicon: Optional[str] = "cc-cedict"
-    encoder: str = "multilingual-e5-small"
-    output_dir: str = "runs/mclner"
-    # method and ablations
+    # data (the embedded default: docs/DATA.md)
+    source: str = _data("conll2003-en", "labelled source data: embedded name, HF dataset or path")
+    target: Optional[str] = _data("msra-zh", "target data; its test split is scored after training ('none' to skip)")
+    target_unlabeled: Optional[str] = _data(
+        None, "unlabelled target text for the stages that read it (default: the target's train split, tags ignored)")
+    target_dev: Optional[str] = _data(None, "select the model on this target dev set instead of the source dev set")
+    target_lang: str = _data("zh", "target language code (code-switching, tokenisation)")
+    lexicon: Optional[str] = _data("cc-cedict", "bilingual lexicon for code-switching (name or path)")
+    encoder: str = _data("multilingual-e5-small", "encoder: embedded name or a Hugging Face folder")
+    output_dir: str = _data("runs/mclner", "where checkpoints, logs and results go")
+    max_train_sentences: Optional[int] = _data(None, "use a seeded random subset of this many source sentences", min=1)
+    max_eval_sentences: Optional[int] = _data(None, "score only the first K dev/test sentences", min=1)
+    max_unlabeled_sentences: Optional[int] = _data(None, "use at most this many unlabelled target sentences "
+                                                         "(a seeded random subset)", min=1)
+    max_words: Optional[int] = _data(None, "drop training sentences longer than this", min=1)
+    max_length: int = _data(512, "sub-word pieces per sentence", min=MIN_MAX_LENGTH)
+    # method (its options: method_options)
     method: str = "mclner"
-    codeswitch: bool = True
-    use_sc: bool = True
-    use_tc: bool = True
-    self_training_rounds: int = 0
-    cs_word_ratio: float = 0.3
-    fusion: str = "lstm"
+    method_options: Dict[str, Any] = field(default_factory=dict)
     # Keep the encoder's word-embedding matrix fixed: it is most of e5-small's weights (250k x 384), so
     # the step is cheaper, and source-only updates of it would pull English rows away from the target's.
-    freeze_embeddings: bool = False
-    biaffine_dim: int = 128
-    cln_hidden: int = 128
-    proj_dim: int = 128
-    # loss weights (SPEC §4 Eq. 8, §5)
-    w_cl: float = 0.1
-    w_tc_st: float = 0.1
-    w_mse: float = 1.0
-    tau_sc: float = 0.1
-    tau_tc: float = 0.1
-    tc_none_ratio: float = 1.0
-    tc_max_pairs: int = 4096
-    st_threshold: float = 0.9
-    # Choose a decoding bias against the NONE class on the source dev set after each stage (relation
-    # models; off = the paper's plain argmax decoding). See docs/TRAINING.md.
-    calibrate_none_bias: bool = False
-    st_max_sentences: Optional[int] = None
+    freeze_embeddings: bool = _opt(False, "keep the encoder's word-embedding matrix fixed")
     # optimisation
-    encoder_lr: float = 3e-5
-    head_lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    batch_size: int = 8
-    effective_batch_size: int = 32
-    epochs: int = 10
-    max_steps: Optional[int] = None  # optimizer steps; overrides epochs
-    max_grad_norm: float = 1.0
-    amp: bool = True  # only on a GPU
-    eval_every: Optional[int] = None  # optimizer steps; default: each epoch
-    patience: int = 3  # evaluations without improvement before stopping (0: never stop early)
-    seed: int = 42
-    fused: bool = False
-    device: Optional[str] = None
-    # data size limits (quick preset)
-    max_train_sentences: Optional[int] = None
-    max_eval_sentences: Optional[int] = None
-    max_words: Optional[int] = None  # drop longer training sentences
-    max_length: int = 512  # sub-word pieces per sentence
-    num_workers: int = 0
-    log_every: int = 1
-    progress: bool = True
-    save_every: Optional[int] = None  # optimizer steps between resumable checkpoints; default: at each eval
+    encoder_lr: float = _opt(3e-5, "AdamW learning rate of the encoder", min=1e-12, max=1.0)
+    head_lr: float = _opt(1e-3, "AdamW learning rate of everything else", min=1e-12, max=1.0)
+    weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases and norm scales)", min=0.0, max=1.0)
+    warmup_ratio: float = _opt(0.1, "linear warm-up over this fraction of the steps, then linear decay to 0",
+                               min=0.0, max=1.0)
+    batch_size: int = _opt(8, "sentences per micro-batch and process", min=1)
+    effective_batch_size: int = _opt(32, "sentences per optimizer step (gradient accumulation over micro-batches "
+                                         "and processes)", min=1)
+    epochs: int = _opt(10, "epochs per stage", min=1)
+    max_steps: Optional[int] = _opt(None, "optimizer steps per stage (overrides --epochs)", min=1)
+    max_grad_norm: float = _opt(1.0, "gradient clipping", min=1e-12)
+    amp: bool = _opt(True, "mixed precision (only on a GPU)")
+    eval_every: Optional[int] = _opt(None, "evaluate every K optimizer steps (default: after each epoch)", min=1)
+    patience: int = _opt(3, "stop after this many evaluations without improvement (0: never)", min=0)
+    seed: int = _opt(42, "random seed (data order, code-switching, initialisation)", min=0, max=MAX_SEED)
+    fused: bool = _opt(False, "use the fused op implementations (impl='auto')")
+    device: Optional[str] = _opt(None, "torch device (default: cuda when available, else cpu)")
+    log_every: int = _opt(1, "write the loss terms to log.jsonl every K optimizer steps", min=1)
+    progress: bool = _opt(True, "progress bars")
+    save_every: Optional[int] = _opt(None, "write a resumable checkpoint every K optimizer steps "
+                                           "(always at each evaluation)", min=1)
     # Stop after this many optimizer steps as if the process were killed (tests of --resume).
     stop_after_steps: Optional[int] = None
 
@@ -85,52 +81,47 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    def method_instance(self) -> Any:
+        """The configured method with its options (validated)."""
+        from mclner.methods import get_method
+        from mclner.methods.base import config_from_dict
+
+        cls = get_method(self.method)
+        m = cls(config_from_dict(cls, self.method_options))
+        m.validate()
+        return m
+
     def validate(self) -> None:
-        if self.method not in ("mclner", "token-classification"):
-            raise UserError(f"--method must be 'mclner' or 'token-classification', got {self.method!r}")
-        for name in ("batch_size", "effective_batch_size", "epochs"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps <= 0:
-            raise UserError(f"--max-steps must be positive, got {self.max_steps}")
+        from mclner.methods.base import validate_options
+
+        validate_options(self, "common")
         if self.effective_batch_size % self.batch_size:
             raise UserError(
                 f"--effective-batch-size ({self.effective_batch_size}) must be a multiple of --batch-size "
                 f"({self.batch_size})"
             )
-        for name in ("encoder_lr", "head_lr", "tau_sc", "tau_tc"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.st_threshold <= 1.0:
-            raise UserError(f"--st-threshold must be in [0, 1], got {self.st_threshold}")
-        if not 0.0 <= self.cs_word_ratio <= 1.0:
-            raise UserError(f"--cs-word-ratio must be in [0, 1], got {self.cs_word_ratio}")
-        if self.self_training_rounds < 0:
-            raise UserError(f"--self-training-rounds must be >= 0, got {self.self_training_rounds}")
-        if self.fusion not in ("lstm", "transformer", "none"):
-            raise UserError(f"--fusion must be lstm, transformer or none, got {self.fusion!r}")
+        for name in ("encoder_lr", "head_lr"):
+            if not math.isfinite(getattr(self, name)):
+                raise UserError(f"--{name.replace('_', '-')} must be finite")
+        from mclner.training.guards import validate_train_config
 
-
-# quick: a CPU run under 30 minutes on 2 cores: a few thousand short source sentences, a short
-# schedule and small evaluation sets. 250 steps because the relation grid needs ~200 before its
-# non-NONE cells win the argmax (docs/RESULTS.md); frozen word embeddings halve the step time on CPU,
-# encoder_lr 1e-4 makes up for the short schedule, and calibrated decoding for the NONE prior that such
-# a short schedule leaves (docs/TRAINING.md). full: the whole data, the paper's batch of 32, for a GPU.
-PRESETS: Dict[str, Dict[str, Any]] = {
-    "quick": dict(
-        max_train_sentences=2000, max_eval_sentences=500, max_words=40, batch_size=16,
-        effective_batch_size=32, max_steps=250, eval_every=50, epochs=1, st_max_sentences=1000,
-        tc_max_pairs=1024, encoder_lr=1e-4, freeze_embeddings=True, calibrate_none_bias=True,
-    ),
-    "full": dict(batch_size=16, effective_batch_size=32, epochs=10, eval_every=None, max_words=None),
-}
+        validate_train_config(self)  # seed, max_length, device
+        self.method_instance()
 
 
 def apply_preset(cfg: TrainConfig, preset: Optional[str]) -> TrainConfig:
+    """``cfg`` with the method's preset values (common fields and method options) applied."""
     if preset is None:
         return cfg
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    for k, v in PRESETS[preset].items():
-        setattr(cfg, k, v)
+    from mclner.methods import get_method
+
+    cls = get_method(cfg.method)
+    if preset not in cls.presets:
+        raise UserError(f"method {cfg.method!r} has no preset {preset!r}; choose one of {', '.join(cls.presets)}")
+    common = {f.name for f in dataclasses.fields(TrainConfig)}
+    for k, v in cls.presets[preset].items():
+        if k in common:
+            setattr(cfg, k, v)
+        else:
+            cfg.method_options[k] = v
     return cfg

@@ -1,10 +1,11 @@
-"""The training engine behind `mclner train` (SPEC.md §3–§5).
+"""The training engine behind `mclner train`: it runs the stages a method declares and knows no method.
 
-Stages: ``source`` (source + code-switched data, ``L_ce(src) + L_ce(cs) + w·(L_sc + L_tc)``), then
-``st1 … stK`` (self-training rounds: the student starts from the previous stage's best model and
-trains on source, code-switched and pseudo-labelled target data with ``L_ce + w1·L_tc + w2·L_mse``).
-Each stage writes ``stages/<stage>/last`` (resumable) and ``stages/<stage>/best``; the final model is
-copied to ``<output_dir>/best``.
+Per stage: the student starts from the previous stage's best model (and, when the stage asks for it,
+a frozen copy of that model is the teacher); the method prepares the stage's target data; one loop does
+optimizer, schedule, gradient accumulation, AMP, clipping, evaluation, best checkpoint, early stopping,
+DDP, resume and logging, and asks the method for the loss of each micro-batch. Each stage writes
+``stages/<stage>/last`` (resumable) and ``stages/<stage>/best``; the final model is copied to
+``<output_dir>/best``.
 
 Exact resume: the data order of an epoch is a permutation drawn from a generator seeded by
 (seed, stage, epoch), resumable checkpoints are written only between optimizer steps, and they hold
@@ -19,7 +20,6 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,18 +29,28 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from mclner.data.batches import to_device
 from mclner.errors import UserError
 from mclner.evaluation import evaluate, format_scores
-from mclner.model import LossWeights, MCLNERModel, ModelConfig, TokenClassificationModel, tag_vocabulary
-from mclner.training.batches import BatchBuilder, Example, build_examples, entity_types, to_device
+from mclner.methods.base import Context, Method, Stage
+from mclner.nn.encoder import hf_encoders
+from mclner.schema import entity_types
 from mclner.training.checkpoint import (
-    atomic_replace_dir,
+    checkpoint_exists,
+    copy_checkpoint,
+    has_training_state,
+    load_training_state,
+    load_weights,
+    read_done,
     rng_state,
     save_checkpoint,
     set_rng_state,
     update_model_config,
+    write_done,
 )
 from mclner.training.config import TrainConfig
+from mclner.training.guards import NonFiniteGuard, json_safe
+from mclner.training.rundir import RunDir
 
 
 @dataclass
@@ -112,7 +122,7 @@ class Data:
     target_test: List[Any]
     target_unlabeled: List[Any]
     label_map: Any
-    examples: List[Example]
+    examples: List[Any]  # the method's training examples (made once per run)
 
 
 def _subset(items: List[Any], k: Optional[int], seed: int) -> List[Any]:
@@ -131,13 +141,18 @@ def _load(spec: str, split: str, lang: Optional[str] = None) -> List[Any]:
         raise UserError(f"cannot read {spec!r} ({split}): {exc}") from None
 
 
-def load_data(cfg: TrainConfig, label_map: Any = None) -> Data:
+def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map: Any = None) -> Data:
+    """Source train/dev, target test and (when a stage of the method reads it) unlabelled target text,
+    then the method's training examples."""
     from mclner.data.grid import LabelMap
 
-    train = [s for s in _load(cfg.source, "train") if s.tags is not None]
+    split = _load(cfg.source, "train")
+    # (position in the split, sentence): methods may read per-sentence files given for the whole split
+    kept = [(k, s) for k, s in enumerate(split) if s.tags is not None]
     if cfg.max_words:
-        train = [s for s in train if 0 < len(s.tokens) <= cfg.max_words]
-    train = _subset(train, cfg.max_train_sentences, cfg.seed)
+        kept = [(k, s) for k, s in kept if 0 < len(s.tokens) <= cfg.max_words]
+    kept = _subset(kept, cfg.max_train_sentences, cfg.seed)
+    train = [s for _, s in kept]
     if not train:
         raise UserError(f"source {cfg.source!r} has no labelled training sentences (after --max-words)")
     if cfg.target_dev:
@@ -155,67 +170,53 @@ def load_data(cfg: TrainConfig, label_map: Any = None) -> Data:
     if cfg.target:
         tgt_test = [s for s in _load(cfg.target, "test", cfg.target_lang) if s.tags is not None]
         tgt_test = tgt_test[: cfg.max_eval_sentences or None]
-    if cfg.method == "mclner" and cfg.self_training_rounds > 0:
+    if method.needs_unlabeled():
         spec = cfg.target_unlabeled or cfg.target
         if not spec:
-            raise UserError("self-training needs unlabelled target text: pass --target-unlabeled or --target")
+            raise UserError(f"method {method.name!r} ({', '.join(s.name for s in method.stages())}) needs "
+                            "unlabelled target text: pass --target-unlabeled or --target")
         raw = _load(spec, "train", cfg.target_lang)
         unl = [type(s)(list(s.tokens), None, getattr(s, "lang", cfg.target_lang)) for s in raw]
         if cfg.max_words:
             unl = [s for s in unl if 0 < len(s.tokens) <= cfg.max_words]
-        unl = _subset(unl, cfg.st_max_sentences, cfg.seed + 1)
+        unl = _subset(unl, cfg.max_unlabeled_sentences, cfg.seed + 1)
     if label_map is None:
         label_map = LabelMap(entity_types(train))
-    switcher = None
-    if cfg.method == "mclner" and cfg.codeswitch:
-        from mclner.data.codeswitch import CodeSwitcher
-        from mclner.data.lexicon import load_lexicon
-
-        if not cfg.lexicon:
-            raise UserError("code-switching needs a lexicon: pass --lexicon or --no-codeswitch")
-        switcher = CodeSwitcher(load_lexicon(cfg.lexicon, cfg.target_lang), target_lang=cfg.target_lang,
-                                word_ratio=cfg.cs_word_ratio, seed=cfg.seed)
-    examples = build_examples(train, switcher)
-    if switcher is not None and hasattr(switcher, "report"):
-        print(f"code-switching ({cfg.lexicon}): {switcher.report()}")
+    ctx = Context(cfg, torch.device("cpu"), "reference", label_map, is_main,
+                  source_index=[k for k, _ in kept], source_total=len(split))
+    examples = method.prepare_examples(train, ctx)
     return Data(train, dev, tgt_test, unl, label_map, examples)
 
 
 # ----------------------------------------------------------------------------- model
 
 
-def build_model(cfg: TrainConfig, label_map: Any) -> tuple:
+def load_encoder_or_fail(name: str):
     from mclner.encoders import load_encoder
 
     try:
-        tokenizer, encoder = load_encoder(cfg.encoder)
+        return load_encoder(name)
     except (FileNotFoundError, OSError, KeyError) as exc:
-        raise UserError(f"cannot load encoder {cfg.encoder!r}: {exc}") from None
+        raise UserError(f"cannot load encoder {name!r}: {exc}") from None
+
+
+def build_model(cfg: TrainConfig, method: Method, label_map: Any) -> tuple:
+    """(model, tokenizer) of ``method`` on the configured encoder."""
+    tokenizer, encoder = load_encoder_or_fail(cfg.encoder)
+    model = method.build_model(encoder, label_map)
     if cfg.freeze_embeddings:
-        encoder.get_input_embeddings().weight.requires_grad_(False)
-    tags = tag_vocabulary(list(label_map.types))
-    mcfg = ModelConfig(num_classes=label_map.num_classes, method=cfg.method, fusion=cfg.fusion, num_tags=len(tags),
-                       biaffine_dim=cfg.biaffine_dim, cln_hidden=cfg.cln_hidden, proj_dim=cfg.proj_dim)
-    cls = TokenClassificationModel if cfg.method == "token-classification" else MCLNERModel
-    return cls(encoder, mcfg), tokenizer, tags
-
-
-def make_builder(tokenizer: Any, label_map: Any, cfg_method: str, max_length: int = 512) -> BatchBuilder:
-    from mclner.data.collate import RelationCollator
-
-    collator = RelationCollator(tokenizer, label_map, max_length=max_length)
-    tag_to_id = None
-    if cfg_method == "token-classification":
-        tag_to_id = {t: i for i, t in enumerate(tag_vocabulary(list(label_map.types)))}
-    return BatchBuilder(collator, tag_to_id)
+        for enc in hf_encoders(model):
+            enc.get_input_embeddings().weight.requires_grad_(False)
+    return model, tokenizer
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups: Dict[str, List[torch.nn.Parameter]] = {"enc": [], "enc_nd": [], "head": [], "head_nd": []}
-    for name, p in model.named_parameters():
+    enc_ids = {id(p) for enc in hf_encoders(model) for p in enc.parameters()}
+    for p in model.parameters():
         if not p.requires_grad:
             continue
-        part = "enc" if name.startswith("encoder.") else "head"
+        part = "enc" if id(p) in enc_ids else "head"
         # no weight decay on biases and norm scales
         groups[part + ("_nd" if p.dim() <= 1 else "")].append(p)
     spec = [
@@ -261,7 +262,7 @@ class StepLogger:
     def log(self, record: Dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self.f.write(json.dumps(record, default=float) + "\n")
+        self.f.write(json.dumps(json_safe(record)) + "\n")  # valid JSON: no bare NaN/Infinity
         self.f.flush()
         if self.tb is not None and "step" in record:
             prefix = record.get("stage", "train")
@@ -279,13 +280,29 @@ class StepLogger:
 # ----------------------------------------------------------------------------- engine
 
 
+class StepModule(torch.nn.Module):
+    """The model and the method's loss as one module, so that DDP sees one forward per micro-batch.
+    Parameters the loss did not use this step (ablations, heads of other stages) still join the graph
+    with a zero gradient: DDP's reducer expects every parameter every step."""
+
+    def __init__(self, model: torch.nn.Module, method: Method) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
+
+    def forward(self, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, torch.Tensor]:
+        out = self.method.loss(self.model, batch, stage, impl)
+        out["loss"] = out["loss"] + 0.0 * sum(p.view(-1)[0] for p in self.model.parameters() if p.requires_grad)
+        return out
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> None:
         cfg.validate()
-        if cfg.method == "token-classification" and cfg.self_training_rounds:
-            raise UserError("--self-training-rounds needs --method mclner")
         self.cfg = cfg
+        self.method = cfg.method_instance()
         self.resume = resume
+        self.overwrite = overwrite
         self.env = setup_env(cfg)
         self.out = Path(cfg.output_dir)
         self.impl = "auto" if cfg.fused else "reference"
@@ -298,132 +315,122 @@ class Trainer:
             return torch.autocast("cuda", dtype=dt)
         return contextlib.nullcontext()
 
-    def weights(self, stage: str) -> LossWeights:
-        c = self.cfg
-        cs = c.method == "mclner" and c.codeswitch
-        if stage == "source":
-            return LossWeights(
-                ce_cs=1.0 if cs else 0.0, sc=c.w_cl if (cs and c.use_sc) else 0.0, tc=c.w_cl if c.use_tc else 0.0,
-                mse=0.0, tau_sc=c.tau_sc, tau_tc=c.tau_tc, tc_none_ratio=c.tc_none_ratio, tc_max_pairs=c.tc_max_pairs,
-            )
-        return LossWeights(
-            ce_cs=1.0 if cs else 0.0, sc=0.0, tc=c.w_tc_st if c.use_tc else 0.0, mse=c.w_mse,
-            tau_sc=c.tau_sc, tau_tc=c.tau_tc, tc_none_ratio=c.tc_none_ratio, tc_max_pairs=c.tc_max_pairs,
-        )
+    def _context(self) -> Context:
+        return Context(self.cfg, self.env.device, self.impl, self.data.label_map, self.env.is_main, self.logger.log)
+
+    def _save(self, dest: Path, model: torch.nn.Module, **kw: Any) -> None:
+        save_checkpoint(dest, model, self.tokenizer, self.data.label_map, self.cfg.to_dict(), method=self.method, **kw)
 
     def run(self) -> Dict[str, Any]:
+        # checks --output-dir and locks it for the run; nothing in it is deleted before prepare()
+        with RunDir(self.out, self.resume, self.overwrite, main=self.env.is_main) as self.rundir:
+            return self._run()
+
+    def _run(self) -> Dict[str, Any]:
         cfg, env = self.cfg, self.env
-        if self.out.exists() and any(self.out.iterdir()) and not self.resume and env.is_main:
-            if (self.out / "stages").exists():
-                raise UserError(f"output dir {self.out} already holds a run: pass --resume to continue it "
-                                "or --overwrite to start again")
         _barrier(env)
-        data = load_data(cfg)
-        model, tokenizer, tags = build_model(cfg, data.label_map)
+        data = load_data(cfg, self.method, env.is_main)
+        model, tokenizer = build_model(cfg, self.method, data.label_map)
+        init_report = self.method.init_model(model, data.examples, data.label_map)
         model.to(env.device)
-        self.tokenizer, self.tags, self.data = tokenizer, tags, data
-        self.builder = make_builder(tokenizer, data.label_map, cfg.method, cfg.max_length)
+        self.tokenizer, self.data = tokenizer, data
+        self.collator = self.method.make_collator(tokenizer, data.label_map, cfg.max_length)
+        self.rundir.prepare()  # options, data and encoder are valid: --overwrite may clear the folder now
         self.logger = StepLogger(self.out, env.is_main)
         if env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "training_args.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-            self.logger.log({"event": "data", "train": len(data.train), "dev": len(data.dev),
-                             "target_test": len(data.target_test), "target_unlabeled": len(data.target_unlabeled),
-                             "types": list(data.label_map.types), "impl": self.impl})
-        summary: Dict[str, Any] = {"stages": {}}
-        stages = ["source"] + [f"st{r}" for r in range(1, cfg.self_training_rounds + 1)]
+            self.logger.log({"event": "data", "method": self.method.name, "train": len(data.train),
+                             "dev": len(data.dev), "target_test": len(data.target_test),
+                             "target_unlabeled": len(data.target_unlabeled), "types": list(data.label_map.types),
+                             "impl": self.impl})
+            if init_report:
+                self.logger.log({"event": "init", **init_report})
+        summary: Dict[str, Any] = {"method": self.method.name, "stages": {}}
         prev_best: Optional[Path] = None
         try:
-            for stage in stages:
-                sdir = self.out / "stages" / stage
-                if (sdir / "DONE").exists() and self.resume:
-                    done = json.loads((sdir / "DONE").read_text())
+            for stage in self.method.stages():
+                sdir = self.out / "stages" / stage.name
+                done = read_done(sdir) if self.resume else None
+                if done is not None:
                     if self._calibrate(model, stage, sdir, done) and env.is_main:
-                        (sdir / "DONE").write_text(json.dumps(done, default=float))
-                    summary["stages"][stage] = done
+                        write_done(sdir, done)
+                    summary["stages"][stage.name] = done
                     prev_best = sdir / "best"
                     continue
-                teacher, target_examples = None, None
-                if stage != "source":
+                teacher, target = None, None
+                if prev_best is not None:
                     self._load_weights(model, prev_best)
+                if stage.teacher:
                     teacher = copy.deepcopy(model).eval()
                     for p in teacher.parameters():
                         p.requires_grad_(False)
-                    target_examples, counts = self._pseudo_label(teacher, stage)
-                    summary.setdefault("pseudo_labels", {})[stage] = counts
-                result = self.fit(stage, model, teacher, target_examples)
+                if "target" in stage.streams:
+                    target, counts = self.method.target_data(stage, teacher, self.data.target_unlabeled,
+                                                             self.collator, self._context())
+                    self.logger.log({"event": "target_data", "stage": stage.name, **counts})
+                    summary.setdefault("target_data", {})[stage.name] = counts
+                result = self.fit(stage, model, teacher, target)
                 if result.get("interrupted"):
                     summary["interrupted"] = True
                     return summary
                 self._calibrate(model, stage, sdir, result)
-                summary["stages"][stage] = result
+                summary["stages"][stage.name] = result
                 if env.is_main:
-                    (sdir / "DONE").write_text(json.dumps(result, default=float))
+                    write_done(sdir, result)
                 _barrier(env)
                 prev_best = sdir / "best"
             # final model: the last stage's best
             self._load_weights(model, prev_best)
             if env.is_main:
-                tmp = self.out / ".best.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(prev_best, tmp, ignore=shutil.ignore_patterns("training_state.pt"))
-                atomic_replace_dir(tmp, self.out / "best")
+                copy_checkpoint(prev_best, self.out / "best")
                 summary["final"] = self._final_eval(model)
                 (self.out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
         finally:
             self.logger.close()
         return summary
 
-    def _calibrate(self, model: torch.nn.Module, stage: str, sdir: Path, result: Dict[str, Any]) -> bool:
-        """With --calibrate-none-bias: choose the stage's decoding NONE bias on the source dev set (once;
-        it is kept in ``result`` and the stage's best checkpoint) and set it on ``model``, so that the
-        next stage's teacher and the final model decode with it. True when it was computed now."""
-        cfg, env = self.cfg, self.env
-        if not (cfg.calibrate_none_bias and isinstance(model, MCLNERModel) and self.data.dev):
-            return False
-        computed = "none_bias" not in result
+    def _calibrate(self, model: torch.nn.Module, stage: Stage, sdir: Path, result: Dict[str, Any]) -> bool:
+        """Let the method choose decoding settings for the stage's best model on the source dev set
+        (once; kept in ``result`` and the stage's best checkpoint) and set them on ``model``, so that
+        the next stage's teacher and the final model decode with them. True when computed now."""
+        env = self.env
+        fields = result.get("calibrated")
+        computed = fields is None
         if computed:
-            from mclner.evaluation import calibrate_none_bias
-
+            if not (self.method.calibrates() and self.data.dev):
+                return False
             self._load_weights(model, sdir / "best")
-            bias, curve = 0.0, {}
+            found = self.method.calibrate(model, self.data.dev, self.collator, self._context()) if env.is_main else {}
+            # every rank takes rank 0's choice (model-config numbers only)
+            has = _broadcast_flag(env, bool(found))
+            if not has:
+                return False
+            keys = sorted(found["model"]) if env.is_main else []
+            if env.distributed:
+                box = [keys]
+                dist.broadcast_object_list(box, 0)
+                keys = box[0]
+            fields = {k: _broadcast_float(env, float(found["model"][k]) if env.is_main else 0.0) for k in keys}
+            result["calibrated"] = fields
+            result.update(fields)
             if env.is_main:
-                bias, curve = calibrate_none_bias(model, self.data.dev, self.builder, self.data.label_map,
-                                                  batch_size=2 * cfg.batch_size, device=env.device, impl=self.impl)
-            bias = _broadcast_float(env, bias)
-            result["none_bias"], result["none_bias_dev_f1"] = bias, {str(k): v for k, v in curve.items()}
-            if env.is_main:
-                update_model_config(sdir / "best", none_bias=bias)
-                self.logger.log({"event": "calibration", "stage": stage, "none_bias": bias,
-                                 "dev_f1": result["none_bias_dev_f1"]})
-                print(f"[{stage}] decoding NONE bias {bias:g} (source dev F1 {100 * curve[bias]:.2f}; "
-                      f"{100 * curve[0.0]:.2f} without)")
-        model.config.none_bias = float(result["none_bias"])
+                result.update({k: v for k, v in found.items() if k not in ("model", "message")})
+                update_model_config(sdir / "best", **fields)
+                self.logger.log({"event": "calibration", "stage": stage.name, **fields})
+                if found.get("message"):
+                    print(f"[{stage.name}] {found['message']}")
+        for k, v in fields.items():
+            setattr(model.config, k, v)
         return computed
 
     def _load_weights(self, model: torch.nn.Module, path: Optional[Path]) -> None:
-        from safetensors.torch import load_file
-
         if path is None:
             return
-        model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(self.env.device)))
-
-    def _pseudo_label(self, teacher, stage: str):
-        from mclner.training.selftrain import pseudo_label
-
-        kept, counts = pseudo_label(
-            teacher, self.data.target_unlabeled, self.builder, self.data.label_map,
-            threshold=self.cfg.st_threshold, batch_size=2 * self.cfg.batch_size, device=self.env.device,
-            impl=self.impl,
-        )
-        self.logger.log({"event": "pseudo_labels", "stage": stage, **counts})
-        if self.env.is_main:
-            print(f"[{stage}] pseudo-labels: {counts['unlabeled']} unlabelled, {counts['has_entity']} with an "
-                  f"entity, {counts['continuous']} continuous, {counts['confident']} ≥ {self.cfg.st_threshold}")
-        return [Example(s) for s in kept], counts
+        load_weights(model, path, self.env.device)  # verifies the SHA-256 recorded at save
 
     def _evaluate(self, model, sentences) -> Dict[str, Any]:
-        return evaluate(model, sentences, self.builder, self.data.label_map, batch_size=2 * self.cfg.batch_size,
+        return evaluate(model, sentences, self.collator, self.data.label_map, batch_size=2 * self.cfg.batch_size,
                         device=self.env.device, impl=self.impl)
 
     def _final_eval(self, model) -> Dict[str, Any]:
@@ -437,17 +444,21 @@ class Trainer:
         return res
 
     # -- one stage
-    def fit(self, stage: str, model: torch.nn.Module, teacher=None, target_examples=None) -> Dict[str, Any]:
+    def fit(self, stage: Stage, model: torch.nn.Module, teacher=None, target=None) -> Dict[str, Any]:
         cfg, env = self.cfg, self.env
-        sdir = self.out / "stages" / stage
-        examples = self.data.examples
+        name = stage.name
+        sdir = self.out / "stages" / name
+        # A stage that reads no source data iterates over its target sentences instead.
+        from_source = "source" in stage.streams
+        examples = self.data.examples if from_source else list(target or [])
+        if not examples:
+            raise UserError(f"stage {name}: no {'training examples' if from_source else 'target sentences'}")
         bs = cfg.batch_size
         accum = max(1, cfg.effective_batch_size // (bs * env.world))
         nb = math.ceil(len(examples) / bs)
         nb_rank = max(1, nb // env.world)  # ranks step in lockstep: drop the remainder batches
         steps_per_epoch = math.ceil(nb_rank / accum)
-        total = cfg.max_steps or cfg.epochs * steps_per_epoch
-        weights = self.weights(stage)
+        total = stage.max_steps or cfg.max_steps or cfg.epochs * steps_per_epoch
 
         opt = make_optimizer(model, cfg)
         sched = make_scheduler(opt, total, cfg.warmup_ratio)
@@ -456,9 +467,10 @@ class Trainer:
         st = {"step": 0, "epoch": 0, "batch_pos": 0, "best_f1": -1.0, "bad_evals": 0, "last_eval_step": -1}
 
         last = sdir / "last"
-        if self.resume and (last / "training_state.pt").exists():
+        guard = NonFiniteGuard(stage=name, device=env.device)  # stops after 3 non-finite steps in a row
+        if self.resume and has_training_state(last):
             self._load_weights(model, last)
-            ts = torch.load(last / "training_state.pt", map_location="cpu", weights_only=False)
+            ts = load_training_state(last)  # JSON + safetensors, verified; never unpickles
             opt.load_state_dict(ts["optimizer"])
             sched.load_state_dict(ts["scheduler"])
             scaler.load_state_dict(ts["scaler"])
@@ -466,23 +478,24 @@ class Trainer:
             if env.is_main:
                 set_rng_state(ts["rng"])
             if env.is_main:
-                print(f"[{stage}] resumed from {last} at step {st['step']}")
+                print(f"[{name}] resumed from {last} at step {st['step']}")
 
-        ddp = model
+        step_module = StepModule(model, self.method)
+        ddp: torch.nn.Module = step_module
         if env.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            ddp = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+            ddp = DistributedDataParallel(step_module,
+                                          device_ids=[env.device.index] if env.device.type == "cuda" else None)
 
         def save_last() -> None:
             if not env.is_main:
                 return
             state = {
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "counters": dict(st), "rng": rng_state(), "stage": stage, "total_steps": total,
+                "counters": dict(st), "rng": rng_state(), "stage": name, "total_steps": total,
             }
-            save_checkpoint(last, model, self.tokenizer, self.data.label_map, cfg.to_dict(), tag_vocab=self.tags,
-                            training_state=state, extra={"stage": stage, "step": st["step"]})
+            self._save(last, model, training_state=state, extra={"stage": name, "step": st["step"]})
 
         def do_eval() -> bool:
             """Evaluate on the dev set, keep the best, save a resumable checkpoint; True = stop early."""
@@ -493,12 +506,11 @@ class Trainer:
                     res = self._evaluate(model, self.data.dev)
                     f1 = res["f1"]
                     improved = f1 > st["best_f1"]
-                    self.logger.log({"event": "eval", "stage": stage, "step": st["step"], "epoch": st["epoch"],
+                    self.logger.log({"event": "eval", "stage": name, "step": st["step"], "epoch": st["epoch"],
                                      "dev_f1": f1, "dev_precision": res["precision"], "dev_recall": res["recall"]})
                     if improved:
                         st["best_f1"], st["bad_evals"] = f1, 0
-                        save_checkpoint(sdir / "best", model, self.tokenizer, self.data.label_map, cfg.to_dict(),
-                                        tag_vocab=self.tags, extra={"stage": stage, "step": st["step"], "dev": res})
+                        self._save(sdir / "best", model, extra={"stage": name, "step": st["step"], "dev": res})
                     else:
                         st["bad_evals"] += 1
                     stop = cfg.patience > 0 and st["bad_evals"] >= cfg.patience
@@ -514,45 +526,46 @@ class Trainer:
         if cfg.progress and env.is_main:
             from tqdm.auto import tqdm
 
-            pbar = tqdm(total=total, initial=st["step"], desc=stage, dynamic_ncols=True)
+            pbar = tqdm(total=total, initial=st["step"], desc=name, dynamic_ncols=True)
         stop = False
         t0 = time.time()
         while st["step"] < total and not stop:
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + hash_stage(stage) * 7919 + st["epoch"])
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + hash_stage(name) * 7919 + st["epoch"])
             perm = torch.randperm(len(examples), generator=gen).tolist()
             all_batches = [perm[k : k + bs] for k in range(0, len(perm), bs)]
             mine = all_batches[env.rank :: env.world][:nb_rank]
             tperm: List[int] = []
-            if target_examples:
-                tperm = torch.randperm(len(target_examples), generator=gen).tolist()
+            if target and from_source:
+                tperm = torch.randperm(len(target), generator=gen).tolist()
             bi = st["batch_pos"]
             while bi < len(mine):
                 group = mine[bi : bi + accum]
                 sums: Dict[str, float] = {}
                 for gi, ids in enumerate(group):
-                    batch = self.builder.examples([examples[i] for i in ids])
-                    kwargs: Dict[str, Any] = {"src": batch["src"], "weights": weights, "impl": self.impl}
-                    if "cs" in batch:
-                        kwargs["cs"], kwargs["alignment"] = batch["cs"], batch["alignment"]
-                    if target_examples:
-                        k0 = (bi + gi) * bs
-                        tex = [target_examples[tperm[(k0 + r) % len(tperm)]] for r in range(bs)]
-                        kwargs["tgt"] = self.builder.sentences([e.src for e in tex])
-                    kwargs = {k: to_device(v, env.device) for k, v in kwargs.items()}
-                    if teacher is not None and "tgt" in kwargs:
-                        with self._amp():
-                            kwargs["teacher_probs"] = teacher.predict_probs(kwargs["tgt"], impl=self.impl)
+                    if not from_source:
+                        batch = self.method.collate(self.collator, [], [examples[i] for i in ids])
+                    else:
+                        tex = None
+                        if tperm:
+                            k0 = (bi + gi) * bs
+                            tex = [target[tperm[(k0 + r) % len(tperm)]] for r in range(bs)]
+                        batch = self.method.collate(self.collator, [examples[i] for i in ids], tex)
+                    batch = to_device(batch, env.device)
+                    if teacher is not None:
+                        with torch.no_grad(), self._amp():
+                            batch.update(self.method.teacher_outputs(teacher, batch, stage, self.impl))
                     sync = gi == len(group) - 1 or not env.distributed
                     ctx = contextlib.nullcontext() if sync else ddp.no_sync()
                     with ctx:
                         with self._amp():
-                            out = ddp(**kwargs)
+                            out = ddp(batch, stage, self.impl)
                         scaler.scale(out["loss"] / len(group)).backward()
                     for k, v in out.items():
                         sums[k] = sums.get(k, 0.0) + float(v.detach()) / len(group)
                 scaler.unscale_(opt)
                 gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                scaler.step(opt)
+                if guard.step_ok(st["step"] + 1, sums["loss"], float(gnorm), scaler.is_enabled()):
+                    scaler.step(opt)  # a non-finite step is skipped; K in a row stop the run
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
                 sched.step()
@@ -561,7 +574,7 @@ class Trainer:
                 st["batch_pos"] = bi
                 if st["step"] % cfg.log_every == 0:
                     lrs = {f"lr_{g['name']}": g["lr"] for g in opt.param_groups}
-                    self.logger.log({"stage": stage, "step": st["step"], "epoch": st["epoch"], **sums,
+                    self.logger.log({"stage": name, "step": st["step"], "epoch": st["epoch"], **sums,
                                      "grad_norm": float(gnorm), **lrs, "elapsed_s": time.time() - t0})
                 if pbar is not None:
                     pbar.update(1)
@@ -585,9 +598,8 @@ class Trainer:
             do_eval()
         if pbar is not None:
             pbar.close()
-        if env.is_main and not (sdir / "best").exists():  # no dev set: the last model is the result
-            save_checkpoint(sdir / "best", model, self.tokenizer, self.data.label_map, cfg.to_dict(),
-                            tag_vocab=self.tags, extra={"stage": stage, "step": st["step"]})
+        if env.is_main and not checkpoint_exists(sdir / "best"):  # no dev set: the last model is the result
+            self._save(sdir / "best", model, extra={"stage": name, "step": st["step"]})
         _barrier(env)
         return {"steps": st["step"], "epochs": st["epoch"], "best_dev_f1": st["best_f1"],
                 "early_stopped": bool(stop and st["step"] < total)}
@@ -598,6 +610,7 @@ def hash_stage(stage: str) -> int:
     return sum((i + 1) * ord(c) for i, c in enumerate(stage))
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Dict[str, Any]:
-    """Train as configured; returns the summary also written to ``<output_dir>/results.json``."""
-    return Trainer(cfg, resume=resume).run()
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
+    """Train as configured; returns the summary also written to ``<output_dir>/results.json``.
+    ``overwrite`` clears an existing run folder (only what mclner wrote) once everything is validated."""
+    return Trainer(cfg, resume=resume, overwrite=overwrite).run()

@@ -1,10 +1,14 @@
-"""`mclner data`: list and fetch the embedded sources, and summarise a data set."""
+"""`mclner data`: list and fetch the embedded sources (converting the encoder), and summarise a data set.
+
+A command module above the data layer: `mclner.data` itself imports no encoder or model code."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections import Counter
+
+from mclner._cli_util import DefaultsHelpFormatter
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -73,9 +77,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--force", action="store_true", help="download again even if already fetched")
     q.set_defaults(func=_fetch)
 
-    q = dsub.add_parser("stats", help="count sentences, tokens and entities of a data set")
+    q = dsub.add_parser("stats", help="count sentences, tokens and entities of a data set",
+                       formatter_class=DefaultsHelpFormatter)
     q.add_argument("spec", help="embedded name (conll2003-en, msra-zh), HF name (wikiann:de) or path")
-    q.add_argument("--split", default="train", help="train, dev or test (default train)")
+    q.add_argument("--split", default="train", help="train, dev or test")
     q.add_argument("--lang", default=None, help="language code for local files / HF sets")
     q.add_argument("--lenient", action="store_true", help="repair invalid tag transitions instead of failing")
     q.set_defaults(func=_stats)

@@ -1,4 +1,4 @@
-"""Pseudo-labelling of unlabelled target sentences for self-training (SPEC.md §5, paper Eq. 9–10).
+"""Pseudo-labelling of unlabelled target sentences for self-training (docs/METHOD.md §5).
 
 A sentence is kept when (1) the teacher decodes at least one entity, (2) every tail-head cell the
 teacher predicts is backed by a complete next-neighbour chain (no discontinuous entity candidates),
@@ -13,15 +13,16 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 
 from mclner.evaluation import predict_entities
+from mclner.schema import NNW, THW_BASE
 
 
 def is_continuous(pred: torch.Tensor) -> bool:
     """Every predicted THW cell (e, s), e ≥ s, has NNW at (k, k+1) for s ≤ k < e."""
     n = pred.shape[0]
-    thw = (pred >= 2) & torch.ones(n, n, dtype=torch.bool).tril()
+    thw = (pred >= THW_BASE) & torch.ones(n, n, dtype=torch.bool).tril()
     for e, s in thw.nonzero().tolist():
         for k in range(s, e):
-            if int(pred[k, k + 1]) != 1:
+            if int(pred[k, k + 1]) != NNW:
                 return False
     return True
 
@@ -30,14 +31,14 @@ def relation_confidence(probs: torch.Tensor, entities: Sequence[Tuple[int, int, 
     vals: List[float] = []
     for s, e, t in entities:
         vals.append(float(probs[e, s, label_map.thw(t)]))
-        vals.extend(float(probs[k, k + 1, 1]) for k in range(s, e))
+        vals.extend(float(probs[k, k + 1, NNW]) for k in range(s, e))
     return sum(vals) / len(vals) if vals else 0.0
 
 
 def pseudo_label(
     teacher: torch.nn.Module,
     sentences: Sequence[Any],
-    builder: Any,
+    collator: Any,
     label_map: Any,
     *,
     threshold: float = 0.9,
@@ -49,7 +50,7 @@ def pseudo_label(
     from mclner.data.grid import entities_to_iob2
 
     preds, probs = predict_entities(
-        teacher, sentences, builder, label_map, batch_size=batch_size, device=device, impl=impl, return_probs=True
+        teacher, sentences, collator, label_map, batch_size=batch_size, device=device, impl=impl, return_probs=True
     )
     counts = {"unlabeled": len(sentences), "has_entity": 0, "continuous": 0, "confident": 0}
     kept = []

@@ -1,0 +1,52 @@
+"""Loading a checkpoint of any method for inference: model, tokenizer, label map and the collator
+that turns sentences into the model's batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+
+@dataclass
+class LoadedModel:
+    method: Any  # mclner.methods.base.Method, with the options the checkpoint was trained with
+    model: torch.nn.Module  # in eval mode, on ``device``
+    tokenizer: Any
+    label_map: Any
+    collator: Any
+    config: Dict[str, Any]  # the checkpoint's config.json
+    device: torch.device
+
+
+def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
+    """``device`` as a torch.device (default: cuda when available, else cpu)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(checkpoint: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
+               max_length: Optional[int] = None) -> LoadedModel:
+    """Load a checkpoint folder written by `mclner train` (any method; read from its config.json).
+    ``max_length`` (sub-word pieces per sentence) defaults to the one the model was trained with."""
+    from mclner.methods import get_method
+    from mclner.methods.base import config_from_dict
+    from mclner.training.checkpoint import load_checkpoint
+
+    dev = resolve_device(device)
+    model, tokenizer, label_map, cfg = load_checkpoint(Path(checkpoint), dev)
+    cls = get_method(cfg["method"])
+    method = cls(config_from_dict(cls, cfg.get("method_config", {})))
+    if max_length is None:
+        args = Path(checkpoint) / "training_args.json"
+        import json
+
+        try:
+            max_length = int(json.loads(args.read_text()).get("max_length", 512))
+        except (OSError, ValueError, TypeError):
+            max_length = 512
+    collator = method.make_collator(tokenizer, label_map, max_length)
+    return LoadedModel(method, model, tokenizer, label_map, collator, cfg, dev)

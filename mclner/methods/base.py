@@ -1,0 +1,205 @@
+"""The method seam: what a cross-lingual NER method declares, and the registry of methods.
+
+A method is one folder under ``mclner/methods/`` holding a :class:`Method` subclass decorated with
+:func:`register`. It declares its options (a dataclass, from which the command line is generated),
+its presets, its model, how its batches are made, its training stages, its loss for a batch and,
+where it has them, how it labels target text for a later stage and how it calibrates its decoding.
+The trainer (`mclner.training.trainer`) runs the stages and knows no method; decoding into entities
+is the model's ``decode`` (see :class:`NERModel`), so evaluation and prediction know no method either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+
+import torch
+import torch.nn as nn
+
+from mclner.errors import UserError
+
+Entity = Tuple[int, int, str]
+
+
+@dataclass
+class Stage:
+    """One training stage as a method declares it.
+
+    name: folder name under ``stages/`` and log prefix. weights: the method's loss weights and
+    switches for this stage (read only by the method's ``loss``). streams: the data a batch holds,
+    ``source`` (the method's training examples) and ``target`` (target sentences the method prepared
+    in :meth:`Method.target_data`). teacher: the previous stage's best model, frozen, is passed to
+    :meth:`Method.teacher_outputs`. max_steps: optimizer steps of this stage (None: the run's
+    ``--max-steps``/``--epochs``). The student starts from the previous stage's best model.
+    """
+
+    name: str
+    weights: Dict[str, float] = field(default_factory=dict)
+    streams: Tuple[str, ...] = ("source",)
+    teacher: bool = False
+    max_steps: Optional[int] = None
+
+
+@dataclass
+class Context:
+    """What the trainer lends a method: the run's configuration and where to compute."""
+
+    train: Any  # mclner.training.config.TrainConfig
+    device: torch.device
+    impl: str
+    label_map: Any
+    is_main: bool = True
+    log: Callable[[Dict[str, Any]], None] = lambda record: None
+    # Position of each training sentence in the source's train split and that split's size (files of
+    # per-sentence data such as translations are given for the whole split).
+    source_index: Optional[List[int]] = None
+    source_total: int = 0
+
+
+class NERModel(nn.Module):
+    """A method's model: ``config`` (a dataclass with ``to_dict``/``from_dict``, saved in checkpoints)
+    and ``decode``, which turns a collated batch into entities."""
+
+    method: ClassVar[str] = ""
+    config: Any
+
+    def decode(self, batch: Dict[str, torch.Tensor], label_map: Any, *, impl: str = "reference",
+               return_scores: bool = False, **options: Any) -> List[Tuple[List[Entity], Optional[torch.Tensor]]]:
+        """Per sentence of the batch: its entities ``(start, end_inclusive, type)`` and, with
+        return_scores, the model's per-sentence scores (relation probabilities ``[n, n, C]`` or tag
+        probabilities ``[n, T]``)."""
+        raise NotImplementedError
+
+
+def option(default: Any, help: str, **meta: Any) -> Any:
+    """A method option: a dataclass field whose help text (and ``choices``, ``flag``) the command
+    line uses. ``min``/``max`` bound numbers (validated, non-finite values are always refused)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+class Method:
+    """Base class of the methods (see the module docstring). Subclasses set the class attributes and
+    implement the methods that raise NotImplementedError."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Config: ClassVar[type]  # dataclass of the method's options, fields made with `option`
+    # preset name -> values of TrainConfig fields and of the method's options
+    presets: ClassVar[Dict[str, Dict[str, Any]]] = {}
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    # -- model and batches
+    def build_model(self, encoder: nn.Module, label_map: Any) -> NERModel:
+        raise NotImplementedError
+
+    def make_collator(self, tokenizer: Any, label_map: Any, max_length: int) -> Any:
+        """A callable ``sentences -> batch dict`` (see `mclner.data.collate.RelationCollator`)."""
+        raise NotImplementedError
+
+    def init_model(self, model: NERModel, examples: Sequence[Any], label_map: Any) -> Dict[str, Any]:
+        """Data-dependent initialisation of a freshly built model, before the first stage (e.g. output
+        biases from the label prior); returns what to log. Default: nothing."""
+        return {}
+
+    # -- data and stages
+    def prepare_examples(self, sentences: Sequence[Any], ctx: Context) -> List[Any]:
+        """The source training examples (e.g. each sentence with its code-switched copy); made once,
+        so that a resumed run sees the same data."""
+        return list(sentences)
+
+    def needs_unlabeled(self) -> bool:
+        """Whether a stage reads unlabelled target text (the trainer then loads it)."""
+        return any("target" in s.streams for s in self.stages())
+
+    def stages(self) -> List[Stage]:
+        raise NotImplementedError
+
+    def target_data(self, stage: Stage, teacher: Optional[nn.Module], sentences: Sequence[Any],
+                    collator: Any, ctx: Context) -> Tuple[List[Any], Dict[str, Any]]:
+        """Target sentences for a stage that reads the ``target`` stream, and counts to report (e.g.
+        pseudo-labelling by the teacher). Default: the unlabelled sentences as they are."""
+        return list(sentences), {"target_sentences": len(sentences)}
+
+    def collate(self, collator: Any, examples: Sequence[Any], target: Optional[Sequence[Any]]) -> Dict[str, Any]:
+        """A training batch (CPU tensors) from source examples and, when the stage reads it, target
+        sentences."""
+        raise NotImplementedError
+
+    def teacher_outputs(self, teacher: nn.Module, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, Any]:
+        """What the frozen teacher adds to a batch (called under no_grad)."""
+        return {}
+
+    def loss(self, model: nn.Module, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, torch.Tensor]:
+        """The loss terms of one micro-batch; ``loss`` is the weighted total that is back-propagated."""
+        raise NotImplementedError
+
+    # -- decoding
+    def calibrates(self) -> bool:
+        """Whether :meth:`calibrate` chooses anything (the trainer skips it otherwise)."""
+        return False
+
+    def calibrate(self, model: NERModel, dev: Sequence[Any], collator: Any, ctx: Context) -> Optional[Dict[str, Any]]:
+        """After a stage: decoding settings chosen on the source dev set (stored in the model's config
+        and in the stage result), or None when the method has none."""
+        return None
+
+    # -- options
+    def validate(self) -> None:
+        validate_options(self.config, self.name)
+
+
+def validate_options(config: Any, owner: str) -> None:
+    """Finite numbers within each field's ``min``/``max`` and one of its ``choices``."""
+    import math
+
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)):
+            if not math.isfinite(v):
+                raise UserError(f"{flag} must be a finite number, got {v}")
+            lo, hi = f.metadata.get("min"), f.metadata.get("max")
+            if lo is not None and v < lo:
+                raise UserError(f"{flag} must be >= {lo}, got {v}")
+            if hi is not None and v > hi:
+                raise UserError(f"{flag} must be <= {hi}, got {v}")
+        choices = f.metadata.get("choices")
+        if choices is not None and v not in choices:
+            raise UserError(f"{flag} must be one of {', '.join(map(str, choices))}, got {v!r} ({owner})")
+
+
+_REGISTRY: Dict[str, Type[Method]] = {}
+
+
+def register(cls: Type[Method]) -> Type[Method]:
+    """Class decorator: add a method to the registry under ``cls.name``."""
+    if not cls.name or cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} is empty or already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> Dict[str, Type[Method]]:
+    """Registered methods by name (importing `mclner.methods` registers the built-in ones)."""
+    return dict(_REGISTRY)
+
+
+def get_method(name: str) -> Type[Method]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}") from None
+
+
+def config_from_dict(cls: Type[Method], values: Dict[str, Any]) -> Any:
+    """The method's option dataclass from a dict (unknown keys are an error: they would be ignored)."""
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"method {cls.name!r} has no option(s) {', '.join(unknown)}")
+    return cls.Config(**values)

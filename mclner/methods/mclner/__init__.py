@@ -1,0 +1,226 @@
+"""mCL-NER: relation grid + multi-view contrastive learning + self-training (docs/METHOD.md).
+
+Stages: ``source`` (source + code-switched data, ``L_ce(src) + L_ce(cs) + w·(L_sc + L_tc)``), then
+``st1 … stK`` (self-training rounds: the student starts from the previous stage's best model and
+trains on source, code-switched and pseudo-labelled target data with ``L_ce + w1·L_tc + w2·L_mse``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from mclner.data.batches import build_examples, collate_examples
+from mclner.errors import UserError
+from mclner.methods.base import Context, Method, Stage, option, register
+from mclner.methods.mclner.model import MCLNERModel, RelationModelConfig
+from mclner.nn import (
+    FUSIONS,
+    grid_ce,
+    prob_mse,
+    relation_info_nce,
+    sample_relation_pairs,
+    sentence_info_nce,
+)
+
+# The quick preset: a CPU run of the whole method (source stage + one self-training round) in under
+# 30 minutes on 2 cores. Short sentences from a subset, frozen word embeddings (half the CPU step:
+# they are most of e5-small's weights) with a higher encoder lr for the short schedule, and decoding
+# calibrated against the NONE prior that such a schedule leaves (docs/TRAINING.md).
+QUICK_COMMON: Dict[str, Any] = dict(
+    max_train_sentences=2000, max_eval_sentences=500, max_words=40, batch_size=16, effective_batch_size=32,
+    max_steps=250, eval_every=50, epochs=1, max_unlabeled_sentences=1000, encoder_lr=1e-4, freeze_embeddings=True,
+)
+FULL_COMMON: Dict[str, Any] = dict(batch_size=16, effective_batch_size=32, epochs=10, eval_every=None, max_words=None)
+
+
+@dataclass
+class MCLNERConfig:
+    codeswitch: bool = option(True, "train with code-switched copies of the source sentences (L_ce(cs), "
+                                    "L_sc, and view B of L_tc)")
+    sc: bool = option(True, "the sentence-level contrastive loss L_sc")
+    tc: bool = option(True, "the relation-level contrastive loss L_tc")
+    self_training_rounds: int = option(1, "self-training rounds after the source stage (0: source stage only)",
+                                       min=0)
+    st_max_steps: Optional[int] = option(None, "optimizer steps of each self-training round (default: as "
+                                               "--max-steps / --epochs)", min=1)
+    cs_word_ratio: float = option(0.3, "fraction of non-entity words also code-switched", min=0.0, max=1.0)
+    fusion: str = option("lstm", "contextual fusion layer over the pooled word states", choices=FUSIONS)
+    biaffine_dim: int = option(128, "width d_b of hs/he", min=1)
+    cln_hidden: int = option(128, "hidden width of the CLN grid MLP", min=1)
+    proj_dim: int = option(128, "contrastive projection width p", min=1)
+    w_cl: float = option(0.1, "weight w of L_sc + L_tc in the source stage", min=0.0)
+    w_tc_st: float = option(0.1, "weight w1 of L_tc in self-training", min=0.0)
+    w_mse: float = option(1.0, "weight w2 of L_mse in self-training", min=0.0)
+    tau_sc: float = option(0.1, "temperature of L_sc", min=1e-6)
+    tau_tc: float = option(0.1, "temperature of L_tc", min=1e-6)
+    tc_none_ratio: float = option(1.0, "L_tc: sampled NONE pairs per gold non-NONE pair", min=0.0)
+    tc_max_pairs: int = option(4096, "L_tc: cap on the sampled pairs M", min=2)
+    st_threshold: float = option(0.9, "self-training: minimum mean probability of a sentence's decoded "
+                                      "relations", min=0.0, max=1.0)
+    prior_init: bool = option(False, "initialise the relation logits' bias to the log class prior of the training "
+                                     "grids, so that training starts from 'all NONE' instead of learning it first")
+    calibrate_none_bias: bool = option(False, "after each stage, lower the NONE logit at decoding time by the bias "
+                                              "(0 to 6) that maximises source dev F1; kept in the checkpoint and used "
+                                              "by evaluate/predict and the self-training teacher (the losses are "
+                                              "unchanged)")
+
+
+@register
+class MCLNERMethod(Method):
+    name = "mclner"
+    description = "mCL-NER: relation grid, code-switched and relation-level contrastive views, self-training"
+    Config = MCLNERConfig
+    presets = {
+        "quick": {**QUICK_COMMON, "tc_max_pairs": 1024, "calibrate_none_bias": True, "st_max_steps": 100},
+        "full": dict(FULL_COMMON),
+    }
+    config: MCLNERConfig
+
+    # -- model and batches
+    def build_model(self, encoder: torch.nn.Module, label_map: Any) -> MCLNERModel:
+        c = self.config
+        return MCLNERModel(encoder, RelationModelConfig(
+            num_classes=label_map.num_classes, fusion=c.fusion, biaffine_dim=c.biaffine_dim,
+            cln_hidden=c.cln_hidden, proj_dim=c.proj_dim))
+
+    def make_collator(self, tokenizer: Any, label_map: Any, max_length: int) -> Any:
+        from mclner.data.collate import RelationCollator
+
+        return RelationCollator(tokenizer, label_map, max_length=max_length, grid=True)
+
+    def init_model(self, model: MCLNERModel, examples: Sequence[Any], label_map: Any) -> Dict[str, Any]:
+        """With --prior-init: the biaffine bias b_c = log p(c) over the cells of the training grids (the
+        source sentences; NONE is ~99% of them), the CLN head's output bias 0."""
+        if not self.config.prior_init:
+            return {}
+        from mclner.data.grid import iob2_to_entities
+        from mclner.schema import NNW, NONE
+
+        counts = torch.zeros(label_map.num_classes, dtype=torch.float64)
+        for e in examples:
+            n = len(e.src.tokens)
+            for s, t_end, typ in iob2_to_entities(e.src.tags):
+                counts[label_map.thw(typ)] += 1
+                counts[NNW] += t_end - s
+            counts[NONE] += n * n
+        counts[NONE] -= counts[NNW:].sum()
+        prior = (counts + 1.0) / (counts + 1.0).sum()  # add-one: a type absent from the data stays finite
+        with torch.no_grad():
+            model.relation.b_bi.copy_(prior.log().to(model.relation.b_bi.dtype))
+            model.relation.cln_2.bias.zero_()
+        return {"prior_init": {name: float(p) for name, p in zip(label_map.class_names(), prior)}}
+
+    # -- data and stages
+    def prepare_examples(self, sentences: Sequence[Any], ctx: Context) -> List[Any]:
+        switcher = None
+        if self.config.codeswitch:
+            from mclner.data.codeswitch import CodeSwitcher
+            from mclner.data.lexicon import load_lexicon
+
+            t = ctx.train
+            if not t.lexicon:
+                raise UserError("code-switching needs a lexicon: pass --lexicon or --no-codeswitch")
+            switcher = CodeSwitcher(load_lexicon(t.lexicon, t.target_lang), target_lang=t.target_lang,
+                                    word_ratio=self.config.cs_word_ratio, seed=t.seed)
+        examples = build_examples(sentences, switcher)
+        if switcher is not None and hasattr(switcher, "report") and ctx.is_main:
+            print(f"code-switching ({ctx.train.lexicon}): {switcher.report()}")
+        return examples
+
+    def stages(self) -> List[Stage]:
+        c = self.config
+        cs = 1.0 if c.codeswitch else 0.0
+        out = [Stage("source", {"ce_cs": cs, "sc": c.w_cl if (c.codeswitch and c.sc) else 0.0,
+                                "tc": c.w_cl if c.tc else 0.0, "mse": 0.0})]
+        for r in range(1, c.self_training_rounds + 1):
+            out.append(Stage(f"st{r}", {"ce_cs": cs, "sc": 0.0, "tc": c.w_tc_st if c.tc else 0.0, "mse": c.w_mse},
+                             streams=("source", "target"), teacher=True, max_steps=c.st_max_steps))
+        return out
+
+    def target_data(self, stage: Stage, teacher: Optional[torch.nn.Module], sentences: Sequence[Any],
+                    collator: Any, ctx: Context) -> Tuple[List[Any], Dict[str, Any]]:
+        from mclner.methods.mclner.selftrain import pseudo_label
+
+        thr = self.config.st_threshold
+        kept, counts = pseudo_label(teacher, sentences, collator, ctx.label_map, threshold=thr,
+                                    batch_size=2 * ctx.train.batch_size, device=ctx.device, impl=ctx.impl)
+        if ctx.is_main:
+            print(f"[{stage.name}] pseudo-labels: {counts['unlabeled']} unlabelled, {counts['has_entity']} with an "
+                  f"entity, {counts['continuous']} continuous, {counts['confident']} ≥ {thr}")
+        return kept, counts
+
+    def collate(self, collator: Any, examples: Sequence[Any], target: Optional[Sequence[Any]]) -> Dict[str, Any]:
+        batch = collate_examples(collator, examples)
+        if target:
+            batch["tgt"] = collator(list(target))
+        return batch
+
+    def teacher_outputs(self, teacher: torch.nn.Module, batch: Dict[str, Any], stage: Stage,
+                        impl: str) -> Dict[str, Any]:
+        if "tgt" not in batch:
+            return {}
+        # the teacher's own distribution (no decoding bias): L_mse's target
+        return {"teacher_probs": teacher.predict_probs(batch["tgt"], impl=impl)}
+
+    def loss(self, model: MCLNERModel, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, torch.Tensor]:
+        c, w = self.config, stage.weights
+        src, cs = batch["src"], batch.get("cs")
+        out: Dict[str, torch.Tensor] = {}
+        h = model.word_states(src)
+        rel = model.relation_logits(h, impl)
+        total = out["ce_src"] = grid_ce(rel["logits"], src["grid_labels"])
+        h_cs = None
+        if cs is not None:
+            h_cs = model.word_states(cs)
+            if w["ce_cs"] > 0:
+                out["ce_cs"] = grid_ce(model.relation_logits(h_cs, impl)["logits"], cs["grid_labels"])
+                total = total + w["ce_cs"] * out["ce_cs"]
+            if w["sc"] > 0:
+                out["sc"] = sentence_info_nce(h, src["word_mask"], h_cs, cs["word_mask"], c.tau_sc, impl)
+                total = total + w["sc"] * out["sc"]
+        if w["tc"] > 0:
+            pairs = sample_relation_pairs(src["grid_labels"], src["word_mask"],
+                                          batch.get("alignment") if cs is not None else None,
+                                          c.tc_none_ratio, c.tc_max_pairs)
+            if pairs is not None:
+                # view A from the source pair's biaffine inputs, view B from the counterpart's CLN pair
+                # features at the aligned pair (the same sentence without a counterpart)
+                b, i, j = pairs["b"], pairs["i"], pairs["j"]
+                hsi, hej = rel["hs"][b, i], rel["he"][b, j]
+                za = model.proj_a(torch.cat([hsi * hej, hsi, hej], -1))
+                hb = h_cs if h_cs is not None else h
+                zb = model.proj_b(model.relation.pair_features_at(hb, b, pairs["ai"], pairs["aj"]))
+                out["tc"] = relation_info_nce(za, zb, c.tau_tc, impl)
+                out["tc_pairs"] = torch.tensor(float(b.shape[0]), device=h.device)
+                total = total + w["tc"] * out["tc"]
+        tgt = batch.get("tgt")
+        if tgt is not None:
+            logits_t = model.relation_logits(model.word_states(tgt), impl)["logits"]
+            out["ce_tgt"] = grid_ce(logits_t, tgt["grid_labels"])
+            total = total + out["ce_tgt"]
+            if "teacher_probs" in batch and w["mse"] > 0:
+                valid = tgt["word_mask"].unsqueeze(2) & tgt["word_mask"].unsqueeze(1)
+                out["mse"] = prob_mse(logits_t, batch["teacher_probs"], valid)
+                total = total + w["mse"] * out["mse"]
+        out["loss"] = total
+        return out
+
+    # -- decoding
+    def calibrates(self) -> bool:
+        return self.config.calibrate_none_bias
+
+    def calibrate(self, model: MCLNERModel, dev: Sequence[Any], collator: Any,
+                  ctx: Context) -> Optional[Dict[str, Any]]:
+        """With --calibrate-none-bias: the decoding NONE bias that maximises source dev F1."""
+        if not (self.calibrates() and dev):
+            return None
+        from mclner.evaluation import calibrate_none_bias
+
+        bias, curve = calibrate_none_bias(model, dev, collator, ctx.label_map, batch_size=2 * ctx.train.batch_size,
+                                          device=ctx.device, impl=ctx.impl)
+        return {"model": {"none_bias": bias}, "none_bias_dev_f1": {str(k): v for k, v in curve.items()},
+                "message": f"decoding NONE bias {bias:g} (source dev F1 {100 * curve[bias]:.2f}; "
+                           f"{100 * curve[0.0]:.2f} without)"}

@@ -1,0 +1,88 @@
+"""The mCL-NER model: word encoder → relation head (biaffine + conditional layer norm, through
+`mclner.ops`) and the two projections of the relation-level contrastive views (docs/METHOD.md §3–§4)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from mclner.methods.base import Entity, NERModel
+from mclner.nn import MLP, RelationHead, WordEncoder
+from mclner.schema import NONE
+
+
+@dataclass
+class RelationModelConfig:
+    """Architecture of the relation model; stored as ``config.json["model"]`` in checkpoints."""
+
+    num_classes: int
+    fusion: str = "lstm"
+    biaffine_dim: int = 128  # d_b: width of hs/he
+    cln_hidden: int = 128  # H: hidden width of the CLN grid MLP
+    proj_dim: int = 128  # p: contrastive projection width (paper: 128)
+    dropout: float = 0.1
+    cln_eps: float = 1e-5
+    encoder_hidden: int = 0  # filled from the encoder config
+    # Subtracted from the NONE logit when decoding (not in the losses): chosen on the source dev set by
+    # `--calibrate-none-bias`; 0 = plain argmax decoding as in the paper.
+    none_bias: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> RelationModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class MCLNERModel(NERModel):
+    """Encoder → word pooling → fusion → relation logits ``[B, N, N, C]`` (+ projection heads)."""
+
+    method = "mclner"
+
+    def __init__(self, encoder: torch.nn.Module, config: RelationModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.words = WordEncoder(encoder, config.fusion, config.dropout)
+        config.encoder_hidden = self.words.encoder_hidden
+        D, Db, P = self.words.dim, config.biaffine_dim, config.proj_dim
+        self.relation = RelationHead(D, config.num_classes, Db, config.cln_hidden, config.dropout, config.cln_eps)
+        self.proj_a = MLP(3 * Db, P, P)
+        self.proj_b = MLP(D, P, P)
+
+    def word_states(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.words(batch)
+
+    def relation_logits(self, h: torch.Tensor, impl: str = "reference") -> Dict[str, torch.Tensor]:
+        return self.relation(h, impl)
+
+    @torch.no_grad()
+    def predict_probs(self, batch: Dict[str, torch.Tensor], impl: str = "reference",
+                      none_bias: Optional[float] = 0.0) -> torch.Tensor:
+        """Relation probabilities ``[B, N, N, C]`` (eval mode is the caller's job), after subtracting
+        ``none_bias`` from the NONE logit (``None``: the calibrated ``config.none_bias``; the default 0
+        gives the model's own distribution, which self-training's L_mse targets need)."""
+        logits = self.relation_logits(self.word_states(batch), impl)["logits"].float()
+        b = self.config.none_bias if none_bias is None else none_bias
+        if b:
+            logits[..., NONE] -= b
+        return logits.softmax(-1)
+
+    @torch.no_grad()
+    def decode(self, batch: Dict[str, torch.Tensor], label_map: Any, *, impl: str = "reference",
+               return_scores: bool = False, none_bias: Optional[float] = None,
+               **_: Any) -> List[Tuple[List[Entity], Optional[torch.Tensor]]]:
+        """Entities of each sentence by grid decoding (``none_bias``: see predict_probs; default the
+        calibrated one); with return_scores also its relation probabilities ``[n, n, C]`` on the CPU."""
+        from mclner.data.grid import decode_grid
+
+        probs = self.predict_probs(batch, impl=impl, none_bias=none_bias).cpu()
+        out = []
+        for r, n in enumerate(batch["word_mask"].sum(1).tolist()):
+            p = probs[r, : int(n), : int(n)]
+            out.append((list(decode_grid(p, label_map)), p if return_scores else None))
+        return out

@@ -1,0 +1,104 @@
+"""The token-classification baseline: a softmax IOB2 tagger on the encoder's mean-pooled word states,
+trained on the source language only and applied zero-shot to the target (docs/METHOD.md §8.0)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from mclner.data.batches import collate_examples
+from mclner.methods.base import Entity, Method, NERModel, Stage, register
+from mclner.methods.mclner import FULL_COMMON, QUICK_COMMON
+from mclner.nn import TokenHead, WordEncoder, token_ce
+from mclner.schema import tag_vocabulary
+
+
+@dataclass
+class TaggerModelConfig:
+    """Architecture of the tagger; stored as ``config.json["model"]`` in checkpoints."""
+
+    tags: List[str] = field(default_factory=lambda: ["O"])  # IOB2 tag vocabulary, id = position
+    dropout: float = 0.1
+    encoder_hidden: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> TaggerModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class TokenClassificationModel(NERModel):
+    """Encoder → word pooling → dropout → linear tag classifier."""
+
+    method = "token-classification"
+
+    def __init__(self, encoder: torch.nn.Module, config: TaggerModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.words = WordEncoder(encoder, "none", config.dropout)
+        config.encoder_hidden = self.words.encoder_hidden
+        self.head = TokenHead(self.words.dim, len(config.tags))
+
+    def tag_logits(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.words(batch))
+
+    @torch.no_grad()
+    def decode(self, batch: Dict[str, torch.Tensor], label_map: Any, *, impl: str = "reference",
+               return_scores: bool = False, **_: Any) -> List[Tuple[List[Entity], Optional[torch.Tensor]]]:
+        from mclner.data.grid import iob2_to_entities
+
+        probs = self.tag_logits(batch).float().softmax(-1).cpu()
+        ids = probs.argmax(-1)
+        tags = self.config.tags
+        out = []
+        for r, n in enumerate(batch["word_mask"].sum(1).tolist()):
+            seq = [tags[int(x)] for x in ids[r, : int(n)]]
+            out.append((list(iob2_to_entities(seq)), probs[r, : int(n)] if return_scores else None))
+        return out
+
+
+@dataclass
+class TaggerConfig:
+    """The baseline has no options of its own (the common ones: encoder, data, optimisation)."""
+
+
+@register
+class TokenClassificationMethod(Method):
+    name = "token-classification"
+    description = "baseline: softmax IOB2 tagger on the source language, applied zero-shot to the target"
+    Config = TaggerConfig
+    presets = {"quick": dict(QUICK_COMMON), "full": dict(FULL_COMMON)}
+
+    def build_model(self, encoder: torch.nn.Module, label_map: Any) -> TokenClassificationModel:
+        return TokenClassificationModel(encoder, TaggerModelConfig(tags=tag_vocabulary(label_map.types)))
+
+    def make_collator(self, tokenizer: Any, label_map: Any, max_length: int) -> Any:
+        from mclner.data.collate import RelationCollator
+
+        tag_to_id = {t: i for i, t in enumerate(tag_vocabulary(label_map.types))}
+        return RelationCollator(tokenizer, label_map, max_length=max_length, grid=False, tag_to_id=tag_to_id)
+
+    def stages(self) -> List[Stage]:
+        return [Stage("source")]
+
+    def collate(self, collator: Any, examples: Sequence[Any], target: Optional[Sequence[Any]]) -> Dict[str, Any]:
+        from mclner.data.batches import Example
+
+        return collate_examples(collator, [e if isinstance(e, Example) else Example(e) for e in examples])
+
+    def prepare_examples(self, sentences: Sequence[Any], ctx: Any) -> List[Any]:
+        from mclner.data.batches import build_examples
+
+        return build_examples(sentences, None)
+
+    def loss(self, model: TokenClassificationModel, batch: Dict[str, Any], stage: Stage,
+             impl: str) -> Dict[str, torch.Tensor]:
+        src = batch["src"]
+        loss = token_ce(model.tag_logits(src), src["tag_labels"])
+        return {"loss": loss, "ce_src": loss.detach()}

@@ -1,0 +1,100 @@
+"""Loss terms shared by the methods (docs/METHOD.md §4–§5): grid and token cross-entropy, sentence-
+and relation-level InfoNCE (through `mclner.ops.info_nce`), the relation-pair sampler, and the
+teacher losses (probability MSE, KL)."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+
+from mclner import ops
+from mclner.nn.encoder import masked_mean
+from mclner.schema import IGNORE, NONE
+
+
+def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    C = logits.shape[-1]
+    if not bool((labels != IGNORE).any()):  # nothing to learn here: a zero that keeps the graph
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.reshape(-1, C).float(), labels.reshape(-1), ignore_index=IGNORE)
+
+
+def grid_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labelled cells of relation logits ``[B, N, N, C]``."""
+    return _ce(logits, labels)
+
+
+def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labelled words of tag logits ``[B, N, T]``."""
+    return _ce(logits, labels)
+
+
+def sentence_info_nce(h_a: torch.Tensor, mask_a: torch.Tensor, h_b: torch.Tensor, mask_b: torch.Tensor,
+                      temperature: float, impl: str = "reference") -> torch.Tensor:
+    """InfoNCE between the masked-mean sentence vectors of two aligned batches (row b's positive is
+    row b of the other view; the batch's other sentences are the negatives)."""
+    za = masked_mean(h_a, mask_a)
+    zb = masked_mean(h_b, mask_b).to(za.dtype)
+    if za.shape[0] < 2:  # no negative in a one-sentence batch
+        return za.sum() * 0
+    return ops.info_nce(za, zb, temperature=temperature, impl=impl)
+
+
+def sample_relation_pairs(labels: torch.Tensor, word_mask: torch.Tensor, alignment: Optional[torch.Tensor],
+                          none_ratio: float, max_pairs: int) -> Optional[Dict[str, torch.Tensor]]:
+    """Word pairs for the relation-level contrastive loss: every labelled non-NONE pair whose words
+    have a counterpart, plus ``none_ratio`` sampled NONE pairs per such pair, at most ``max_pairs``.
+
+    alignment: ``[B, N]`` (one counterpart per source word) or ``[B, N, 2]`` (first and last
+    counterpart word of each source word); None = the same sentence. A relation cell's row word maps
+    to the LAST word of its translation and its column word to the FIRST: THW (tail e, head s) and
+    NNW (k, k+1) then land on the counterpart's own THW/NNW cells even when a word became several.
+    Returns ``b, i, j`` (source pairs) and ``ai, aj`` (counterpart pairs), or None below two pairs.
+    """
+    B, N, _ = labels.shape
+    if alignment is None:
+        alignment = torch.arange(N, device=labels.device).expand(B, N).masked_fill(~word_mask.bool(), -1)
+    if alignment.dim() == 3:
+        first, last = alignment[..., 0], alignment[..., 1]
+    else:
+        first = last = alignment
+    ok = (first >= 0) & (last >= 0)
+    pair_ok = ok.unsqueeze(2) & ok.unsqueeze(1) & labels.ne(IGNORE)
+    pos = (pair_ok & labels.ne(NONE)).nonzero()
+    neg = (pair_ok & labels.eq(NONE)).nonzero()
+    n_pos = min(pos.shape[0], max_pairs)
+    if n_pos < pos.shape[0]:
+        pos = pos[torch.randperm(pos.shape[0], device=pos.device)[:n_pos]]
+    n_neg = min(neg.shape[0], int(round(none_ratio * max(n_pos, 1))), max_pairs - n_pos)
+    if n_neg > 0:
+        neg = neg[torch.randperm(neg.shape[0], device=neg.device)[:n_neg]]
+    else:
+        neg = neg[:0]
+    idx = torch.cat([pos, neg], 0)
+    if idx.shape[0] < 2:  # InfoNCE needs at least one negative
+        return None
+    b, i, j = idx[:, 0], idx[:, 1], idx[:, 2]
+    return {"b": b, "i": i, "j": j, "ai": last[b, i], "aj": first[b, j]}
+
+
+def relation_info_nce(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float,
+                      impl: str = "reference") -> torch.Tensor:
+    """InfoNCE over M sampled relation pairs: row m of view A against all M rows of view B."""
+    return ops.info_nce(z_a, z_b.to(z_a.dtype), temperature=temperature, impl=impl)
+
+
+def prob_mse(logits: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the masked positions of the squared distance between the student's softmax and the
+    teacher's distribution (classes last; the sum over classes per position)."""
+    diff = (logits.float().softmax(-1) - teacher_probs.float()) ** 2
+    return diff.sum(-1)[mask].mean() if bool(mask.any()) else diff.sum() * 0
+
+
+def kl_to_teacher(logits: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the masked positions of KL(teacher ‖ student) (classes last)."""
+    logp = logits.float().log_softmax(-1)
+    t = teacher_probs.float()
+    kl = (t * (t.clamp_min(1e-12).log() - logp)).sum(-1)
+    return kl[mask].mean() if bool(mask.any()) else kl.sum() * 0

@@ -1,0 +1,201 @@
+"""The output folder of a training run: what may be deleted, and one run at a time.
+
+- A *run folder* is one mclner wrote: it holds the marker file ``.mclner-run`` (older runs:
+  ``training_args.json`` beside ``stages/`` or ``log.jsonl``).
+- ``--overwrite`` removes only the entries mclner writes (:data:`RUN_ENTRIES`), and only after the
+  run's options, data and encoder were checked; a non-empty folder that is not a run folder is
+  refused, so a mistyped ``--output-dir`` never deletes someone's files.
+- While a run (or ``--resume``) works in a folder it holds an exclusive ``flock`` on
+  ``.mclner.lock`` there, whose text names the holder (PID, host, start time); a second run gets a
+  one-line error. The kernel drops the lock when the process dies, even by ``kill -9``, so a lock
+  is never stale on a local file system; the PID/host text serves the error message (and says
+  when the holder looks dead, e.g. on a network file system without working locks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from mclner.errors import UserError
+
+MARKER = ".mclner-run"
+LOCK = ".mclner.lock"
+# Everything a run writes in its folder (top level); --overwrite deletes these and nothing else.
+RUN_ENTRIES = ("stages", "best", "log.jsonl", "results.json", "training_args.json", "tensorboard", ".best.tmp",
+               MARKER)
+_RUN_PREFIXES = (".best.old-", ".best.tmp-", ".results.json.tmp-", ".training_args.json.tmp-")
+
+
+def is_run_dir(path: Path) -> bool:
+    path = Path(path)
+    if (path / MARKER).is_file():
+        return True
+    return (path / "training_args.json").is_file() and ((path / "stages").is_dir() or (path / "log.jsonl").is_file())
+
+
+def _foreign_entries(path: Path) -> list:
+    return sorted(p.name for p in path.iterdir() if p.name not in (LOCK,))
+
+
+def check_output_dir(path: Path, resume: bool, overwrite: bool, foreign_only: bool = False) -> None:
+    """Validate ``--output-dir`` for a new run, ``--resume`` or ``--overwrite`` without changing it
+    (``foreign_only``: only what must be refused before the lock file is put in the folder)."""
+    path = Path(path)
+    if resume and overwrite:
+        raise UserError("--overwrite and --resume exclude each other")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--output-dir {path} is a file, not a folder")
+    if path.is_dir() and _foreign_entries(path) and not is_run_dir(path):
+        entries = _foreign_entries(path)
+        raise UserError(
+            f"--output-dir {path} is not empty and is not an mclner run folder ({', '.join(entries[:3])}"
+            f"{', ...' if len(entries) > 3 else ''}); choose a new or empty folder"
+            + ("" if not overwrite else " (--overwrite only deletes mclner run folders)")
+        )
+    if foreign_only:
+        return
+    if resume:
+        if not (path / "stages").is_dir():
+            raise UserError(f"nothing to resume in {path} (no stages/ folder)")
+        return
+    if not path.exists():
+        parent = next((p for p in path.absolute().parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise UserError(f"--output-dir {path}: {parent} is a file, not a folder")
+        return
+    if not _foreign_entries(path):
+        return
+    if not overwrite:
+        raise UserError(f"output dir {path} already holds a run: pass --resume to continue it or --overwrite to "
+                        "start again")
+
+
+def clear_run(path: Path) -> list:
+    """Delete what mclner wrote in the run folder ``path`` (other files stay); returns the names."""
+    path = Path(path)
+    removed = []
+    for p in sorted(path.iterdir()):
+        if p.name in RUN_ENTRIES or p.name.startswith(_RUN_PREFIXES):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            removed.append(p.name)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held from :meth:`acquire` to :meth:`release` (or exit)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no flock (Windows): runs are not serialised there
+            return self
+        self.path.mkdir(parents=True, exist_ok=True)
+        f = self.path / LOCK
+        fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+            except (ValueError, UnicodeDecodeError, OSError):
+                holder = {}
+            os.close(fd)
+            raise UserError(self._busy_message(holder)) from None
+        os.ftruncate(fd, 0)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self.fd = fd
+        return self
+
+    def _busy_message(self, holder: Dict[str, Any]) -> str:
+        who = ""
+        if holder.get("pid"):
+            who = f" (pid {holder['pid']} on {holder.get('host', '?')}, since {holder.get('since', '?')})"
+        msg = (f"output dir {self.path} is in use by another mclner run{who}; wait for it to end or choose "
+               "another --output-dir")
+        pid = holder.get("pid")
+        if isinstance(pid, int) and holder.get("host") == socket.gethostname() and not _pid_alive(pid):
+            msg = (f"output dir {self.path}: the lock {self.path / LOCK} is held although its process {pid} is gone "
+                   "(a file system without working locks?); if no run uses the folder, delete the lock file")
+        return msg
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock; the file stays (removing it would race)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+class RunDir:
+    """The output folder of one run on the main process: check, lock, then (after the data and the
+    encoder loaded) clear for ``--overwrite`` or repair for ``--resume``."""
+
+    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False, main: bool = True) -> None:
+        self.path, self.resume, self.overwrite, self.main = Path(path), resume, overwrite, main
+        self.lock = RunLock(self.path)
+        self.created = False
+        self.prepared = False
+
+    def __enter__(self) -> RunDir:
+        if self.main:
+            self.created = not self.path.exists()
+            # a folder of someone else's files is refused before the lock file is put into it; the
+            # rest is checked under the lock, so that a running run is reported as such
+            check_output_dir(self.path, self.resume, self.overwrite, foreign_only=True)
+            self.lock.acquire()
+            try:
+                check_output_dir(self.path, self.resume, self.overwrite)
+            except BaseException:
+                self.lock.release()
+                raise
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None and self.created and not self.prepared and self.lock.fd is not None:
+            # the run failed validation in a folder it created: leave no empty folder behind (the lock
+            # file goes while still held, so no second holder of it can exist)
+            try:
+                (self.path / LOCK).unlink()
+                self.path.rmdir()
+            except OSError:
+                pass
+        self.lock.release()
+
+    def prepare(self) -> None:
+        """Call once everything is validated, before anything is written to the folder."""
+        if not self.main:
+            return
+        self.prepared = True
+        if self.overwrite:
+            clear_run(self.path)
+        if self.resume:
+            from mclner.training.checkpoint import recover_tree
+
+            for line in recover_tree(self.path):
+                print(f"resume: {line}")
+        (self.path / MARKER).write_text(json.dumps({"format": "mclner-run", "version": 1}) + "\n")

@@ -626,6 +626,9 @@ def load_checkpoint(path: Path, device: Optional[torch.device] = None) -> Tuple[
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # a corrupt or absent tokenizer is the user's checkpoint problem
         raise UserError(f"{path}: cannot load the tokenizer ({exc})") from None
+    from mclner.data.collate import fit_tokenizer_to_encoder
+
+    fit_tokenizer_to_encoder(tokenizer, encoder)  # the encoder's position limit caps every collator
     if device is not None:
         model.to(device)
     model.eval()

@@ -5,8 +5,8 @@ Layout: ``config.json`` (the method's name and options, its model config, the la
 ``encoder/config.json`` (to rebuild the encoder offline), the tokenizer files, ``label_map.json``,
 ``training_args.json``, ``checksums.json`` (SHA-256 of every other file, written last) and, for
 resumable checkpoints, ``training_state.json`` + ``training_state.safetensors`` (optimizer, scheduler,
-grad scaler, step counters, RNG states: JSON for the structure and numbers, safetensors for the
-tensors). Nothing is pickled: loading a checkpoint never runs code from it.
+grad scaler, step counters, the RNG states of every DDP rank: JSON for the structure and numbers,
+safetensors for the tensors). Nothing is pickled: loading a checkpoint never runs code from it.
 
 A folder is written under a temporary name next to its destination and renamed into place. Replacing
 an existing folder takes two renames (``dest`` -> ``.dest.old-*``, ``.dest.tmp-*`` -> ``dest``); a

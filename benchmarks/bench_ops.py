@@ -1,4 +1,4 @@
-"""pytest-benchmark suite for the three fused ops: forward+backward, reference vs fused impls.
+"""pytest-benchmark suite for the fused ops: forward+backward, reference vs fused impls.
 
 Run: pytest benchmarks --benchmark-only [--ratio-table ratios.md]
 CPU sizes are those of the build issue; on a GPU the larger sizes of the GPU issue are added.
@@ -11,7 +11,7 @@ import torch
 from conftest import record
 from memory import cpu_peak_supported, peak_extra_bytes
 
-from mclner.ops import available_impls, biaffine, cln_head, info_nce
+from mclner.ops import available_impls, biaffine, cln_head, info_nce, sup_con
 
 HAS_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if HAS_GPU else "cpu")
@@ -59,8 +59,39 @@ def nce_inputs(M, P):
     return [za.to(DEVICE, _dtype()), zb.to(DEVICE, _dtype())]
 
 
+class SupConCase:
+    """sup_con in its one-set form on z [M, P] with fixed labels (the op's only float input is z).
+
+    lcl: ~10 label classes (token labels of a batch, label-wise contrastive loss); tcl: M/2 pair labels
+    (each sentence and its translation share a label, sentence-level contrastive loss).
+    """
+
+    def __init__(self, M: int, P: int, kind: str):
+        self.M, self.P, self.kind = M, P, kind
+        self._labels = None
+
+    def labels(self) -> torch.Tensor:
+        if self._labels is None:
+            g = torch.Generator().manual_seed(1)
+            lab = torch.randint(0, 10, (self.M,), generator=g) if self.kind == "lcl" else torch.arange(self.M) // 2
+            self._labels = lab.to(DEVICE)
+        return self._labels
+
+    def inputs(self):
+        g = torch.Generator().manual_seed(0)
+        return [torch.randn(self.M, self.P, generator=g).to(DEVICE, _dtype())]
+
+    def __call__(self, z, **kwargs):
+        return sup_con(z, self.labels(), **kwargs)
+
+
+def _sup_con_case(M, P, kind):
+    c = SupConCase(M, P, kind)
+    return _case(c, c.inputs, nce_flops(M, P), temperature=0.1)
+
+
 # FLOPs of forward+backward, for the achieved-rate column. Convention: the matrix-product terms only;
-# info_nce counts 2·M²·P forward and 4·M²·P backward (the GPU issue's rule); the pair-grid ops count
+# info_nce and sup_con count 2·M²·P forward and 4·M²·P backward (the GPU issue's rule); the pair-grid ops count
 # their forward products and 2× that for the backward (the recompute in the fused backward is extra
 # work and not credited).
 def cln_flops(B, N, D, H, C):
@@ -87,6 +118,8 @@ CASES = {
     "biaffine B8 N128 Db256 C6": _case(
         biaffine, lambda: biaffine_inputs(8, 128, 256, 6), biaffine_flops(8, 128, 256, 6)
     ),
+    "sup_con lcl M16384 P128 10 classes": _sup_con_case(16384, 128, "lcl"),
+    "sup_con tcl M16384 P128 M/2 pairs": _sup_con_case(16384, 128, "tcl"),
 }
 if HAS_GPU:
     CASES.update(
@@ -103,6 +136,10 @@ if HAS_GPU:
             "biaffine B32 N128 Db512 C6": _case(
                 biaffine, lambda: biaffine_inputs(32, 128, 512, 6), biaffine_flops(32, 128, 512, 6)
             ),
+            "sup_con lcl M65536 P128 10 classes": _sup_con_case(65536, 128, "lcl"),
+            "sup_con tcl M65536 P128 M/2 pairs": _sup_con_case(65536, 128, "tcl"),
+            "sup_con lcl M131072 P128 10 classes": _sup_con_case(131072, 128, "lcl"),
+            "sup_con tcl M131072 P128 M/2 pairs": _sup_con_case(131072, 128, "tcl"),
         }
     )
 

@@ -14,6 +14,7 @@ int cuda_device_count(std::string* error);
 void register_biaffine_cuda(py::module_& m);
 void register_cln_head_cuda(py::module_& m);
 void register_info_nce_cuda(py::module_& m);
+void register_sup_con_cuda(py::module_& m);
 }  // namespace mclner
 
 PYBIND11_MODULE(_cuda, m) {
@@ -29,4 +30,5 @@ PYBIND11_MODULE(_cuda, m) {
   mclner::register_biaffine_cuda(m);
   mclner::register_cln_head_cuda(m);
   mclner::register_info_nce_cuda(m);
+  mclner::register_sup_con_cuda(m);
 }

@@ -1,4 +1,4 @@
-"""Triton biaffine scores S[b,i,j,c] = hs_iᵀ U_c he_j + W_c·[hs_i ; he_j] + b_c (SPEC.md §3, §6).
+"""Triton biaffine scores S[b,i,j,c] = hs_iᵀ U_c he_j + W_c·[hs_i ; he_j] + b_c (docs/METHOD.md §3, §6).
 
 The linear terms are folded into the bilinear pass so the pair kernel is one GEMM-like sweep:
 
@@ -20,6 +20,8 @@ from typing import Tuple
 import torch
 import triton
 import triton.language as tl
+
+from mclner.ops._autograd import no_double_backward
 
 from ._common import _acc_dtype, _ieee, _interpreting, _mma, _pow2, _tl_acc, _upcast
 
@@ -249,6 +251,7 @@ def biaffine_pairs_backward(
 # ----------------------------------------------------------------------------- autograd
 
 
+@no_double_backward("biaffine")
 class BiaffineTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hs, he, U, W, b):

@@ -1,11 +1,12 @@
-"""Triton implementation of the conditional-layer-norm relation head (SPEC.md §3, §6).
+"""Triton implementation of the conditional-layer-norm relation head (docs/METHOD.md §3, §6).
 
 S[b,i,j,:] = W2 GELU(W1 (γ_i ⊙ n_j + λ_i) + b1) + b2 with γ = h W_αᵀ + b_α, λ = h W_βᵀ + b_β and
 n = LayerNorm(h) without affine.
 
 Split of the work:
-- the per-word parts (γ, λ, n and u_i = W1 λ_i + b1) are O(B·N·(D+H)) and computed with torch, in
-  float32 (float64 for float64 inputs), so torch autograd chains their gradients;
+- the per-word parts (γ, λ, n from mclner.ops.cln_head.cln_prologue, and u_i = W1 λ_i + b1) are
+  O(B·N·(D+H)) and computed with torch, in float32 (float64 for float64 inputs), so torch autograd
+  chains their gradients;
 - the pair grid, pre_ij = W1 (γ_i ⊙ n_j) + u_i, g = GELU(pre), S = g W2ᵀ + b2, runs in Triton tile
   by tile: a program owns BLOCK_I × BLOCK_J pairs (flattened to rows of a matrix) and never writes
   anything of size N²·D or N²·H. The backward recomputes pre and g per tile and reduces the
@@ -26,6 +27,9 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
+from mclner.ops._autograd import no_double_backward
+from mclner.ops.cln_head import cln_prologue
 
 __all__ = ["cln_head_triton"]
 
@@ -237,6 +241,7 @@ def cln_grid_backward(gamma, n, u, W1, W2, dS, blocks: dict | None = None):
     return dG, dN, dU, dW1, dW2
 
 
+@no_double_backward("cln_head")
 class _ClnGridFunction(torch.autograd.Function):
     """S = GELU((γ_i ⊙ n_j) W1ᵀ + u_i) W2ᵀ + b2 over all pairs, fused; grads for every input."""
 
@@ -272,11 +277,8 @@ def cln_head_triton(
     # The per-word prologue runs in fp32 (fp64 for fp64 inputs) even for 16-bit inputs: it is
     # O(B·N·D²), and rounding γ, n, u to 16 bit before the N² grid only adds error.
     cdt = torch.float64 if h.dtype == torch.float64 else torch.float32
-    hc = h.to(cdt)
-    gamma = F.linear(hc, W_alpha.to(cdt), b_alpha.to(cdt))
-    lam = F.linear(hc, W_beta.to(cdt), b_beta.to(cdt))
-    mu = hc.mean(dim=-1, keepdim=True)
-    var = hc.var(dim=-1, unbiased=False, keepdim=True)
-    n = (hc - mu) * torch.rsqrt(var + eps)
+    gamma, lam, n, _ = cln_prologue(
+        h.to(cdt), W_alpha.to(cdt), b_alpha.to(cdt), W_beta.to(cdt), b_beta.to(cdt), eps
+    )
     u = F.linear(lam, W1.to(cdt), b1.to(cdt))  # W1 λ_i + b1: the pair-independent part of pre
     return _ClnGridFunction.apply(gamma.contiguous(), n.contiguous(), u.contiguous(), W1, W2, b2)

@@ -1,4 +1,4 @@
-"""Triton InfoNCE over cosine similarities without the M×M matrix (SPEC.md §4, §6; Inf-CL style).
+"""Triton InfoNCE over cosine similarities without the M×M matrix (docs/METHOD.md §4, §6; Inf-CL style).
 
 torch normalises the two views (``F.normalize``, eps 1e-12) and chains that backward; the Triton
 Function works on the unit rows a, b [M, P] with logits l[m,k] = a_m·b_k / τ, one tile at a time:
@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
+from mclner.ops._autograd import no_double_backward
 
 from ._common import _acc_dtype, _ieee, _interpreting, _mma, _pow2, _tl_acc, _upcast
 
@@ -213,6 +215,7 @@ def nce_grad(
 # ----------------------------------------------------------------------------- autograd
 
 
+@no_double_backward("info_nce")
 class InfoNCETriton(torch.autograd.Function):
     """InfoNCE on already normalised rows a, b [M, P]; saves a, b and the [M] LSE vectors only."""
 

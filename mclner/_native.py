@@ -49,6 +49,15 @@ def cuda_error() -> str:
     return _load("_cuda")[1]
 
 
+def require_module(op: str, kind: str) -> ModuleType:
+    """The native module of `kind` ("cpu" or "cuda") for `op`, or a RuntimeError saying why it is missing."""
+    mod = cpu_module() if kind == "cpu" else cuda_module()
+    if mod is None:
+        err = cpu_error() if kind == "cpu" else cuda_error()
+        raise RuntimeError(f"{op}: the native {kind} module is not available: {err}")
+    return mod
+
+
 def current_stream(device: torch.device) -> int:
     """Raw handle of torch's current CUDA stream on `device`, for the CUDA launchers."""
     return int(torch.cuda.current_stream(device).cuda_stream)

@@ -1,51 +1,66 @@
-"""Markdown table of `mclner train` runs: source dev and target test P/R/F1 (overall and per type),
-steps, wall time and the self-training filter counts, read from each run's results.json and log.jsonl.
+"""Markdown table of the runs of scripts/experiments.sh: per row (runs named ROW-sSEED) the mean ± std
+over seeds of the whole-MSRA-test F1 with argmax decoding and with the checkpoint's own decoding,
+the source dev F1, the steps per stage and the training minutes.
 
-    python scripts/results_table.py runs/quick-s42/{tc,grid,cs,cs-sc,cs-sc-tc,full}
+    python scripts/results_table.py runs/quick
 """
 
 from __future__ import annotations
 
 import json
+import re
+import statistics
 import sys
+from collections import defaultdict
 from pathlib import Path
+from typing import Dict, List
 
 
-def _f(x: float) -> str:
-    return f"{100 * x:.1f}"
+def _ms(xs: List[float]) -> str:
+    if not xs:
+        return "—"
+    if len(xs) == 1:
+        return f"{100 * xs[0]:.1f}"
+    return f"{100 * statistics.mean(xs):.1f} ± {100 * statistics.stdev(xs):.1f}"
 
 
-def row(run: Path) -> str:
-    res = json.loads((run / "results.json").read_text())
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    steps = {name: st["steps"] for name, st in res["stages"].items()}
-    dev, tgt = res["final"].get("source_dev", {}), res["final"].get("target_test", {})
-    per = " / ".join(f"{t} {_f(v['f1'])}" for t, v in sorted(tgt.get("per_type", {}).items()))
-    pl = [r for r in log if r.get("event") == "pseudo_labels"]
-    st = ""
-    if pl:
-        c = pl[-1]
-        st = f"{c['unlabeled']}→{c['has_entity']}→{c['continuous']}→{c['confident']}"
-    secs = sum(r.get("elapsed_s", 0.0) for r in _last_per_stage(log))
-    return (f"| {run.name} | {'+'.join(str(v) for v in steps.values())} | {_f(dev.get('f1', 0))} "
-            f"| {_f(tgt.get('precision', 0))} / {_f(tgt.get('recall', 0))} / **{_f(tgt.get('f1', 0))}** | {per} "
-            f"| {st or '—'} | {secs / 60:.0f} |")
+def _minutes(run: Path) -> float:
+    last: Dict[str, float] = {}
+    for line in (run / "log.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "stage" in r and isinstance(r.get("elapsed_s"), (int, float)):
+            last[r["stage"]] = r["elapsed_s"]
+    return sum(last.values()) / 60
 
 
-def _last_per_stage(log: list) -> list:
-    last: dict = {}
-    for r in log:
-        if "stage" in r and "elapsed_s" in r:
-            last[r["stage"]] = r
-    return list(last.values())
+def table(root: Path) -> str:
+    rows: Dict[str, List[Path]] = defaultdict(list)
+    for d in sorted(root.iterdir()):
+        m = re.fullmatch(r"(.+)-s(\d+)", d.name)
+        if m and (d / "results.json").is_file():
+            rows[m.group(1)].append(d)
+    out = ["| row | seeds | MSRA test F1, argmax | MSRA test F1, own decoding | source dev F1 | steps | train min |",
+           "|---|---|---|---|---|---|---|"]
+    for name, runs in rows.items():
+        arg, own, dev, mins = [], [], [], []
+        steps = ""
+        for r in runs:
+            res = json.loads((r / "results.json").read_text())
+            dev.append(res["final"].get("source_dev", {}).get("f1", 0.0))
+            steps = "+".join(str(s["steps"]) for s in res["stages"].values())
+            for f, acc in (("msra_full_argmax.json", arg), ("msra_full.json", own)):
+                if (r / f).is_file():
+                    acc.append(json.loads((r / f).read_text())["f1"])
+            mins.append(_minutes(r))
+        seeds = ",".join(re.fullmatch(r".+-s(\d+)", r.name).group(1) for r in runs)
+        out.append(f"| {name} | {seeds} | {_ms(arg)} | {_ms(own)} | {_ms(dev)} | {steps} | "
+                   f"{statistics.mean(mins):.0f} |")
+    return "\n".join(out)
 
 
-def main(argv: list) -> int:
-    print("| run | steps | source dev F1 | target P / R / **F1** | target F1 per type | pseudo-labels "
-          "(unlabelled→entity→continuous→confident) | train min |")
-    print("|---|---|---|---|---|---|---|")
-    for a in argv:
-        print(row(Path(a)))
+def main(argv: List[str]) -> int:
+    for a in argv or ["runs/quick"]:
+        print(table(Path(a)))
     return 0
 
 

@@ -36,5 +36,5 @@ def test_cuda_module_compiled_when_nvcc_present():
     assert mod is not None, _native.cuda_error()
     assert available_impls()["cuda"]["built"]
     assert mod.runtime_version() >= 11000
-    for name in ("biaffine_forward", "cln_head_forward", "info_nce_forward"):
+    for name in ("biaffine_forward", "cln_head_forward", "info_nce_forward", "sup_con_forward"):
         assert hasattr(mod, name), f"CUDA module lacks {name}"

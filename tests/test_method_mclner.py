@@ -192,3 +192,25 @@ def _check_tc_pairs(tok, lm, ex):
     cs_cls = b["cs"]["grid_labels"][pairs["b"], pairs["ai"], pairs["aj"]]
     assert bool((src_cls > 0).all())
     assert torch.equal(cs_cls, src_cls)
+
+
+def test_prior_init_sets_the_log_class_prior(setup):
+    """--prior-init: the biaffine bias is the log of the (add-one) class frequencies over the training
+    grids' cells, so NONE starts as the most likely class by that prior's margin."""
+    from mclner.data.grid import encode_grid
+
+    tok, lm, _ = setup
+    sents = synthetic_en(6, seed=5)
+    ex = build_examples(sents, None)
+    method, m = make(lm, prior_init=True)
+    report = method.init_model(m, ex, lm)
+    counts = torch.zeros(lm.num_classes, dtype=torch.float64)
+    for s in sents:
+        g = torch.as_tensor(encode_grid(s.tags, lm))
+        counts += torch.bincount(g.flatten(), minlength=lm.num_classes).double()
+    want = ((counts + 1) / (counts + 1).sum()).log()
+    torch.testing.assert_close(m.relation.b_bi.double(), want, rtol=1e-6, atol=1e-6)
+    assert float(m.relation.cln_2.bias.abs().sum()) == 0.0
+    assert report["prior_init"]["NONE"] == pytest.approx(float(want.exp()[0]))
+    _, plain = make(lm)
+    assert method.__class__(MCLNERConfig()).init_model(plain, ex, lm) == {}  # off by default: untouched

@@ -17,6 +17,7 @@
 #include "mclner/biaffine_gemm.h"
 #include "mclner/biaffine_tile.h"
 #include "mclner/common.h"
+#include "mclner/cpu_isa.h"
 
 namespace py = pybind11;
 
@@ -321,9 +322,9 @@ T* mptr(std::uintptr_t p) {
 
 void forward(std::uintptr_t P, const std::vector<int64_t>& P_strides, std::uintptr_t r,
              const std::vector<int64_t>& r_strides, std::uintptr_t he, const std::vector<int64_t>& he_strides,
-             std::uintptr_t S, int64_t B, int64_t N, int64_t Db, int64_t C, int dtype, int num_threads,
-             bool portable) {
+             std::uintptr_t S, int64_t B, int64_t N, int64_t Db, int64_t C, int dtype, int num_threads, int isa) {
   const Dims d = check_dims(B, N, Db, C, dtype, num_threads);
+  const int level = cpu_isa::resolve(kOp, isa);
   require_ptr(P, kOp, "P");
   require_ptr(r, kOp, "r");
   require_ptr(he, kOp, "he");
@@ -333,18 +334,19 @@ void forward(std::uintptr_t P, const std::vector<int64_t>& P_strides, std::uintp
   const Strides3 sHe = strides3(he_strides, "he_strides");
   py::gil_scoped_release nogil;
   if (dtype == int(DType::Float32))
-    forward_impl<float>(biaffine::select_micro<float>(portable), cptr<float>(P), sP, cptr<float>(r), sR,
+    forward_impl<float>(biaffine::select_micro<float>(level), cptr<float>(P), sP, cptr<float>(r), sR,
                         cptr<float>(he), sHe, mptr<float>(S), d, num_threads);
   else
-    forward_impl<double>(biaffine::select_micro<double>(portable), cptr<double>(P), sP, cptr<double>(r), sR,
+    forward_impl<double>(biaffine::select_micro<double>(level), cptr<double>(P), sP, cptr<double>(r), sR,
                          cptr<double>(he), sHe, mptr<double>(S), d, num_threads);
 }
 
 void backward(std::uintptr_t dS, const std::vector<int64_t>& dS_strides, std::uintptr_t P,
               const std::vector<int64_t>& P_strides, std::uintptr_t he, const std::vector<int64_t>& he_strides,
               std::uintptr_t dP, std::uintptr_t dr, std::uintptr_t dhe, int64_t B, int64_t N, int64_t Db, int64_t C,
-              int dtype, int num_threads, bool need_dP, bool need_dhe, bool portable) {
+              int dtype, int num_threads, bool need_dP, bool need_dhe, int isa) {
   const Dims d = check_dims(B, N, Db, C, dtype, num_threads);
+  const int level = cpu_isa::resolve(kOp, isa);
   require_ptr(dS, kOp, "dS");
   const Strides4 sdS = strides4(dS_strides, "dS_strides");
   const Strides4 sP = strides4(P_strides, "P_strides");
@@ -360,14 +362,14 @@ void backward(std::uintptr_t dS, const std::vector<int64_t>& dS_strides, std::ui
   }
   py::gil_scoped_release nogil;
   if (dtype == int(DType::Float32)) {
-    const auto mk = biaffine::select_micro<float>(portable);
+    const auto mk = biaffine::select_micro<float>(level);
     if (need_dP)
       backward_dp_impl<float>(mk, cptr<float>(dS), sdS, cptr<float>(he), sHe, mptr<float>(dP), mptr<float>(dr), d,
                               num_threads);
     if (need_dhe)
       backward_dhe_impl<float>(mk, cptr<float>(dS), sdS, cptr<float>(P), sP, mptr<float>(dhe), d, num_threads);
   } else {
-    const auto mk = biaffine::select_micro<double>(portable);
+    const auto mk = biaffine::select_micro<double>(level);
     if (need_dP)
       backward_dp_impl<double>(mk, cptr<double>(dS), sdS, cptr<double>(he), sHe, mptr<double>(dP),
                                mptr<double>(dr), d, num_threads);
@@ -384,20 +386,12 @@ void register_biaffine_cpu(py::module_& m) {
   m.def("biaffine_forward", &forward,
         "Biaffine pair pass S[b,i,j,c] = P[b,i,c,:]·he[b,j,:] + r[b,i,c] into a contiguous [B,N,N,C] S",
         "P"_a, "P_strides"_a, "r"_a, "r_strides"_a, "he"_a, "he_strides"_a, "S"_a, "B"_a, "N"_a, "Db"_a, "C"_a,
-        "dtype"_a, "num_threads"_a, "portable"_a = false);
+        "dtype"_a, "num_threads"_a, "isa"_a = -1);
   m.def("biaffine_backward", &backward,
         "Biaffine pair-pass backward: dP[b,i,c,:] = Σ_j dS[b,i,j,c] he_j, dr = Σ_j dS (when need_dP) and "
         "dhe[b,j,:] = Σ_{i,c} dS[b,i,j,c] P[b,i,c,:] (when need_dhe); outputs contiguous",
         "dS"_a, "dS_strides"_a, "P"_a, "P_strides"_a, "he"_a, "he_strides"_a, "dP"_a, "dr"_a, "dhe"_a, "B"_a,
-        "N"_a, "Db"_a, "C"_a, "dtype"_a, "num_threads"_a, "need_dP"_a, "need_dhe"_a, "portable"_a = false);
-  m.def(
-      "biaffine_isa",
-      [](int dtype, bool portable) {
-        require(dtype == 0 || dtype == 1, std::string(kOp) + ": argument 'dtype' must be 0 or 1");
-        return std::string(dtype == 0 ? biaffine::select_micro<float>(portable).isa
-                                      : biaffine::select_micro<double>(portable).isa);
-      },
-      "Micro-kernel the biaffine CPU pass uses for a dtype code", "dtype"_a, "portable"_a = false);
+        "N"_a, "Db"_a, "C"_a, "dtype"_a, "num_threads"_a, "need_dP"_a, "need_dhe"_a, "isa"_a = -1);
 }
 
 }  // namespace mclner

@@ -1,4 +1,4 @@
-// CPU kernels for the fused cln_head core (SPEC.md §3, §6).
+// CPU kernels for the fused cln_head core (docs/METHOD.md §3, §6).
 //
 // The Python side (mclner/ops/_native_cln_head.py) computes the O(B·N·D) prologue with torch:
 // γ = h W_αᵀ + b_α, u = (h W_βᵀ + b_β) W1ᵀ + b1, n = LayerNorm(h) without affine. These kernels do
@@ -6,11 +6,13 @@
 // for one (b, i) the N pairs (i, ·) form the GEMM  pre = n_b (W1 ⊙ γ_i)ᵀ + u_i  (N x H), followed by
 // GELU and the C-wide output layer. The backward recomputes pre per (b, i) and runs two more GEMMs
 // (E = dpre W1 and dW1 += (dpreᵀ n_b) ⊙ γ_i). Work items (b, i) are spread over OpenMP threads; each
-// thread owns its scratch (O(N·(D+H) + H·D)) and accumulators for dW1, dW2 and dn_b.
+// thread owns its scratch (O(N·(D+H) + H·D)); the backward's sums over items (dn, dW1, dW2) go through
+// per-chunk buffers reduced in a fixed order (see backward_impl), so its results do not depend on the
+// thread count or the schedule.
 //
 // The per-pair workers are written once as templates and stamped out per ISA (AVX-512, AVX2+FMA,
-// baseline) with `target` + `flatten`, so the vector-extension micro-kernel and the GELU loops are
-// compiled for the ISA chosen at run time by __builtin_cpu_supports (no -march=native needed).
+// generic) with `target` + `flatten`, so the vector-extension micro-kernel and the GELU loops are
+// compiled for the ISA chosen at run time (cpu_isa.h; no -march=native needed).
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -26,6 +28,8 @@
 #include "mclner/cln_gemm.h"
 #include "mclner/cln_head_tile.h"
 #include "mclner/common.h"
+#include "mclner/cpu_isa.h"
+#include "mclner/ordered_chunks.h"
 
 namespace py = pybind11;
 
@@ -215,45 +219,24 @@ MCLNER_CLN_STAMP(f64_avx2, MCLNER_ATTR_AVX2, double, 6, 2, 32)
 MCLNER_CLN_STAMP(f32_base, MCLNER_ATTR_BASE, float, 4, 2, 16)
 MCLNER_CLN_STAMP(f64_base, MCLNER_ATTR_BASE, double, 4, 2, 16)
 
-// isa: -1 = best supported, 0 = baseline, 1 = AVX2+FMA, 2 = AVX-512 (tests force each one).
-int best_isa() {
-#ifdef MCLNER_CLN_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq"))
-    return 2;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
-#endif
-  return 0;
-}
-
+// isa: a cpu_isa level (0 generic, 1 AVX2+FMA, 2 AVX-512), already resolved.
 template <class T>
 Isa<T> select_isa(int isa);
 template <>
 Isa<float> select_isa<float>(int isa) {
 #ifdef MCLNER_CLN_X86
-  if (isa == 2) return f32_avx512_isa();
-  if (isa == 1) return f32_avx2_isa();
+  if (isa == cpu_isa::kAvx512) return f32_avx512_isa();
+  if (isa == cpu_isa::kAvx2) return f32_avx2_isa();
 #endif
   return f32_base_isa();
 }
 template <>
 Isa<double> select_isa<double>(int isa) {
 #ifdef MCLNER_CLN_X86
-  if (isa == 2) return f64_avx512_isa();
-  if (isa == 1) return f64_avx2_isa();
+  if (isa == cpu_isa::kAvx512) return f64_avx512_isa();
+  if (isa == cpu_isa::kAvx2) return f64_avx2_isa();
 #endif
   return f64_base_isa();
-}
-
-int resolve_isa(int isa) {
-  require(isa >= -1 && isa <= 2, std::string(OP) + ": argument 'isa' must be -1 (auto), 0, 1 or 2, got " +
-                                     std::to_string(isa));
-  const int best = best_isa();
-  if (isa == -1) return best;
-  require(isa <= best, std::string(OP) + ": argument 'isa' = " + std::to_string(isa) +
-                           " is not supported by this CPU (best " + std::to_string(best) + ")");
-  return isa;
 }
 
 int thread_id() {
@@ -299,55 +282,58 @@ void forward_impl(Problem<T> p, T* S, int threads, int isa_code) {
     isa.forward_pair(p, it / p.N, it % p.N, scratch.data() + per * thread_id(), S);
 }
 
+// Items (b, i) are cut into at most kMaxChunks consecutive chunks whose size depends only on B·N; each
+// chunk's contributions to dn, dW1 and dW2 are summed in item order into its own buffer and the buffers
+// are added to the outputs in chunk order (ordered_chunks.h). The gradients are therefore the same bits
+// for any schedule and any thread count (dgamma and du are per item and written once).
+constexpr int64_t kMaxChunks = 64;
+
 template <class T>
 void backward_impl(Problem<T> p, const T* dS, T* dgamma, T* du, T* dn, T* dW1, T* dW2, int threads,
                    int isa_code) {
   const Isa<T> isa = select_isa<T>(isa_code);
   std::vector<T> packed = pack_problem(p, isa, threads);
   const int64_t N = p.N, D = p.D, H = p.H, C = p.C;
+  const int64_t items = p.B * N;
+  const int64_t chunk = (items + kMaxChunks - 1) / kMaxChunks;
+  const int64_t n_chunks = (items + chunk - 1) / chunk;
+  const int64_t span = std::min<int64_t>(p.B, chunk / N + 2);  // sequences one chunk can touch
   const int64_t per = isa.bwd_scratch(p);
   std::vector<T> scratch(size_t(per * threads));
-  // Per-thread accumulators: dn of the sequence being processed, dW1, dW2.
-  const int64_t acc_per = N * D + H * D + C * H;
-  std::vector<T> acc(size_t(acc_per * threads), T(0));
+  // A chunk's partial: dn of its sequences [span, N, D], then dW1 [H, D], then dW2 [C, H].
+  const int64_t dn_part = span * N * D;
   std::fill(dn, dn + p.B * N * D, T(0));
-  const int64_t items = p.B * N;
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = thread_id();
-    T* s = scratch.data() + per * t;
-    T* dn_loc = acc.data() + acc_per * t;
-    T* dW1_loc = dn_loc + N * D;
-    T* dW2_loc = dW1_loc + H * D;
-    int64_t cur_b = -1;
-    auto flush = [&]() {
-      if (cur_b < 0) return;
-      T* dst = dn + cur_b * N * D;
-#pragma omp critical(mclner_cln_dn)
-      for (int64_t x = 0; x < N * D; ++x) dst[x] += dn_loc[x];
-      std::fill(dn_loc, dn_loc + N * D, T(0));
-    };
-    // Dynamic schedule (see forward_impl); items come in increasing order, so each thread still
-    // switches sequence b (and flushes its dn accumulator) only a few times.
-#pragma omp for schedule(dynamic, 2)
-    for (int64_t it = 0; it < items; ++it) {
-      const int64_t b = it / N;
-      if (b != cur_b) {
-        flush();
-        cur_b = b;
-      }
-      isa.backward_pair(p, b, it % N, dS, s, dgamma, du, dn_loc, dW1_loc, dW2_loc);
-    }
-    flush();
-  }
   std::fill(dW1, dW1 + H * D, T(0));
   std::fill(dW2, dW2 + C * H, T(0));
-  for (int t = 0; t < threads; ++t) {
-    const T* dW1_loc = acc.data() + acc_per * t + N * D;
-    const T* dW2_loc = dW1_loc + H * D;
-    for (int64_t x = 0; x < H * D; ++x) dW1[x] += dW1_loc[x];
-    for (int64_t x = 0; x < C * H; ++x) dW2[x] += dW2_loc[x];
-  }
+  auto range = [&](int64_t c, int64_t& first, int64_t& last, int64_t& b0, int64_t& nb) {
+    first = c * chunk;
+    last = std::min(items, first + chunk);
+    b0 = first / N;
+    nb = (last - 1) / N - b0 + 1;
+  };
+  ordered_chunks<T>(
+      n_chunks, threads, dn_part + H * D + C * H,
+      [&](int t, int64_t c, T* part) {
+        int64_t first, last, b0, nb;
+        range(c, first, last, b0, nb);
+        T* dW = part + dn_part;
+        std::fill(part, part + nb * N * D, T(0));
+        std::fill(dW, dW + H * D + C * H, T(0));
+        T* s = scratch.data() + per * t;
+        for (int64_t it = first; it < last; ++it) {
+          const int64_t b = it / N;
+          isa.backward_pair(p, b, it % N, dS, s, dgamma, du, part + (b - b0) * N * D, dW, dW + H * D);
+        }
+      },
+      [&](int64_t c, const T* part) {
+        int64_t first, last, b0, nb;
+        range(c, first, last, b0, nb);
+        T* dst = dn + b0 * N * D;
+        for (int64_t x = 0; x < nb * N * D; ++x) dst[x] += part[x];
+        const T* dW = part + dn_part;
+        for (int64_t x = 0; x < H * D; ++x) dW1[x] += dW[x];
+        for (int64_t x = 0; x < C * H; ++x) dW2[x] += dW[H * D + x];
+      });
 }
 
 void check_sizes(int64_t B, int64_t N, int64_t D, int64_t H, int64_t C, int dtype, int threads) {
@@ -392,7 +378,7 @@ void forward(std::uintptr_t gamma, std::uintptr_t u, std::uintptr_t n, std::uint
   require_ptr(b2, OP, "b2");
   require_ptr(S, OP, "S");
   check_sizes(B, N, D, H, C, dtype, threads);
-  const int code = resolve_isa(isa);
+  const int code = cpu_isa::resolve(OP, isa);
   py::gil_scoped_release nogil;
   if (dtype == int(DType::Float32))
     forward_impl(make_problem<float>(gamma, u, n, W1, W2, b2, B, N, D, H, C), reinterpret_cast<float*>(S),
@@ -418,7 +404,7 @@ void backward(std::uintptr_t gamma, std::uintptr_t u, std::uintptr_t n, std::uin
   require_ptr(dW1, OP, "dW1");
   require_ptr(dW2, OP, "dW2");
   check_sizes(B, N, D, H, C, dtype, threads);
-  const int code = resolve_isa(isa);
+  const int code = cpu_isa::resolve(OP, isa);
   py::gil_scoped_release nogil;
   // b2 is not needed by the backward; W2 stands in so make_problem sees a valid pointer.
   if (dtype == int(DType::Float32)) {
@@ -441,13 +427,12 @@ void register_cln_head_cpu(py::module_& m) {
         py::arg("b2"), py::arg("S"), py::arg("B"), py::arg("N"), py::arg("D"), py::arg("H"), py::arg("C"),
         py::arg("dtype"), py::arg("num_threads"), py::arg("isa") = -1,
         "cln_head core forward: S[B,N,N,C] from gamma[B,N,D], u[B,N,H], n[B,N,D], W1[H,D], W2[C,H], b2[C] "
-        "(contiguous; u = lambda W1^T + b1). isa: -1 auto, 0 baseline, 1 AVX2, 2 AVX-512.");
+        "(contiguous; u = lambda W1^T + b1). isa: -1 auto (MCLNER_CPU_ISA caps it), 0 generic, 1 avx2, 2 avx512.");
   m.def("cln_head_backward", &backward, py::arg("gamma"), py::arg("u"), py::arg("n"), py::arg("W1"),
         py::arg("W2"), py::arg("dS"), py::arg("dgamma"), py::arg("du"), py::arg("dn"), py::arg("dW1"),
         py::arg("dW2"), py::arg("B"), py::arg("N"), py::arg("D"), py::arg("H"), py::arg("C"), py::arg("dtype"),
         py::arg("num_threads"), py::arg("isa") = -1,
         "cln_head core backward: writes dgamma, du, dn, dW1 (core part), dW2; db2 = dS summed.");
-  m.def("cln_head_best_isa", &best_isa, "ISA the cln_head CPU kernels pick: 0 baseline, 1 AVX2, 2 AVX-512");
 }
 
 }  // namespace mclner

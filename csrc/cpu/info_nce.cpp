@@ -3,14 +3,18 @@
 // Inputs are the L2-normalised views a, b [M, P] (Python normalises with torch, whose autograd
 // chains the normalisation's backward). Work is split in tiles of BM rows × BN columns:
 //   forward : S = (s·a_blk) b_blkᵀ (register-blocked micro-kernel), per row an online log-sum-exp
-//             over column tiles (the row block is owned by one thread), for symmetric per-thread
-//             column statistics merged at the end with the same online-LSE merge. Saves lse [M].
+//             over column tiles (the row block is owned by one thread), for symmetric column
+//             statistics per task merged with the same online-LSE merge. Saves lse [M].
 //   backward: recomputes S per tile, dS = dlogit(...) from the saved lse, da_blk += dS·b_blk (rows
-//             owned by the thread), db += dSᵀ·(s·a_blk) into a per-thread accumulator [M, P] that is
-//             summed at the end. Extra memory O(threads·M·P), never O(M²).
+//             owned by the thread), db += dSᵀ·(s·a_blk) into a per-thread accumulator [M, P].
+//             Extra memory O(threads·M·P), never O(M²).
+// Deterministic: row blocks are grouped into at most kMaxTasks consecutive tasks (a function of M
+// only); the cross-block sums (column statistics, db) of a task go to its own buffer, merged into the
+// result in task order (ordered_chunks.h), and the loss is summed serially, so the results are the
+// same bits for any schedule and any thread count.
 // The SIMD code (csrc/include/mclner/info_nce_gemm.h) is written with GCC vector extensions and
-// compiled once per instruction set under `#pragma GCC target` (AVX-512, AVX2, portable), chosen at
-// run time with __builtin_cpu_supports (never -march=native).
+// compiled once per instruction set under `#pragma GCC target` (AVX-512, AVX2, generic), chosen at
+// run time (cpu_isa.h; never -march=native).
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -29,7 +33,9 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include "mclner/common.h"
+#include "mclner/cpu_isa.h"
 #include "mclner/info_nce_tile.h"
+#include "mclner/ordered_chunks.h"
 
 namespace py = pybind11;
 
@@ -42,6 +48,7 @@ constexpr const char* kOp = "info_nce";
 constexpr int kBM = 64;   // rows of a per tile (owned by one thread)
 constexpr int kBN = 256;  // columns (rows of b) per tile
 constexpr int kR = 8;     // rows per micro-kernel call
+constexpr int64_t kMaxTasks = 64;  // consecutive row-block groups reduced in a fixed order
 
 // Packed operands shared by all threads (O(M·P)): rows padded to Mp (multiple of kBM and kBN),
 // features padded to Pp (multiple of W) with zeros, so every tile is full.
@@ -59,9 +66,9 @@ struct Packed {
 template <class T>
 struct Scratch {
   std::vector<T> S;           // [kBM, kBN] logits, then dlogits
-  std::vector<T> col_max;     // [Mp] column statistics of this thread's rows (forward, symmetric)
-  std::vector<T> col_sum;     // [Mp]
-  std::vector<T> db;          // [Mp, Pp] db accumulator (backward)
+  T* col_max = nullptr;       // [Mp] column statistics of the current task's rows (forward, symmetric)
+  T* col_sum = nullptr;       // [Mp]
+  T* db = nullptr;            // [Mp, Pp] db of the current task (backward)
   std::vector<T> da_blk;      // [kBM, Pp] da of the current row tile (backward)
 };
 
@@ -97,29 +104,12 @@ struct Kernels {
   void (*backward)(const Packed<T>&, int64_t, Scratch<T>&, const T*, const T*, const T*, const T*, T*);
 };
 
-// Best instruction set this CPU supports, lowered by MCLNER_CPU_ISA=avx2|generic (read per call, so
-// tests can exercise the portable copies on an AVX-512 machine).
-std::string isa_name() {
-  std::string best = "generic";
-#ifdef MCLNER_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = "avx2";
-  if (best == "avx2" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl"))
-    best = "avx512";
-#endif
-  const char* env = std::getenv("MCLNER_CPU_ISA");
-  const std::string want = env ? env : "";
-  if (want == "generic" || (want == "avx2" && best == "avx512")) return want;
-  return best;
-}
-
+// level: a resolved cpu_isa level (cpu_isa.h).
 template <class T>
-Kernels<T> pick_kernels() {
-  const std::string isa = isa_name();
+Kernels<T> pick_kernels(int level) {
 #ifdef MCLNER_X86
-  if (isa == "avx512") return {avx512::forward_block<T>, avx512::backward_block<T>};
-  if (isa == "avx2") return {avx2::forward_block<T>, avx2::backward_block<T>};
+  if (level == cpu_isa::kAvx512) return {avx512::forward_block<T>, avx512::backward_block<T>};
+  if (level == cpu_isa::kAvx2) return {avx2::forward_block<T>, avx2::backward_block<T>};
 #endif
   return {generic::forward_block<T>, generic::backward_block<T>};
 }
@@ -132,6 +122,17 @@ int thread_count(int requested) {
   return 1;
 #endif
 }
+
+// Row blocks holding real rows, cut into consecutive tasks: block range [task·per, min(blocks, ...)).
+struct Tasks {
+  int64_t blocks, per, count;
+  explicit Tasks(int64_t M) : blocks((M + kBM - 1) / kBM) {
+    per = (blocks + kMaxTasks - 1) / kMaxTasks;
+    count = (blocks + per - 1) / per;
+  }
+  int64_t begin(int64_t t) const { return t * per; }
+  int64_t end(int64_t t) const { return std::min(blocks, (t + 1) * per); }
+};
 
 template <class T>
 void pack(Packed<T>& pk, const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int64_t P, double temperature,
@@ -175,43 +176,53 @@ T positive(const Packed<T>& pk, int64_t m) {
 
 template <class T>
 void forward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int64_t P, double temperature,
-                  bool symmetric, int reduction, T* out, T* row_lse, T* col_lse, int threads) {
+                  bool symmetric, int reduction, T* out, T* row_lse, T* col_lse, int threads, int isa) {
   Packed<T> pk;
   pack(pk, a, lda, b, ldb, M, P, temperature, symmetric, threads);
-  const Kernels<T> k = pick_kernels<T>();
+  const Kernels<T> k = pick_kernels<T>(isa);
   std::vector<Scratch<T>> scratch(threads);
-  // Column statistics are merged across threads afterwards; per-thread copies avoid any locking.
-#pragma omp parallel num_threads(threads)
-  {
-#ifdef _OPENMP
-    Scratch<T>& sc = scratch[omp_get_thread_num()];
-#else
-    Scratch<T>& sc = scratch[0];
-#endif
-    sc.S.assign(static_cast<size_t>(kBM) * kBN, T(0));
-    if (symmetric) {
-      sc.col_max.assign(pk.Mp, info_nce::neg_inf<T>());
-      sc.col_sum.assign(pk.Mp, T(0));
-    }
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t ib = 0; ib < pk.nbi; ++ib)
-      if (ib * kBM < M) k.forward(pk, ib, sc, row_lse);
+  const Tasks tasks(M);
+  std::vector<T> gmax, gsum;  // column statistics merged over tasks, in task order
+  if (symmetric) {
+    gmax.assign(M, info_nce::neg_inf<T>());
+    gsum.assign(M, T(0));
   }
+  ordered_chunks<T>(
+      tasks.count, threads, symmetric ? 2 * pk.Mp : 0,
+      [&](int t, int64_t task, T* stats) {
+        Scratch<T>& sc = scratch[t];
+        if (sc.S.empty()) sc.S.assign(static_cast<size_t>(kBM) * kBN, T(0));
+        if (symmetric) {
+          sc.col_max = stats;
+          sc.col_sum = stats + pk.Mp;
+          std::fill(sc.col_max, sc.col_max + pk.Mp, info_nce::neg_inf<T>());
+          std::fill(sc.col_sum, sc.col_sum + pk.Mp, T(0));
+        }
+        for (int64_t ib = tasks.begin(task); ib < tasks.end(task); ++ib) k.forward(pk, ib, sc, row_lse);
+      },
+      [&](int64_t, const T* stats) {
+        if (!symmetric) return;
+        for (int64_t j = 0; j < M; ++j) {
+          OnlineLse<T> st{gmax[j], gsum[j]};
+          info_nce::lse_merge(st, stats[j], stats[pk.Mp + j]);
+          gmax[j] = st.max;
+          gsum[j] = st.sum;
+        }
+      });
   if (symmetric) {
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t j = 0; j < M; ++j) {
-      OnlineLse<T> st = info_nce::lse_empty<T>();
-      for (const Scratch<T>& sc : scratch)
-        if (!sc.col_max.empty()) info_nce::lse_merge(st, sc.col_max[j], sc.col_sum[j]);
-      col_lse[j] = info_nce::lse_value(st);
-    }
+    for (int64_t j = 0; j < M; ++j) col_lse[j] = info_nce::lse_value(OnlineLse<T>{gmax[j], gsum[j]});
   }
+  // Per-row losses in parallel, their sum serially in row order (an OpenMP reduction would add the
+  // per-thread partials in a thread-count dependent grouping).
+  std::vector<T> loss(M);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t m = 0; m < M; ++m)
+    loss[m] = info_nce::row_loss(row_lse[m], symmetric ? col_lse[m] : T(0), positive(pk, m), symmetric);
   double total = 0.0;
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
   for (int64_t m = 0; m < M; ++m) {
-    const T loss = info_nce::row_loss(row_lse[m], symmetric ? col_lse[m] : T(0), positive(pk, m), symmetric);
-    if (reduction == info_nce::kNone) out[m] = loss;
-    total += static_cast<double>(loss);
+    if (reduction == info_nce::kNone) out[m] = loss[m];
+    total += static_cast<double>(loss[m]);
   }
   if (reduction == info_nce::kMean) out[0] = static_cast<T>(total / static_cast<double>(M));
   if (reduction == info_nce::kSum) out[0] = static_cast<T>(total);
@@ -220,10 +231,10 @@ void forward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, i
 template <class T>
 void backward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int64_t P, double temperature,
                    bool symmetric, int reduction, const T* grad, const T* row_lse, const T* col_lse, T* da, T* db,
-                   int threads) {
+                   int threads, int isa) {
   Packed<T> pk;
   pack(pk, a, lda, b, ldb, M, P, temperature, symmetric, threads);
-  const Kernels<T> k = pick_kernels<T>();
+  const Kernels<T> k = pick_kernels<T>(isa);
   // Term weights and log-sum-exps padded with zeros: padded rows/columns contribute nothing.
   std::vector<T> wr(pk.Mp, T(0)), wc(pk.Mp, T(0)), rl(pk.Mp, T(0)), cl(pk.Mp, T(0));
   for (int64_t m = 0; m < M; ++m) {
@@ -236,29 +247,25 @@ void backward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, 
     }
   }
   std::vector<Scratch<T>> scratch(threads);
-#pragma omp parallel num_threads(threads)
-  {
-#ifdef _OPENMP
-    Scratch<T>& sc = scratch[omp_get_thread_num()];
-#else
-    Scratch<T>& sc = scratch[0];
-#endif
-    sc.S.assign(static_cast<size_t>(kBM) * kBN, T(0));
-    sc.db.assign(pk.Mp * pk.Pp, T(0));
-    sc.da_blk.assign(static_cast<size_t>(kBM) * pk.Pp, T(0));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t ib = 0; ib < pk.nbi; ++ib)
-      if (ib * kBM < M) k.backward(pk, ib, sc, wr.data(), wc.data(), rl.data(), cl.data(), da);
-  }
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t p = 0; p < P; ++p) {
-      T acc = 0;
-      for (const Scratch<T>& sc : scratch)
-        if (!sc.db.empty()) acc += sc.db[m * pk.Pp + p];
-      db[m * P + p] = acc;
-    }
-  }
+  const Tasks tasks(M);
+  std::fill(db, db + M * P, T(0));
+  ordered_chunks<T>(
+      tasks.count, threads, pk.Mp * pk.Pp,
+      [&](int t, int64_t task, T* part) {
+        Scratch<T>& sc = scratch[t];
+        if (sc.S.empty()) {
+          sc.S.assign(static_cast<size_t>(kBM) * kBN, T(0));
+          sc.da_blk.assign(static_cast<size_t>(kBM) * pk.Pp, T(0));
+        }
+        sc.db = part;
+        std::fill(part, part + pk.Mp * pk.Pp, T(0));
+        for (int64_t ib = tasks.begin(task); ib < tasks.end(task); ++ib)
+          k.backward(pk, ib, sc, wr.data(), wc.data(), rl.data(), cl.data(), da);
+      },
+      [&](int64_t, const T* part) {
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t p = 0; p < P; ++p) db[m * P + p] += part[m * pk.Pp + p];
+      });
 }
 
 void validate(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int64_t M, int64_t P, int dtype,
@@ -283,43 +290,45 @@ void validate(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int6
 
 void forward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int64_t M, int64_t P, int dtype,
              double temperature, bool symmetric, int reduction, std::uintptr_t out, std::uintptr_t row_lse,
-             std::uintptr_t col_lse, int num_threads) {
+             std::uintptr_t col_lse, int num_threads, int isa) {
   validate(a, lda, b, ldb, M, P, dtype, temperature, symmetric, reduction, col_lse, num_threads);
   require_ptr(out, kOp, "out");
   require_ptr(row_lse, kOp, "row_lse");
   const int threads = thread_count(num_threads);
+  const int level = cpu_isa::resolve(kOp, isa);
   py::gil_scoped_release nogil;
   if (dtype == static_cast<int>(DType::Float32)) {
     forward_impl<float>(reinterpret_cast<const float*>(a), lda, reinterpret_cast<const float*>(b), ldb, M, P,
                         temperature, symmetric, reduction, reinterpret_cast<float*>(out),
-                        reinterpret_cast<float*>(row_lse), reinterpret_cast<float*>(col_lse), threads);
+                        reinterpret_cast<float*>(row_lse), reinterpret_cast<float*>(col_lse), threads, level);
   } else {
     forward_impl<double>(reinterpret_cast<const double*>(a), lda, reinterpret_cast<const double*>(b), ldb, M, P,
                          temperature, symmetric, reduction, reinterpret_cast<double*>(out),
-                         reinterpret_cast<double*>(row_lse), reinterpret_cast<double*>(col_lse), threads);
+                         reinterpret_cast<double*>(row_lse), reinterpret_cast<double*>(col_lse), threads, level);
   }
 }
 
 void backward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int64_t M, int64_t P, int dtype,
               double temperature, bool symmetric, int reduction, std::uintptr_t grad, std::uintptr_t row_lse,
-              std::uintptr_t col_lse, std::uintptr_t da, std::uintptr_t db, int num_threads) {
+              std::uintptr_t col_lse, std::uintptr_t da, std::uintptr_t db, int num_threads, int isa) {
   validate(a, lda, b, ldb, M, P, dtype, temperature, symmetric, reduction, col_lse, num_threads);
   require_ptr(grad, kOp, "grad");
   require_ptr(row_lse, kOp, "row_lse");
   require_ptr(da, kOp, "da");
   require_ptr(db, kOp, "db");
   const int threads = thread_count(num_threads);
+  const int level = cpu_isa::resolve(kOp, isa);
   py::gil_scoped_release nogil;
   if (dtype == static_cast<int>(DType::Float32)) {
     backward_impl<float>(reinterpret_cast<const float*>(a), lda, reinterpret_cast<const float*>(b), ldb, M, P,
                          temperature, symmetric, reduction, reinterpret_cast<const float*>(grad),
                          reinterpret_cast<const float*>(row_lse), reinterpret_cast<const float*>(col_lse),
-                         reinterpret_cast<float*>(da), reinterpret_cast<float*>(db), threads);
+                         reinterpret_cast<float*>(da), reinterpret_cast<float*>(db), threads, level);
   } else {
     backward_impl<double>(reinterpret_cast<const double*>(a), lda, reinterpret_cast<const double*>(b), ldb, M, P,
                           temperature, symmetric, reduction, reinterpret_cast<const double*>(grad),
                           reinterpret_cast<const double*>(row_lse), reinterpret_cast<const double*>(col_lse),
-                          reinterpret_cast<double*>(da), reinterpret_cast<double*>(db), threads);
+                          reinterpret_cast<double*>(da), reinterpret_cast<double*>(db), threads, level);
   }
 }
 
@@ -328,17 +337,16 @@ void backward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int6
 void register_info_nce_cpu(py::module_& m) {
   m.def("info_nce_forward", &info_nce_cpu::forward, py::arg("a"), py::arg("lda"), py::arg("b"), py::arg("ldb"), py::arg("M"),
         py::arg("P"), py::arg("dtype"), py::arg("temperature"), py::arg("symmetric"), py::arg("reduction"),
-        py::arg("out"), py::arg("row_lse"), py::arg("col_lse"), py::arg("num_threads"),
+        py::arg("out"), py::arg("row_lse"), py::arg("col_lse"), py::arg("num_threads"), py::arg("isa") = -1,
         "Fused InfoNCE forward on normalised a, b [M, P] (row stride lda/ldb, unit column stride). Writes the "
         "loss to out ([M] for reduction 2 = none, else [1]) and the per-row (and, when symmetric, per-column) "
         "log-sum-exp [M] for the backward. Never stores the M×M logits.");
   m.def("info_nce_backward", &info_nce_cpu::backward, py::arg("a"), py::arg("lda"), py::arg("b"), py::arg("ldb"), py::arg("M"),
         py::arg("P"), py::arg("dtype"), py::arg("temperature"), py::arg("symmetric"), py::arg("reduction"),
         py::arg("grad"), py::arg("row_lse"), py::arg("col_lse"), py::arg("da"), py::arg("db"),
-        py::arg("num_threads"),
+        py::arg("num_threads"), py::arg("isa") = -1,
         "Fused InfoNCE backward: recomputes the logits tile by tile from the saved log-sum-exps and writes "
         "the gradients w.r.t. the normalised a, b into contiguous da, db [M, P].");
-  m.def("info_nce_isa", &info_nce_cpu::isa_name, "SIMD clone the CPU info_nce kernels dispatch to on this machine");
 }
 
 }  // namespace mclner

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from mclner.errors import DataFormatError, UserError
 
@@ -212,6 +212,7 @@ def read_conll(
     encoding: str = "utf-8",
     types: Optional[Sequence[str]] = None,
     report: Optional[List[ReadReport]] = None,
+    first_lines: Optional[List[int]] = None,
 ) -> List[Sentence]:
     """Read a CoNLL-style column file (blank lines between sentences, ``-DOCSTART-`` lines skipped).
 
@@ -219,7 +220,8 @@ def read_conll(
     ``iob2``, ``bioes``, ``bmes``; tags are converted to IOB2. Invalid transitions (e.g. ``I-X`` after
     ``O`` in IOB2) raise unless ``lenient``, which repairs them (the entity starts there) and records
     the count in ``report`` (a list that receives one :class:`ReadReport`). ``types`` restricts the
-    entity types accepted.
+    entity types accepted. ``first_lines``, a list, receives each sentence's first line number (for
+    messages that name a sentence of the file).
     """
     if not Path(path).exists() and _embedded_name(str(path)):
         # An embedded source name (optionally ``name:split``, default train) stands for its file.
@@ -240,6 +242,8 @@ def read_conll(
     sentences = []
     repairs = 0
     for b in blocks:
+        if first_lines is not None:
+            first_lines.append(b.lines[0] if b.lines else 0)
         tags = None
         if b.tags is not None:
             tags, r = _to_iob2(path, b, used, lenient, type_set)
@@ -357,6 +361,70 @@ def _normalise_iob2(s: Sentence) -> Sentence:
     return Sentence(s.tokens, entities_to_iob2(iob2_to_entities(s.tags), len(s.tokens)), s.lang)
 
 
+# ---------------------------------------------------------------------------------- embedded data sets
+# (the files come from mclner.data.sources, which only fetches and locates them: it imports no reader)
+
+_PARSED: Dict[tuple, list] = {}  # (file, read options) -> sentences: MSRA is 2.4M lines, parse it once
+_NOTED: set = set()  # repair notes already printed in this process
+
+
+def _note_repairs(path: Path, repairs: int, scheme: str) -> None:
+    """One line per embedded file and process (not a Python warning with its source line): the repairs
+    of an embedded corpus are known and nothing the user can change. Logged on the "mclner" logger, which
+    prints bare messages to stderr when logging is not configured."""
+    import logging
+
+    key = (str(path), repairs)
+    if key in _NOTED:
+        return
+    _NOTED.add(key)
+    logging.getLogger("mclner.data").warning(
+        "note: %s: repaired %d invalid %s transition(s) (an I- tag opening a sentence starts the entity)",
+        path, repairs, scheme.upper())
+
+
+def _read_cached(path: Path, **kw) -> list:
+    import warnings
+
+    report = kw.pop("report", None)
+    key = (str(path), path.stat().st_mtime_ns, tuple(sorted(kw.items())))
+    if key not in _PARSED:
+        rep: list = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reported below, once per process
+            _PARSED[key] = (read_conll(path, report=rep, **kw), rep[0])
+    sents, rep0 = _PARSED[key]
+    if report is not None:
+        report.append(rep0)
+    if rep0.repairs:
+        _note_repairs(path, rep0.repairs, rep0.scheme)
+    # Fresh Sentence objects: callers may edit theirs without touching the cache.
+    return [Sentence(list(x.tokens), None if x.tags is None else list(x.tags), x.lang) for x in sents]
+
+
+def load_dataset(name: str, split: str, **kw) -> list:
+    """Sentences of an embedded data set; ``split`` is ``train``, ``dev`` or ``test``."""
+
+    from mclner.data.sources import MSRA_TEST_SENTENCES, get_source, source_file
+
+    src = get_source(name)
+    if src.kind != "dataset":
+        raise UserError(f"{name!r} is a {src.kind}, not a data set")
+    if name == "conll2003-en":
+        member = {"train": src.members[0], "dev": src.members[1], "test": src.members[2]}[split]
+        return _read_cached(source_file(name, member), lang="en", **kw)
+    if name == "msra-zh":
+        if split == "dev":
+            raise UserError("msra-zh has no dev split (train and test only); select models on the source dev set")
+        # The file splits 17 sentences inside a name (an I- tag opens the next sentence): repaired by
+        # default (the entity starts there), and the count is noted once per process.
+        kw.setdefault("lenient", True)
+        sents = _read_cached(source_file(name), lang="zh", **kw)
+        cut = len(sents) - MSRA_TEST_SENTENCES
+        return sents[:cut] if split == "train" else sents[cut:]
+    raise AssertionError(name)  # pragma: no cover
+
+
 # ---------------------------------------------------------------------------------- the one entry point
 def _embedded_name(spec: str) -> Optional[Tuple[str, str]]:
     """``(name, split)`` when spec is an embedded data set name, optionally ``name:split``."""
@@ -395,10 +463,10 @@ def load_sentences(spec: str, split: str = "train", lang: Optional[str] = None, 
 
     canon = _canonical_split(split)
     if spec in sources.DATASETS:
-        return sources.load_dataset(spec, canon, **kw)
+        return load_dataset(spec, canon, **kw)
     embedded = _embedded_name(spec)
     if embedded and not Path(spec).exists():  # "msra-zh:test" names the split itself
-        return sources.load_dataset(embedded[0], _canonical_split(embedded[1]), **kw)
+        return load_dataset(embedded[0], _canonical_split(embedded[1]), **kw)
     path = Path(spec).expanduser()
     if path.exists():
         return _local(path, canon, lang or "en", **kw)

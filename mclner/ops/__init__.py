@@ -1,4 +1,4 @@
-"""The fused relation ops of mclner (SPEC.md §6).
+"""The fused relation ops of mclner (docs/METHOD.md §6).
 
 Each op dispatches with ``impl=`` over ``reference`` (pure PyTorch, the oracle), ``cpu`` (native fused
 kernels), ``triton`` and ``cuda`` (fused GPU kernels); ``"auto"`` picks the best runnable one for the
@@ -7,8 +7,15 @@ tensors' device.
 
 from mclner.ops._common import IMPLS, available_impls, resolve_impl
 from mclner.ops.biaffine import biaffine, biaffine_reference
-from mclner.ops.cln_head import cln_head, cln_head_reference, cln_pair_features, cln_pair_features_at
+from mclner.ops.cln_head import (
+    cln_head,
+    cln_head_reference,
+    cln_pair_features,
+    cln_pair_features_at,
+    cln_prologue,
+)
 from mclner.ops.info_nce import info_nce, info_nce_reference
+from mclner.ops.sup_con import sup_con, sup_con_reference
 
 
 def selected_impl(op: str, device, dtype) -> str:
@@ -29,7 +36,10 @@ __all__ = [
     "cln_head_reference",
     "cln_pair_features",
     "cln_pair_features_at",
+    "cln_prologue",
     "info_nce",
     "info_nce_reference",
     "selected_impl",
+    "sup_con",
+    "sup_con_reference",
 ]

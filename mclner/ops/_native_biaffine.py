@@ -1,6 +1,6 @@
 """Native (C++ CPU and CUDA) providers of the biaffine op.
 
-The op is split so that every O(N²) term goes through one fused native pass (SPEC.md §3):
+The op is split so that every O(N²) term goes through one fused native pass (docs/METHOD.md §3):
 
     P[b,i,c,:] = U_cᵀ hs_i + W_c[Db:]        r[b,i,c] = W_c[:Db]·hs_i + b_c      (BLAS, here)
     S[b,i,j,c] = P[b,i,c,:]·he_j + r[b,i,c]                                        (native pass)
@@ -12,22 +12,14 @@ the remaining maps back to dhs, dU, dW, db are dense GEMMs done here.
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Callable, Optional
 
 import torch
 
 from mclner import _native
+from mclner.ops._autograd import no_double_backward
 
 OP = "biaffine"
-
-
-def _module(backend: str) -> ModuleType:
-    mod = _native.cpu_module() if backend == "cpu" else _native.cuda_module()
-    if mod is None:
-        err = _native.cpu_error() if backend == "cpu" else _native.cuda_error()
-        raise RuntimeError(f"{OP}: the native {backend} module is not available: {err}")
-    return mod
 
 
 def _launch_args(backend: str, device: torch.device) -> dict:
@@ -51,10 +43,11 @@ def _projections(
     return u_cat, P, r
 
 
+@no_double_backward(OP)
 class _BiaffineFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hs, he, U, W, b, backend: str):  # type: ignore[override]
-        mod = _module(backend)
+        mod = _native.require_module(OP, backend)
         B, N, Db = hs.shape
         C = U.shape[0]
         u_cat, P, r = _projections(hs, U, W, b)
@@ -76,7 +69,7 @@ class _BiaffineFunction(torch.autograd.Function):
         need_dP = need_hs or need_U or need_W or need_b
         if not (need_dP or need_he):
             return None, None, None, None, None, None
-        mod = _module(ctx.backend)
+        mod = _native.require_module(OP, ctx.backend)
         dP = torch.empty((B, N, C, Db), dtype=hs.dtype, device=hs.device) if need_dP else None
         dr = torch.empty((B, N, C), dtype=hs.dtype, device=hs.device) if need_dP else None
         dhe = torch.empty((B, N, Db), dtype=hs.dtype, device=hs.device) if need_he else None

@@ -1,9 +1,9 @@
-"""Native (C++ CPU and CUDA) providers of ``cln_head`` (SPEC.md §3, §6).
+"""Native (C++ CPU and CUDA) providers of ``cln_head`` (docs/METHOD.md §3, §6).
 
 One autograd Function per backend. The O(B·N·D) prologue runs in torch: γ = h W_αᵀ + b_α,
-λ = h W_βᵀ + b_β, u = λ W1ᵀ + b1 (the pair-independent part of the first MLP layer) and
-n = LayerNorm(h) without affine. The native kernels do the O(B·N²·D·H) core
-S_ij = W2 GELU(W1 (γ_i ⊙ n_j) + u_i) + b2 tile by tile and recompute it in the backward, returning
+λ = h W_βᵀ + b_β and n = LayerNorm(h) without affine (``mclner.ops.cln_head.cln_prologue``), and
+u = λ W1ᵀ + b1 (the pair-independent part of the first MLP layer). The native kernels do the
+O(B·N²·D·H) core S_ij = W2 GELU(W1 (γ_i ⊙ n_j) + u_i) + b2 tile by tile and recompute it in the backward, returning
 dγ, du, dn, dW1 (core part) and dW2; the backward of the prologue is written out here by hand, so
 the Function returns every input gradient and saves only O(B·N·D) tensors.
 
@@ -17,9 +17,10 @@ from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from mclner import _native
+from mclner.ops._autograd import no_double_backward
+from mclner.ops.cln_head import cln_prologue
 
 OP = "cln_head"
 # Bytes of float32 chunk workspace the CUDA backward may use (pre-activations of a block of rows i).
@@ -27,9 +28,7 @@ CUDA_WORKSPACE_BYTES = 64 << 20
 
 
 def _cpu_forward(gamma, u, n, W1, W2, b2, S) -> None:
-    mod = _native.cpu_module()
-    if mod is None:
-        raise RuntimeError(f"{OP}: the native CPU module is not available: {_native.cpu_error()}")
+    mod = _native.require_module(OP, "cpu")
     B, N, D = n.shape
     H, C = W1.shape[0], W2.shape[0]
     mod.cln_head_forward(
@@ -39,7 +38,7 @@ def _cpu_forward(gamma, u, n, W1, W2, b2, S) -> None:
 
 
 def _cpu_backward(gamma, u, n, W1, W2, dS, dgamma, du, dn, dW1, dW2) -> None:
-    mod = _native.cpu_module()
+    mod = _native.require_module(OP, "cpu")
     B, N, D = n.shape
     H, C = W1.shape[0], W2.shape[0]
     mod.cln_head_backward(
@@ -55,15 +54,8 @@ def _cuda_chunk(B: int, N: int, H: int, buffers: int) -> int:
     return max(1, min(N, CUDA_WORKSPACE_BYTES // max(per_i, 1)))
 
 
-def _cuda_module():
-    mod = _native.cuda_module()
-    if mod is None:
-        raise RuntimeError(f"{OP}: the native CUDA module is not available: {_native.cuda_error()}")
-    return mod
-
-
 def _cuda_forward(gamma, u, n, W1, W2, b2, S) -> None:
-    mod = _cuda_module()
+    mod = _native.require_module(OP, "cuda")
     B, N, D = n.shape
     H, C = W1.shape[0], W2.shape[0]
     chunk = _cuda_chunk(B, N, H, 1)
@@ -79,7 +71,7 @@ def _cuda_forward(gamma, u, n, W1, W2, b2, S) -> None:
 
 
 def _cuda_backward(gamma, u, n, W1, W2, dS, dgamma, du, dn, dW1, dW2) -> None:
-    mod = _cuda_module()
+    mod = _native.require_module(OP, "cuda")
     B, N, D = n.shape
     H, C = W1.shape[0], W2.shape[0]
     chunk = _cuda_chunk(B, N, H, 2)
@@ -93,16 +85,12 @@ def _cuda_backward(gamma, u, n, W1, W2, dS, dgamma, du, dn, dW1, dW2) -> None:
 
 
 def _prologue(h, W_alpha, b_alpha, W_beta, b_beta, W1, b1, eps):
-    gamma = F.linear(h, W_alpha, b_alpha).contiguous()
-    lam = F.linear(h, W_beta, b_beta)
-    u = F.linear(lam, W1, b1).contiguous()
-    mu = h.mean(dim=-1, keepdim=True)
-    var = h.var(dim=-1, unbiased=False, keepdim=True)
-    rstd = torch.rsqrt(var + eps)
-    n = (h - mu).mul_(rstd).contiguous()
-    return gamma, lam, u, n, rstd
+    gamma, lam, n, std = cln_prologue(h, W_alpha, b_alpha, W_beta, b_beta, eps)
+    u = F.linear(lam, W1, b1).contiguous()  # the pair-independent part of the first MLP layer
+    return gamma.contiguous(), lam, u, n.contiguous(), std.reciprocal()
 
 
+@no_double_backward(OP)
 class _ClnHeadFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, backend, h, W_alpha, b_alpha, W_beta, b_beta, W1, b1, W2, b2, eps):
@@ -123,7 +111,6 @@ class _ClnHeadFunction(torch.autograd.Function):
         return S
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dS):
         _, bwd = ctx.backend
         h, Wa, Wb, W1, W2, gamma, lam, u, n, rstd = ctx.saved_tensors

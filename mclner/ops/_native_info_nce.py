@@ -1,4 +1,4 @@
-"""Native (C++ CPU and CUDA) providers of the fused InfoNCE (SPEC.md §4, §6).
+"""Native (C++ CPU and CUDA) providers of the fused InfoNCE (docs/METHOD.md §4, §6).
 
 The views are normalised here with ``F.normalize`` (eps 1e-12) so that torch's autograd chains the
 normalisation's backward; the native kernels see the normalised ``a, b [M, P]``, keep an online
@@ -12,17 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from mclner import _native
+from mclner.ops._autograd import no_double_backward
 
 OP = "info_nce"
 REDUCTION_CODES = {"mean": 0, "sum": 1, "none": 2}
-
-
-def _module(kind: str):
-    mod = _native.cpu_module() if kind == "cpu" else _native.cuda_module()
-    if mod is None:
-        err = _native.cpu_error() if kind == "cpu" else _native.cuda_error()
-        raise RuntimeError(f"{OP}: the native {kind} module is not available: {err}")
-    return mod
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -48,12 +41,13 @@ def _tail_args(kind: str, device: torch.device, work_numel: int) -> list:
             _native.current_stream(device), work]
 
 
+@no_double_backward(OP)
 class _InfoNCENormalized(torch.autograd.Function):
     """InfoNCE on already normalised views; one native forward and one native backward call."""
 
     @staticmethod
     def forward(ctx, a, b, temperature: float, symmetric: bool, reduction: str, kind: str):
-        mod = _module(kind)
+        mod = _native.require_module(OP, kind)
         a, b = _rows(a.detach()), _rows(b.detach())
         M, P = a.shape
         code = REDUCTION_CODES[reduction]
@@ -76,7 +70,7 @@ class _InfoNCENormalized(torch.autograd.Function):
         temperature, symmetric, code, kind = ctx.info
         a, b, row_lse, *rest = ctx.saved_tensors
         col_lse = rest[0] if rest else None
-        mod = _module(kind)
+        mod = _native.require_module(OP, kind)
         M, P = a.shape
         grad = grad_out.reshape(-1).to(a.dtype).contiguous()
         da = torch.empty((M, P), dtype=a.dtype, device=a.device)

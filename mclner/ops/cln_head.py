@@ -1,4 +1,4 @@
-"""Conditional-layer-norm relation head (paper Eq. 5, SPEC.md §3, §6).
+"""Conditional-layer-norm relation head (paper Eq. 5, docs/METHOD.md §3, §6).
 
 r'_ij = γ_i ⊙ n_j + λ_i with γ = h W_αᵀ + b_α, λ = h W_βᵀ + b_β, n_j = LayerNorm(h_j) (no affine,
 biased variance); S_ij = W_2 GELU(W_1 r'_ij + b_1) + b_2 (exact erf GELU).
@@ -25,6 +25,41 @@ from mclner.ops._common import (
 OP = "cln_head"
 
 
+# The CLN prologue (γ, λ, the layer norm n) is written here once; the reference, the native and Triton
+# providers and the model's pair features all call it.
+
+
+def cln_condition(
+    h: torch.Tensor, W_alpha: torch.Tensor, b_alpha: torch.Tensor, W_beta: torch.Tensor, b_beta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The conditional scale and shift of each word: γ = h W_αᵀ + b_α, λ = h W_βᵀ + b_β (``[..., D]``)."""
+    return F.linear(h, W_alpha, b_alpha), F.linear(h, W_beta, b_beta)
+
+
+def cln_normalize(h: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer norm over the last dim without affine, biased variance: ``n = (h − μ) / σ`` and ``σ``
+    (``[..., 1]``, σ = sqrt(var + eps); the fused backward needs it)."""
+    mu = h.mean(dim=-1, keepdim=True)
+    var = h.var(dim=-1, unbiased=False, keepdim=True)
+    std = torch.sqrt(var + eps)
+    return (h - mu) / std, std
+
+
+def cln_prologue(
+    h: torch.Tensor,
+    W_alpha: torch.Tensor,
+    b_alpha: torch.Tensor,
+    W_beta: torch.Tensor,
+    b_beta: torch.Tensor,
+    eps: float = 1e-5,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-word part of the CLN head, O(B·N·D²): ``(γ, λ, n, σ)`` with γ, λ, n ``[B, N, D]`` and σ
+    ``[B, N, 1]``, so that r'_ij = γ_i ⊙ n_j + λ_i."""
+    gamma, lam = cln_condition(h, W_alpha, b_alpha, W_beta, b_beta)
+    n, std = cln_normalize(h, eps)
+    return gamma, lam, n, std
+
+
 def cln_pair_features(
     h: torch.Tensor,
     W_alpha: torch.Tensor,
@@ -34,11 +69,7 @@ def cln_pair_features(
     eps: float = 1e-5,
 ) -> torch.Tensor:
     """The pair features r'[b,i,j,:] = γ_i ⊙ n_j + λ_i, materialised ``[B, N, N, D]`` (reference only)."""
-    gamma = F.linear(h, W_alpha, b_alpha)
-    lam = F.linear(h, W_beta, b_beta)
-    mu = h.mean(dim=-1, keepdim=True)
-    var = h.var(dim=-1, unbiased=False, keepdim=True)
-    n = (h - mu) / torch.sqrt(var + eps)
+    gamma, lam, n, _ = cln_prologue(h, W_alpha, b_alpha, W_beta, b_beta, eps)
     return gamma.unsqueeze(2) * n.unsqueeze(1) + lam.unsqueeze(2)
 
 
@@ -53,13 +84,10 @@ def cln_pair_features_at(
     j: torch.Tensor,
     eps: float = 1e-5,
 ) -> torch.Tensor:
-    """r'_ij = γ_i ⊙ n_j + λ_i for the listed pairs ``(b[m], i[m], j[m])`` only: ``[M, D]``."""
-    hi, hj = h[b, i], h[b, j]
-    gamma = F.linear(hi, W_alpha, b_alpha)
-    lam = F.linear(hi, W_beta, b_beta)
-    mu = hj.mean(-1, keepdim=True)
-    var = hj.var(-1, unbiased=False, keepdim=True)
-    n = (hj - mu) / torch.sqrt(var + eps)
+    """r'_ij = γ_i ⊙ n_j + λ_i for the listed pairs only: ``[M, D]`` for index tensors b, i, j ``[M]``
+    into h ``[B, N, D]`` (the same γ, λ, n as the head, computed for those rows only)."""
+    gamma, lam = cln_condition(h[b, i], W_alpha, b_alpha, W_beta, b_beta)
+    n, _ = cln_normalize(h[b, j], eps)
     return gamma * n + lam
 
 

@@ -174,10 +174,13 @@ def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map:
     then the method's training examples."""
     from mclner.data.grid import LabelMap
 
-    train = [s for s in _load(cfg.source, "train") if s.tags is not None]
+    split = _load(cfg.source, "train")
+    # (position in the split, sentence): methods may read per-sentence files given for the whole split
+    kept = [(k, s) for k, s in enumerate(split) if s.tags is not None]
     if cfg.max_words:
-        train = [s for s in train if 0 < len(s.tokens) <= cfg.max_words]
-    train = _subset(train, cfg.max_train_sentences, cfg.seed)
+        kept = [(k, s) for k, s in kept if 0 < len(s.tokens) <= cfg.max_words]
+    kept = _subset(kept, cfg.max_train_sentences, cfg.seed)
+    train = [s for _, s in kept]
     if not train:
         raise UserError(f"source {cfg.source!r} has no labelled training sentences (after --max-words)")
     if cfg.target_dev:
@@ -207,7 +210,8 @@ def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map:
         unl = _subset(unl, cfg.max_unlabeled_sentences, cfg.seed + 1)
     if label_map is None:
         label_map = LabelMap(entity_types(train))
-    ctx = Context(cfg, torch.device("cpu"), "reference", label_map, is_main)
+    ctx = Context(cfg, torch.device("cpu"), "reference", label_map, is_main,
+                  source_index=[k for k, _ in kept], source_total=len(split))
     examples = method.prepare_examples(train, ctx)
     return Data(train, dev, tgt_test, unl, label_map, examples)
 
@@ -355,6 +359,7 @@ class Trainer:
         _barrier(env)
         data = load_data(cfg, self.method, env.is_main)
         model, tokenizer = build_model(cfg, self.method, data.label_map)
+        init_report = self.method.init_model(model, data.examples, data.label_map)
         model.to(env.device)
         self.tokenizer, self.data = tokenizer, data
         self.collator = self.method.make_collator(tokenizer, data.label_map, cfg.max_length)
@@ -367,6 +372,8 @@ class Trainer:
                              "dev": len(data.dev), "target_test": len(data.target_test),
                              "target_unlabeled": len(data.target_unlabeled), "types": list(data.label_map.types),
                              "impl": self.impl})
+            if init_report:
+                self.logger.log({"event": "init", **init_report})
         summary: Dict[str, Any] = {"method": self.method.name, "stages": {}}
         prev_best: Optional[Path] = None
         try:
@@ -469,7 +476,11 @@ class Trainer:
         cfg, env = self.cfg, self.env
         name = stage.name
         sdir = self.out / "stages" / name
-        examples = self.data.examples
+        # A stage that reads no source data iterates over its target sentences instead.
+        from_source = "source" in stage.streams
+        examples = self.data.examples if from_source else list(target or [])
+        if not examples:
+            raise UserError(f"stage {name}: no {'training examples' if from_source else 'target sentences'}")
         bs = cfg.batch_size
         accum = max(1, cfg.effective_batch_size // (bs * env.world))
         nb = math.ceil(len(examples) / bs)
@@ -552,18 +563,21 @@ class Trainer:
             all_batches = [perm[k : k + bs] for k in range(0, len(perm), bs)]
             mine = all_batches[env.rank :: env.world][:nb_rank]
             tperm: List[int] = []
-            if target:
+            if target and from_source:
                 tperm = torch.randperm(len(target), generator=gen).tolist()
             bi = st["batch_pos"]
             while bi < len(mine):
                 group = mine[bi : bi + accum]
                 sums: Dict[str, float] = {}
                 for gi, ids in enumerate(group):
-                    tex = None
-                    if target:
-                        k0 = (bi + gi) * bs
-                        tex = [target[tperm[(k0 + r) % len(tperm)]] for r in range(bs)]
-                    batch = self.method.collate(self.collator, [examples[i] for i in ids], tex)
+                    if not from_source:
+                        batch = self.method.collate(self.collator, [], [examples[i] for i in ids])
+                    else:
+                        tex = None
+                        if tperm:
+                            k0 = (bi + gi) * bs
+                            tex = [target[tperm[(k0 + r) % len(tperm)]] for r in range(bs)]
+                        batch = self.method.collate(self.collator, [examples[i] for i in ids], tex)
                     batch = to_device(batch, env.device)
                     if teacher is not None:
                         with torch.no_grad(), self._amp():

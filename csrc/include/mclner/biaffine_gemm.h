@@ -6,13 +6,15 @@
 // (i,c) row flattening and zero padding of the last rows); B rows hold NR contiguous elements; the
 // tile is a scratch buffer (ldt = NR) or, for whole tiles of a row-major output, the output itself.
 // The SIMD variants are one template over the vector width, instantiated inside functions compiled
-// with __attribute__((target(...))) and chosen at run time, so the build never needs -march flags.
+// with __attribute__((target(...))) and chosen at run time (cpu_isa.h), so the build never needs
+// -march flags.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
 #include "mclner/biaffine_tile.h"
+#include "mclner/cpu_isa.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
@@ -104,32 +106,26 @@ __attribute__((target("avx2,fma"))) inline void micro_avx2_f64(int64_t K, const 
 }
 #endif
 
-// Best micro-kernel for this CPU (or the portable one when asked, so tests cover both).
+// Micro-kernel for a resolved cpu_isa level (cpu_isa.h): 2 AVX-512, 1 AVX2+FMA, 0 the portable one.
 template <class T>
-MicroKernel<T> select_micro(bool portable);
+MicroKernel<T> select_micro(int level);
 
 template <>
-inline MicroKernel<float> select_micro<float>(bool portable) {
+inline MicroKernel<float> select_micro<float>(int level) {
 #ifdef MCLNER_BIAFFINE_X86
-  if (!portable) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return {12, 32, &micro_avx512_f32, "avx512f"};
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {6, 16, &micro_avx2_f32, "avx2"};
-  }
+  if (level == cpu_isa::kAvx512) return {12, 32, &micro_avx512_f32, cpu_isa::name(level)};
+  if (level == cpu_isa::kAvx2) return {6, 16, &micro_avx2_f32, cpu_isa::name(level)};
 #endif
-  return {kPortableMR, kPortableNR, &micro_portable<float>, "portable"};
+  return {kPortableMR, kPortableNR, &micro_portable<float>, cpu_isa::name(cpu_isa::kGeneric)};
 }
 
 template <>
-inline MicroKernel<double> select_micro<double>(bool portable) {
+inline MicroKernel<double> select_micro<double>(int level) {
 #ifdef MCLNER_BIAFFINE_X86
-  if (!portable) {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return {12, 16, &micro_avx512_f64, "avx512f"};
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {6, 8, &micro_avx2_f64, "avx2"};
-  }
+  if (level == cpu_isa::kAvx512) return {12, 16, &micro_avx512_f64, cpu_isa::name(level)};
+  if (level == cpu_isa::kAvx2) return {6, 8, &micro_avx2_f64, cpu_isa::name(level)};
 #endif
-  return {kPortableMR, kPortableNR, &micro_portable<double>, "portable"};
+  return {kPortableMR, kPortableNR, &micro_portable<double>, cpu_isa::name(cpu_isa::kGeneric)};
 }
 
 }  // namespace biaffine

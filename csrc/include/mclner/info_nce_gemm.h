@@ -207,7 +207,7 @@ inline void backward_block_impl(const Packed<T>& pk, int64_t ib, Scratch<T>& sc,
       S[(m - i0) * kBN + (m - j0)] += info_nce::dlogit_diag_correction(wr[m], wc[m]);
     // da_blk += dS · b_blk ; db_blk += dSᵀ · (s·a_blk)   (the s of da is applied at the end)
     gemm<T, true>(S, kBN, 1, pk.Bp.data() + j0 * pk.Pp, pk.Pp, da, pk.Pp, kBM, kBN, pk.Pp);
-    gemm<T, true>(S, 1, kBN, pk.As.data() + i0 * pk.Pp, pk.Pp, sc.db.data() + j0 * pk.Pp, pk.Pp, kBN, kBM, pk.Pp);
+    gemm<T, true>(S, 1, kBN, pk.As.data() + i0 * pk.Pp, pk.Pp, sc.db + j0 * pk.Pp, pk.Pp, kBN, kBM, pk.Pp);
   }
   const int64_t nr = std::min<int64_t>(kBM, pk.M - i0);
   for (int64_t r = 0; r < nr; ++r)

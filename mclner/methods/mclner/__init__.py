@@ -60,6 +60,8 @@ class MCLNERConfig:
     tc_max_pairs: int = option(4096, "L_tc: cap on the sampled pairs M", min=2)
     st_threshold: float = option(0.9, "self-training: minimum mean probability of a sentence's decoded "
                                       "relations", min=0.0, max=1.0)
+    prior_init: bool = option(False, "initialise the relation logits' bias to the log class prior of the training "
+                                     "grids, so that training starts from 'all NONE' instead of learning it first")
     calibrate_none_bias: bool = option(False, "after each stage, lower the NONE logit at decoding time by the bias "
                                               "(0 to 6) that maximises source dev F1; kept in the checkpoint and used "
                                               "by evaluate/predict and the self-training teacher (the losses are "
@@ -88,6 +90,28 @@ class MCLNERMethod(Method):
         from mclner.data.collate import RelationCollator
 
         return RelationCollator(tokenizer, label_map, max_length=max_length, grid=True)
+
+    def init_model(self, model: MCLNERModel, examples: Sequence[Any], label_map: Any) -> Dict[str, Any]:
+        """With --prior-init: the biaffine bias b_c = log p(c) over the cells of the training grids (the
+        source sentences; NONE is ~99% of them), the CLN head's output bias 0."""
+        if not self.config.prior_init:
+            return {}
+        from mclner.data.grid import iob2_to_entities
+        from mclner.schema import NNW, NONE
+
+        counts = torch.zeros(label_map.num_classes, dtype=torch.float64)
+        for e in examples:
+            n = len(e.src.tokens)
+            for s, t_end, typ in iob2_to_entities(e.src.tags):
+                counts[label_map.thw(typ)] += 1
+                counts[NNW] += t_end - s
+            counts[NONE] += n * n
+        counts[NONE] -= counts[NNW:].sum()
+        prior = (counts + 1.0) / (counts + 1.0).sum()  # add-one: a type absent from the data stays finite
+        with torch.no_grad():
+            model.relation.b_bi.copy_(prior.log().to(model.relation.b_bi.dtype))
+            model.relation.cln_2.bias.zero_()
+        return {"prior_init": {name: float(p) for name, p in zip(label_map.class_names(), prior)}}
 
     # -- data and stages
     def prepare_examples(self, sentences: Sequence[Any], ctx: Context) -> List[Any]:

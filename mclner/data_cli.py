@@ -1,4 +1,6 @@
-"""`mclner data`: list and fetch the embedded sources, and summarise a data set."""
+"""`mclner data`: list and fetch the embedded sources (converting the encoder), and summarise a data set.
+
+A command module above the data layer: `mclner.data` itself imports no encoder or model code."""
 
 from __future__ import annotations
 

@@ -23,9 +23,6 @@ def two_threads():
 
 
 @pytest.mark.skipif(not available_impls()["cpu"]["runnable"], reason="native CPU module not built")
-# Passes on one thread; on two, cln_head/info_nce backward still accumulate in schedule order (weights
-# 1e-8 apart) until the deterministic CPU backward is merged; then this mark goes.
-@pytest.mark.xfail(reason="needs deterministic CPU backward (ops-rel)", strict=False)
 def test_fused_resume_is_exact(tmp_path, two_threads):
     from mclner.cli import build_parser
     from mclner.training.cli import config_from_args

@@ -60,4 +60,7 @@ def load_encoder(name_or_path: str) -> Tuple[object, object]:
         ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"the encoder {name_or_path!r} has no fast tokenizer; mclner needs word-to-piece alignment")
+    from mclner.data.collate import fit_tokenizer_to_encoder
+
+    fit_tokenizer_to_encoder(tokenizer, model)  # collators then never exceed the encoder's positions
     return tokenizer, model

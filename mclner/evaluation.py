@@ -31,6 +31,19 @@ def _types_in(tag_lists: Sequence[Sequence[str]]) -> List[str]:
     return sorted(out)
 
 
+def _windows(sentences: Sequence[Any], collator: Any) -> Tuple[List[Any], List[Tuple[int, int]]]:
+    """Each sentence as one or more windows that fit the collator (see
+    `mclner.data.collate.window_sentences`); a collator that does not say its tokenizer and
+    ``max_length`` gets the sentences as they are."""
+    tok, max_length = getattr(collator, "tokenizer", None), getattr(collator, "max_length", None)
+    plain = [dataclasses.replace(s, tags=None) for s in sentences]
+    if tok is None or not isinstance(max_length, int):
+        return plain, [(i, 0) for i in range(len(sentences))]
+    from mclner.data.collate import window_sentences
+
+    return window_sentences(plain, tok, max_length)
+
+
 @torch.no_grad()
 def predict_entities(
     model: torch.nn.Module,
@@ -47,31 +60,50 @@ def predict_entities(
     """Decoded entities per sentence, for any method's model (its ``decode``). With return_probs also
     each sentence's scores on the CPU (relation probabilities ``[n, n, C]`` for relation models, tag
     probabilities ``[n, T]`` for taggers). Relation models decode with the NONE-logit bias
-    ``none_bias`` (default: the checkpoint's calibrated ``config.none_bias``, 0 unless calibrated)."""
+    ``none_bias`` (default: the checkpoint's calibrated ``config.none_bias``, 0 unless calibrated).
+
+    A sentence longer than the collator's ``max_length`` is decoded in overlapping windows whose
+    predictions are merged word by word (`mclner.data.collate.rejoin_tags`); its entities are then
+    flat (no nesting) and its scores are None: no single window holds the whole sentence (and a
+    relation grid of thousands of words would not fit in memory anyway)."""
+    from mclner.data.collate import flat_tags, rejoin_tags
+
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    preds: List[List[Entity]] = []
-    probs_out: List[torch.Tensor] = []
     options = {} if none_bias is None else {"none_bias": none_bias}
     try:
+        # gold tags play no part in prediction (a gold type the model never saw must not fail here)
+        windows, where = _windows(sentences, collator)
         # Length-sorted batches waste less padding (N² grids); results go back in input order.
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].tokens))
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].tokens))
         results: Dict[int, Any] = {}
         for k in range(0, len(order), batch_size):
             idx = order[k : k + batch_size]
-            # gold tags play no part in prediction (a gold type the model never saw must not fail here)
-            batch = collator([dataclasses.replace(sentences[i], tags=None) for i in idx])
+            batch = collator([windows[i] for i in idx])
             batch = {key: v.to(device) if isinstance(v, torch.Tensor) else v for key, v in batch.items()}
             decoded = model.decode(batch, label_map, impl=impl, return_scores=return_probs, **options)
             for r, i in enumerate(idx):
-                results[i] = decoded[r]
-        for i in range(len(sentences)):
-            ents, p = results[i]
-            preds.append([(int(s), int(e), str(t)) for s, e, t in ents])
-            probs_out.append(p)
+                ents, p = decoded[r]
+                results[i] = ([(int(s), int(e), str(t)) for s, e, t in ents], p)
     finally:
         model.train(was_training)
+    parts: List[List[int]] = [[] for _ in sentences]
+    for w, (si, _) in enumerate(where):
+        parts[si].append(w)
+    preds: List[List[Entity]] = []
+    probs_out: List[Optional[torch.Tensor]] = []
+    grid = _data_grid()
+    for ws in parts:
+        if len(ws) == 1:
+            ents, p = results[ws[0]]
+            preds.append(ents)
+            probs_out.append(p)
+            continue
+        tags = [flat_tags(results[w][0], len(windows[w].tokens)) for w in ws]
+        merged = rejoin_tags(tags, [(0, where[w][1]) for w in ws], 1)[0]
+        preds.append(grid.iob2_to_entities(merged))
+        probs_out.append(None)
     return (preds, probs_out) if return_probs else preds
 
 
@@ -157,10 +189,12 @@ def calibrate_none_bias(
     grid_mod = _data_grid()
     _, probs = predict_entities(model, sentences, collator, label_map, batch_size=batch_size, device=device,
                                 impl=impl, return_probs=True, none_bias=0.0)
-    gold = [s.tags for s in sentences]
+    # sentences decoded in windows have no scores (see predict_entities): they do not vote
+    keep = [i for i, p in enumerate(probs) if p is not None]
+    gold = [sentences[i].tags for i in keep]
     curve: Dict[float, float] = {}
     for b in grid:
-        preds = [grid_mod.decode_grid(shift_none(p, b), label_map) for p in probs]
+        preds = [grid_mod.decode_grid(shift_none(probs[i], b), label_map) for i in keep]
         curve[float(b)] = score(gold, preds)["f1"]
     best = max(curve, key=lambda b: (curve[b], -b))
     return best, curve

@@ -48,5 +48,9 @@ def load_model(checkpoint: Union[str, Path], device: Optional[Union[str, torch.d
             max_length = int(json.loads(args.read_text()).get("max_length", 512))
         except (OSError, ValueError, TypeError):
             max_length = 512
-    collator = method.make_collator(tokenizer, label_map, max_length)
+    from mclner.data.collate import usable_max_length
+
+    # never more pieces than the encoder's positions (the tokenizer records that limit; long sentences
+    # are windowed by predict_entities)
+    collator = method.make_collator(tokenizer, label_map, usable_max_length(tokenizer, max_length))
     return LoadedModel(method, model, tokenizer, label_map, collator, cfg, dev)

@@ -74,7 +74,7 @@ def test_truncation_warns_and_counts(tok):
 
 def test_windows_rejoin(tok):
     s = Sentence(["john", "lives", "in", "new", "york", "washington"], ["B-PER", "O", "O", "B-LOC", "I-LOC", "B-LOC"])
-    wins, where = window_sentences([s, Sentence(["john"], None)], tok, max_length=6)
+    wins, where = window_sentences([s, Sentence(["john"], None)], tok, max_length=6, overlap=0)
     assert [w.tokens for w in wins] == [["john", "lives", "in", "new"], ["york", "washington"], ["john"]]
     assert wins[1].tags == ["B-LOC", "B-LOC"]  # a window opening inside an entity starts it
     assert where == [(0, 0), (0, 4), (1, 0)]
@@ -82,6 +82,54 @@ def test_windows_rejoin(tok):
     assert joined[0] == ["B-PER", "O", "O", "B-LOC", "B-LOC", "B-LOC"] and joined[1] == ["O"]
     with pytest.raises(ValueError):
         window_sentences([s], tok, max_length=2)
+
+
+def test_overlapping_windows_and_merge(tok):
+    words = ["john", "lives", "in", "new", "york", "washington", ".", "john", "lives", "in"]
+    wins, where = window_sentences([Sentence(words, None)], tok, max_length=8, overlap=3)  # 6 pieces a window
+    # washington is 2 pieces; each window starts where its predecessor's last (at most) 3 pieces begin
+    assert [(w.tokens[0], len(w.tokens), st) for w, (_, st) in zip(wins, where)] == [
+        ("john", 5, 0), ("in", 5, 2), ("washington", 5, 5)]
+    assert all(len(tok(w.tokens, is_split_into_words=True)["input_ids"]) <= 8 for w in wins)
+    # Windows 0..5 and 4..9; an entity 3..6 crosses the overlap: the first window sees it cut at its
+    # right edge, the second from its left edge. Word 4 is farther from a cut in the first window,
+    # word 5 in the second: the entity comes out whole.
+    a = ["O", "O", "O", "B-LOC", "I-LOC", "I-LOC"]
+    b = ["B-LOC", "I-LOC", "I-LOC", "O", "O", "O"]
+    assert rejoin_tags([a, b], [(0, 0), (0, 4)], 1) == [["O"] * 3 + ["B-LOC"] + ["I-LOC"] * 3 + ["O"] * 3]
+    # a word near a cut takes the other window's tag even when it disagrees; the result is valid IOB2
+    b2 = ["O", "I-PER", "O", "O", "O", "O"]
+    assert rejoin_tags([a, b2], [(0, 0), (0, 4)], 1) == [["O"] * 3 + ["B-LOC", "I-LOC", "B-PER"] + ["O"] * 4]
+    with pytest.raises(ValueError, match="gap"):
+        rejoin_tags([["O"], ["O"]], [(0, 0), (0, 2)], 1)
+
+
+def test_collator_never_exceeds_the_encoder(tok, capsys):
+    """A tokenizer that records the encoder's limit (model_max_length) caps max_length, with a note."""
+    from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
+
+    from mclner.data.collate import encoder_max_length, fit_tokenizer_to_encoder
+
+    small = dict(vocab_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    bert = BertModel(BertConfig(max_position_embeddings=12, **small))
+    roberta = RobertaModel(RobertaConfig(max_position_embeddings=12, pad_token_id=1, **small))
+    assert encoder_max_length(bert) == 12 and encoder_max_length(roberta) == 10  # positions from padding_idx + 1
+    ids = torch.full((1, 10), 5)
+    roberta(input_ids=ids)  # the derived limit is real: 10 pieces run, 11 do not
+    with pytest.raises((IndexError, RuntimeError)):
+        roberta(input_ids=torch.full((1, 11), 5))
+    import copy
+
+    t = copy.deepcopy(tok)
+    fit_tokenizer_to_encoder(t, roberta)
+    assert t.model_max_length == 10
+    c = RelationCollator(t, LM, max_length=512)
+    assert c.max_length == 10 and "more than the encoder takes" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="cut to the words that fit"):
+        out = c([Sentence(["john", "lives", "in", "washington"] * 5, None), Sentence(["john." * 5], None)])
+    assert out["input_ids"].shape[1] == 10 and out["lengths"].tolist() == [7, 1]
+    assert out["attention_mask"][1].sum() == 10  # a 10-piece word alone keeps its first 8 pieces
+    roberta(input_ids=out["input_ids"], attention_mask=out["attention_mask"])
 
 
 def test_pool_words():

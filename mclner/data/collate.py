@@ -1,9 +1,11 @@
 """Batching: words -> sub-word pieces (with the piece -> word pooling index), padding, grid labels.
 
-Length policy (the encoder takes at most ``max_length`` pieces, specials included):
-- :func:`window_sentences` splits a long sentence at word boundaries into windows that fit, and
-  :func:`rejoin_tags` puts the windows' predictions back together: nothing is lost, which is what
-  evaluation and prediction need (an entity that crosses a window boundary is cut in two there).
+Length policy (the encoder takes at most ``max_length`` pieces, specials included, and never more
+than its position table holds: :func:`fit_tokenizer_to_encoder` records that limit in the tokenizer's
+``model_max_length`` and the collator clamps ``max_length`` to it):
+- :func:`window_sentences` splits a long sentence at word boundaries into overlapping windows that
+  fit, and :func:`rejoin_tags` puts the windows' predictions back together (each word from the window
+  where it is farthest from a cut): nothing is lost, which is what evaluation and prediction need.
 - :class:`RelationCollator` never drops a sentence but, for one that does not fit, keeps the longest
   prefix of whole words that fits and warns with the running count of such sentences (training
   tolerates a cut tail; ``orig_lengths`` in the batch tells the caller what was cut).
@@ -11,6 +13,8 @@ Length policy (the encoder takes at most ``max_length`` pieces, specials include
 
 from __future__ import annotations
 
+import math
+import sys
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -64,10 +68,48 @@ def word_pieces(tokenizer, words: Sequence[str], lang: Optional[str] = None) -> 
     return [p if p else [unk] for p in ids]
 
 
+def encoder_max_length(encoder) -> Optional[int]:
+    """Pieces (specials included) that ``encoder``'s absolute position table can take, or None when it
+    has none. Encoders whose position embedding has a padding index (RoBERTa, XLM-R, MPNet, …) count
+    positions from ``padding_idx + 1``: 514 positions there take 512 pieces."""
+    emb = getattr(encoder, "embeddings", None)
+    pos = getattr(emb, "position_embeddings", None)
+    if isinstance(pos, torch.nn.Embedding):
+        offset = pos.padding_idx + 1 if pos.padding_idx is not None else 0
+        return max(0, pos.num_embeddings - offset)
+    n = getattr(getattr(encoder, "config", None), "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def tokenizer_max_length(tokenizer) -> Optional[int]:
+    """The tokenizer's ``model_max_length`` when it is a real limit (transformers uses a huge number for
+    "not set")."""
+    n = getattr(tokenizer, "model_max_length", None)
+    return int(n) if isinstance(n, int) and 0 < n < 1_000_000 else None
+
+
+def fit_tokenizer_to_encoder(tokenizer, encoder) -> None:
+    """Lower ``tokenizer.model_max_length`` to what ``encoder`` takes, so that every collator made from
+    the tokenizer (and the checkpoint that saves it) respects the encoder's position limit."""
+    limit = encoder_max_length(encoder)
+    own = tokenizer_max_length(tokenizer)
+    if limit is not None and (own is None or limit < own):
+        tokenizer.model_max_length = limit
+
+
+def usable_max_length(tokenizer, max_length: int) -> int:
+    """``max_length`` clamped to the tokenizer's (encoder's) limit."""
+    limit = tokenizer_max_length(tokenizer)
+    return min(int(max_length), limit) if limit is not None else int(max_length)
+
+
 def window_sentences(
-    sentences: Sequence[Sentence], tokenizer, max_length: int = 512
+    sentences: Sequence[Sentence], tokenizer, max_length: int = 512, overlap: Optional[int] = None
 ) -> Tuple[List[Sentence], List[Tuple[int, int]]]:
-    """Split sentences whose pieces exceed ``max_length`` into windows at word boundaries.
+    """Split sentences whose pieces exceed ``max_length`` into windows at word boundaries; consecutive
+    windows share about ``overlap`` pieces of whole words (default: a quarter of the room for pieces),
+    so that every word near a cut is seen with context on both sides in one of them (see
+    :func:`rejoin_tags`). A sentence that fits is one window holding the sentence itself.
 
     Returns the windows and, for each, ``(sentence index, first word)``. Tags of a window that starts
     inside an entity begin with ``B-`` there (each window is valid IOB2)."""
@@ -75,10 +117,16 @@ def window_sentences(
     budget = max_length - len(pre) - len(post)
     if budget < 1:
         raise ValueError(f"max_length={max_length} leaves no room for pieces")
+    overlap = budget // 4 if overlap is None else max(0, int(overlap))
     out: List[Sentence] = []
     where: List[Tuple[int, int]] = []
     for si, s in enumerate(sentences):
+        # a word longer than the room alone is cut to its first pieces (as the collator does)
         counts = [min(len(p), budget) for p in word_pieces(tokenizer, s.tokens, s.lang)]
+        if sum(counts) <= budget:
+            out.append(s)
+            where.append((si, 0))
+            continue
         start = 0
         while True:
             used, end = 0, start
@@ -94,20 +142,72 @@ def window_sentences(
             where.append((si, start))
             if end >= len(counts):
                 break
-            start = end
+            # the next window starts at the earliest word whose pieces up to ``end`` fit in the overlap
+            nxt, shared = end, 0
+            while nxt - 1 > start and shared + counts[nxt - 1] <= overlap:
+                nxt -= 1
+                shared += counts[nxt]
+            start = nxt
     return out, where
 
 
 def rejoin_tags(
     window_tags: Sequence[Sequence[str]], where: Sequence[Tuple[int, int]], n_sentences: int
 ) -> List[List[str]]:
-    """Concatenate per-window tag sequences back into one sequence per original sentence."""
-    out: List[List[str]] = [[] for _ in range(n_sentences)]
+    """Put per-window IOB2 tags back together into one sequence per original sentence.
+
+    Where windows overlap, each word takes its tag from the window in which it lies farthest from a
+    window edge that cuts the sentence (a sentence's own first and last word are no cut; ties go to the
+    earlier window), i.e. the overlap is split in its middle. An entity crossing that point continues
+    when both windows see it (``I-`` after the cut); the result is repaired to valid IOB2 (an ``I-X``
+    that does not continue an X starts one)."""
+    per: List[List[Tuple[int, Sequence[str]]]] = [[] for _ in range(n_sentences)]
     for tags, (si, start) in zip(window_tags, where):
-        if len(out[si]) != start:
-            raise ValueError(f"window of sentence {si} starts at word {start}, expected {len(out[si])}")
-        out[si].extend(tags)
+        per[si].append((int(start), tags))
+    out: List[List[str]] = []
+    for si, wins in enumerate(per):
+        wins.sort(key=lambda w: w[0])
+        n = max((start + len(tags) for start, tags in wins), default=0)
+        reach = 0
+        for start, tags in wins:
+            if start > reach:
+                raise ValueError(f"window of sentence {si} starts at word {start}, after a gap (covered to {reach})")
+            reach = max(reach, start + len(tags))
+        best = [-1.0] * n
+        merged = ["O"] * n
+        for start, tags in wins:
+            end = start + len(tags)
+            for j, t in enumerate(tags):
+                left = j if start > 0 else math.inf
+                right = len(tags) - 1 - j if end < n else math.inf
+                d = min(left, right)
+                if d > best[start + j]:
+                    best[start + j], merged[start + j] = d, t
+        out.append(_repair_iob2(merged))
     return out
+
+
+def _repair_iob2(tags: Sequence[str]) -> List[str]:
+    out: List[str] = []
+    prev = "O"
+    for t in tags:
+        if t.startswith("I-") and prev[2:] != t[2:]:
+            t = "B-" + t[2:]
+        out.append(t)
+        prev = t
+    return out
+
+
+def flat_tags(entities: Sequence[Tuple[int, int, str]], n: int) -> List[str]:
+    """IOB2 tags of ``entities`` in a sentence of ``n`` words; an entity that overlaps one already
+    placed (in order of start, longer first) is left out (IOB2 cannot hold nested entities)."""
+    tags = ["O"] * n
+    for s, e, t in sorted(entities, key=lambda x: (x[0], -x[1])):
+        if 0 <= s <= e < n and all(tags[k] == "O" for k in range(s, e + 1)):
+            tags[s] = f"B-{t}"
+            for k in range(s + 1, e + 1):
+                tags[k] = f"I-{t}"
+    return tags
 
 
 class RelationCollator:
@@ -127,7 +227,11 @@ class RelationCollator:
         # Which labels a method trains on: the N×N relation grid and/or per-word IOB2 tag ids.
         self.grid = grid
         self.tag_to_id = tag_to_id
-        self.max_length = int(max_length)
+        self.max_length = usable_max_length(tokenizer, max_length)
+        if self.max_length < int(max_length):
+            # the encoder's position table is smaller: longer inputs would fail inside the encoder
+            print(f"note: max_length {max_length} is more than the encoder takes; using {self.max_length} pieces "
+                  "(specials included)", file=sys.stderr)
         self.pre, self.post = _specials(tokenizer)
         self.budget = self.max_length - len(self.pre) - len(self.post)
         if self.budget < 1:
@@ -147,6 +251,7 @@ class RelationCollator:
             used = 0
             n = 0
             for w, p in enumerate(pieces):
+                p = p[: self.budget]  # a word longer than the room alone keeps its first pieces
                 if used + len(p) > self.budget:
                     break
                 ids.extend(p)
@@ -259,10 +364,15 @@ __all__ = [
     "IGNORE",
     "RelationCollator",
     "batch_iob2",
+    "encoder_max_length",
+    "fit_tokenizer_to_encoder",
+    "flat_tags",
     "pad_alignments",
     "pad_spans",
     "pool_words",
     "rejoin_tags",
+    "tokenizer_max_length",
+    "usable_max_length",
     "window_sentences",
     "word_pieces",
 ]

@@ -7,8 +7,8 @@ fine-tuned encoder as a standard Hugging Face folder, ``config.json`` + ``model.
 only, not twice, and the loader puts the two files back together), the tokenizer files, ``label_map.json``,
 ``training_args.json``, ``checksums.json`` (SHA-256 of every other file, written last) and, for
 resumable checkpoints, ``training_state.json`` + ``training_state.safetensors`` (optimizer, scheduler,
-grad scaler, step counters, RNG states: JSON for the structure and numbers, safetensors for the
-tensors). Nothing is pickled: loading a checkpoint never runs code from it.
+grad scaler, step counters, the RNG states of every DDP rank: JSON for the structure and numbers,
+safetensors for the tensors). Nothing is pickled: loading a checkpoint never runs code from it.
 
 A folder is written under a temporary name next to its destination and renamed into place. Replacing
 an existing folder takes two renames (``dest`` -> ``.dest.old-*``, ``.dest.tmp-*`` -> ``dest``); a
@@ -706,6 +706,9 @@ def load_checkpoint(path: Path, device: Optional[torch.device] = None) -> Tuple[
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # a corrupt or absent tokenizer is the user's checkpoint problem
         raise UserError(f"{path}: cannot load the tokenizer ({exc})") from None
+    from mclner.data.collate import fit_tokenizer_to_encoder
+
+    fit_tokenizer_to_encoder(tokenizer, encoder)  # the encoder's position limit caps every collator
     if device is not None:
         model.to(device)
     model.eval()

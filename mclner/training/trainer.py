@@ -9,7 +9,8 @@ DDP, resume and logging, and asks the method for the loss of each micro-batch. E
 
 Exact resume: the data order of an epoch is a permutation drawn from a generator seeded by
 (seed, stage, epoch), resumable checkpoints are written only between optimizer steps, and they hold
-the optimizer, scheduler, grad scaler, the position in the epoch and every RNG state.
+the optimizer, scheduler, grad scaler, the position in the epoch and every RNG state of every rank
+(each DDP process draws its own dropout masks).
 """
 
 from __future__ import annotations
@@ -111,6 +112,33 @@ def _broadcast_float(env: DistEnv, x: float) -> float:
 
 def _broadcast_flag(env: DistEnv, flag: bool) -> bool:
     return bool(_broadcast_float(env, 1.0 if flag else 0.0))
+
+
+def _gather_rng(env: DistEnv) -> List[Dict[str, Any]]:
+    """Every rank's RNG states, indexed by rank, on rank 0 (a collective: all ranks call it); other
+    ranks get an empty list. Exact resume under DDP needs them all: each rank draws its own dropout."""
+    mine = rng_state()
+    if not env.distributed:
+        return [mine]
+    box: Optional[List[Any]] = [None] * env.world if env.is_main else None
+    dist.gather_object(mine, box, dst=0)
+    return list(box) if box is not None else []
+
+
+def _restore_rng(env: DistEnv, ts: Dict[str, Any]) -> None:
+    """Set this rank's RNG states from a training state. A state saved by a run with another number of
+    processes (or by an older mclner, rank 0's only) restores rank 0 and leaves the others seeded by
+    ``seed + rank``, with a note: that resume is not exact."""
+    ranks = ts.get("rng_ranks")
+    if isinstance(ranks, list) and len(ranks) == env.world:
+        set_rng_state(ranks[env.rank])
+        return
+    if env.is_main:
+        set_rng_state(ts["rng"])
+        if env.distributed:
+            saved = len(ranks) if isinstance(ranks, list) else 1
+            print(f"note: the checkpoint holds the RNG states of {saved} process(es), this run has {env.world}; "
+                  "ranks other than 0 start from fresh seeds (the resume is not bit-exact)")
 
 
 # ----------------------------------------------------------------------------- data
@@ -516,8 +544,7 @@ class Trainer:
             sched.load_state_dict(ts["scheduler"])
             scaler.load_state_dict(ts["scaler"])
             st.update(ts["counters"])
-            if env.is_main:
-                set_rng_state(ts["rng"])
+            _restore_rng(env, ts)  # every rank its own RNG state, as it was at the save
             if env.is_main:
                 print(f"[{name}] resumed from {last} at step {st['step']}")
 
@@ -530,11 +557,12 @@ class Trainer:
                                           device_ids=[env.device.index] if env.device.type == "cuda" else None)
 
         def save_last() -> None:
+            rngs = _gather_rng(env)  # called on every rank: each one's RNG state goes to rank 0
             if not env.is_main:
                 return
             state = {
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "counters": dict(st), "rng": rng_state(), "stage": name, "total_steps": total,
+                "counters": dict(st), "rng": rngs[0], "rng_ranks": rngs, "stage": name, "total_steps": total,
             }
             self._save(last, model, training_state=state, extra={"stage": name, "step": st["step"]})
 
@@ -567,7 +595,7 @@ class Trainer:
                               f"{100 * st['best_f1']:.2f}" + (" (new best, saved)" if improved else
                                                                f" ({st['bad_evals']} without improvement)"))
                     stop = cfg.patience > 0 and st["bad_evals"] >= cfg.patience
-                save_last()
+            save_last()
             stop = _broadcast_flag(env, stop)
             _barrier(env)
             return stop

@@ -58,7 +58,9 @@ def pseudo_label(
         if not ents:
             continue
         counts["has_entity"] += 1
-        if not is_continuous(p.argmax(-1)):
+        # a sentence longer than the encoder takes is decoded in windows and has no grid to check
+        # (training would cut it anyway)
+        if p is None or not is_continuous(p.argmax(-1)):
             continue
         counts["continuous"] += 1
         if relation_confidence(p, ents, label_map) < threshold:

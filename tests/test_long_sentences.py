@@ -145,8 +145,10 @@ def test_evaluate_and_predict_a_5000_word_sentence_on_a_256_position_encoder(tmp
     assert main(["predict", ckpt, "-i", str(text), "-o", str(out), "--batch-size", "4"]) == 0
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert [len(r["tokens"]) for r in rows] == [5000, 4]
-    for r in rows:
-        assert all(0 <= e["start"] <= e["end"] < len(r["tokens"]) for e in r["entities"])
+    for r in rows:  # word indices into the tokens, character offsets into the input line
+        assert all(0 <= e["word_start"] <= e["word_end"] < len(r["tokens"]) for e in r["entities"])
+        assert all(0 <= e["start"] < e["end"] <= len(r["text"]) for e in r["entities"])
+        assert all(r["text"][e["start"] : e["end"]] == e["word"] for e in r["entities"])
 
 
 def test_training_collator_respects_the_encoder(tmp_path, capsys):

@@ -212,5 +212,8 @@ def test_prior_init_sets_the_log_class_prior(setup):
     torch.testing.assert_close(m.relation.b_bi.double(), want, rtol=1e-6, atol=1e-6)
     assert float(m.relation.cln_2.bias.abs().sum()) == 0.0
     assert report["prior_init"]["NONE"] == pytest.approx(float(want.exp()[0]))
-    _, plain = make(lm)
-    assert method.__class__(MCLNERConfig()).init_model(plain, ex, lm) == {}  # off by default: untouched
+    _, plain = make(lm, prior_init=False)
+    before = plain.relation.b_bi.detach().clone()
+    assert method.__class__(MCLNERConfig(prior_init=False)).init_model(plain, ex, lm) == {}  # --no-prior-init
+    assert torch.equal(plain.relation.b_bi, before)
+    assert MCLNERConfig().prior_init  # on by default

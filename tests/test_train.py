@@ -58,6 +58,9 @@ def step_losses(out_dir: Path, stage: str = "source") -> list:
 )
 def test_methods_lower_the_loss(tmp_path, monkeypatch, overrides):
     patch_training_data(monkeypatch)
+    if overrides.get("method", "mclner") == "mclner":
+        # from a uniform start, so that 10 steps have a large drop to show (the prior start is tested below)
+        overrides = {**overrides, "prior_init": False}
     cfg = quick_cfg(tmp_path, **overrides)
     summary = train(cfg)
     rows = step_losses(Path(cfg.output_dir))
@@ -206,3 +209,18 @@ def test_calibrate_none_bias_is_saved_and_used(tmp_path, monkeypatch):
     by_default = evaluate(model, dev, builder, label_map)
     assert by_default["f1"] == evaluate(model, dev, builder, label_map, none_bias=bias)["f1"]
     assert by_default["f1"] == pytest.approx(summary["stages"]["st1"]["none_bias_dev_f1"][str(bias)])
+
+
+def test_prior_init_starts_near_the_class_prior(tmp_path, monkeypatch):
+    """With --prior-init (the default) the first step's grid loss is about the entropy of the class
+    prior (NONE-dominated grids: well below ln C, the loss of a uniform start)."""
+    import math
+
+    patch_training_data(monkeypatch)
+    first = {}
+    for prior in (True, False):
+        cfg = quick_cfg(tmp_path / str(prior), max_steps=1, eval_every=1, prior_init=prior)
+        train(cfg)
+        first[prior] = step_losses(Path(cfg.output_dir))[0]["ce_src"]
+    assert first[True] < 0.5 * first[False]
+    assert first[False] == pytest.approx(math.log(5), rel=0.15)  # 5 classes: NONE, NNW, 3 types

@@ -60,8 +60,9 @@ class MCLNERConfig:
     tc_max_pairs: int = option(4096, "L_tc: cap on the sampled pairs M", min=2)
     st_threshold: float = option(0.9, "self-training: minimum mean probability of a sentence's decoded "
                                       "relations", min=0.0, max=1.0)
-    prior_init: bool = option(False, "initialise the relation logits' bias to the log class prior of the training "
-                                     "grids, so that training starts from 'all NONE' instead of learning it first")
+    prior_init: bool = option(True, "initialise the relation logits' bias to the log class prior of the training "
+                                    "grids, so that training starts from 'all NONE' instead of learning it first "
+                                    "(docs/TRAINING.md: argmax dev F1 64 instead of 0 after 100 quick steps)")
     calibrate_none_bias: bool = option(False, "after each stage, lower the NONE logit at decoding time by the bias "
                                               "(0 to 6) that maximises source dev F1; kept in the checkpoint and used "
                                               "by evaluate/predict and the self-training teacher (the losses are "

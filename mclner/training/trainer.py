@@ -348,11 +348,14 @@ class Trainer:
                 self.logger.log({"event": "init", **init_report})
         summary: Dict[str, Any] = {"method": self.method.name, "stages": {}}
         prev_best: Optional[Path] = None
+        # what the run trains (e.g. without frozen embeddings); a stage may narrow it (Method.trainable)
+        base_trainable = {n: p.requires_grad for n, p in model.named_parameters()}
         try:
             for stage in self.method.stages():
                 sdir = self.out / "stages" / stage.name
                 done = read_done(sdir) if self.resume else None
                 if done is not None:
+                    self.method.prepare_stage(model, stage)
                     if self._calibrate(model, stage, sdir, done) and env.is_main:
                         write_done(sdir, done)
                     summary["stages"][stage.name] = done
@@ -361,6 +364,8 @@ class Trainer:
                 teacher, target = None, None
                 if prev_best is not None:
                     self._load_weights(model, prev_best)
+                self.method.prepare_stage(model, stage)
+                self._set_trainable(model, stage, base_trainable)
                 if stage.teacher:
                     teacher = copy.deepcopy(model).eval()
                     for p in teacher.parameters():
@@ -389,6 +394,11 @@ class Trainer:
         finally:
             self.logger.close()
         return summary
+
+    def _set_trainable(self, model: torch.nn.Module, stage: Stage, base: Dict[str, bool]) -> None:
+        keep = self.method.trainable(stage)
+        for n, p in model.named_parameters():
+            p.requires_grad_(base.get(n, True) and (keep is None or bool(keep(n))))
 
     def _calibrate(self, model: torch.nn.Module, stage: Stage, sdir: Path, result: Dict[str, Any]) -> bool:
         """Let the method choose decoding settings for the stage's best model on the source dev set
@@ -505,7 +515,7 @@ class Trainer:
                 if self.data.dev:
                     res = self._evaluate(model, self.data.dev)
                     f1 = res["f1"]
-                    improved = f1 > st["best_f1"]
+                    improved = f1 > st["best_f1"] or not stage.select_best
                     self.logger.log({"event": "eval", "stage": name, "step": st["step"], "epoch": st["epoch"],
                                      "dev_f1": f1, "dev_precision": res["precision"], "dev_recall": res["recall"]})
                     if improved:

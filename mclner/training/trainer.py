@@ -470,6 +470,9 @@ class Trainer:
         steps_per_epoch = math.ceil(nb_rank / accum)
         total = stage.max_steps or cfg.max_steps or cfg.epochs * steps_per_epoch
 
+        t_stage = time.time()
+        if env.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(env.device)
         opt = make_optimizer(model, cfg)
         sched = make_scheduler(opt, total, cfg.warmup_ratio)
         use_scaler = cfg.amp and env.device.type == "cuda" and not torch.cuda.is_bf16_supported()
@@ -611,8 +614,17 @@ class Trainer:
         if env.is_main and not checkpoint_exists(sdir / "best"):  # no dev set: the last model is the result
             self._save(sdir / "best", model, extra={"stage": name, "step": st["step"]})
         _barrier(env)
-        return {"steps": st["step"], "epochs": st["epoch"], "best_dev_f1": st["best_f1"],
-                "early_stopped": bool(stop and st["step"] < total)}
+        result = {"steps": st["step"], "epochs": st["epoch"], "best_dev_f1": st["best_f1"],
+                  "early_stopped": bool(stop and st["step"] < total), "wall_s": round(time.time() - t_stage, 3)}
+        # peak memory of this stage (this process; since a resume when the stage was resumed)
+        if env.device.type == "cuda":
+            result["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(env.device) / 2**20, 1)
+        else:
+            import resource
+
+            # ru_maxrss: the process's peak so far (KiB on Linux), not this stage's alone
+            result["process_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        return result
 
 
 def hash_stage(stage: str) -> int:

@@ -314,3 +314,41 @@ def test_a_short_run_trains_only_each_stages_parts(tmp_path):
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     students = [r for r in log if r.get("stage") == "students" and "loss" in r]
     assert students and "sbc_src" in students[0] and all(r["delta_span1"] == 0.5 for r in students)
+
+
+def test_resume_inside_the_student_stage_is_exact(tmp_path):
+    """Killed at step 7 of `students` (after three bridging stages and `source` finished), resumed:
+    every checkpoint equals the uninterrupted run's, and the final model decodes with the combination."""
+    from golden_losses import make_inputs
+    from safetensors.torch import load_file
+
+    from mclner.cli import build_parser
+    from mclner.training.cli import config_from_args
+    from mclner.training.trainer import train
+
+    paths = make_inputs(tmp_path)
+
+    def cfg(out):
+        args = ["train", "--method", "dlbri", "--source", paths["en"], "--target", paths["zh"], "--target-lang",
+                "zh", "--lexicon", paths["lex"], "--encoder", paths["enc"], "--output-dir", str(out),
+                "--max-steps", "8", "--bridge-max-steps", "2", "--source-max-steps", "2", "--combine-max-steps", "2",
+                "--batch-size", "4", "--effective-batch-size", "4", "--eval-every", "4", "--save-every", "2",
+                "--no-progress", "--seed", "3"]
+        return config_from_args(build_parser().parse_args(args))
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train(cfg(full))
+    c = cfg(cut)
+    c.stop_after_steps = 7
+    assert train(c).get("interrupted")
+    assert sorted(p.name for p in (cut / "stages").iterdir()) == ["bridge1", "bridge2", "bridge3", "source",
+                                                                   "students"]
+    c.stop_after_steps = None
+    train(c, resume=True)
+    for ckpt in ["stages/students/last", "stages/combine/last", "best"]:
+        a = load_file(str(full / ckpt / "model.safetensors"))
+        b = load_file(str(cut / ckpt / "model.safetensors"))
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (ckpt, k)
+    assert json.loads((cut / "best" / "config.json").read_text())["model"]["decode_with"] == "combination"

@@ -67,9 +67,12 @@ class DLBriConfig:
                                                "order (replaces the lexicon translation)", type=str)
     bridge_max_steps: Optional[int] = option(None, "optimizer steps of each of the three bridging stages "
                                                    "(default: as --max-steps / --epochs)", min=1)
-    source_max_steps: Optional[int] = option(None, "optimizer steps of the source-teacher stage", min=1)
-    students_max_steps: Optional[int] = option(None, "optimizer steps of the student stage", min=1)
-    combine_max_steps: Optional[int] = option(None, "optimizer steps of the combination stage", min=1)
+    source_max_steps: Optional[int] = option(None, "optimizer steps of the source-teacher stage (default: as "
+                                                   "--max-steps / --epochs)", min=1)
+    students_max_steps: Optional[int] = option(None, "optimizer steps of the student stage (default: as "
+                                                   "--max-steps / --epochs)", min=1)
+    combine_max_steps: Optional[int] = option(None, "optimizer steps of the combination stage (default: as "
+                                                   "--max-steps / --epochs)", min=1)
 
 
 def span_type_maps(types: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:

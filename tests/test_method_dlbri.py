@@ -279,7 +279,7 @@ def test_bridged_encoders_initialise_the_students(bridges):
             for p in enc.parameters():
                 p.fill_(float(k))
     m.prepare_stage(model, Stage("source"))
-    first = [float(next(enc.parameters()).flatten()[0]) for enc in model.enc]
+    first = [float(next(enc.parameters()).detach().flatten()[0]) for enc in model.enc]
     assert first == ([0.0, 0.0, 0.0, 0.0] if bridges == 1 else [0.0, 1.0, 0.0, 1.0])
     assert model.config.decode_with == "student"
     m.prepare_stage(model, Stage("combine"))

@@ -1,4 +1,4 @@
-"""Triton biaffine scores S[b,i,j,c] = hs_iᵀ U_c he_j + W_c·[hs_i ; he_j] + b_c (SPEC.md §3, §6).
+"""Triton biaffine scores S[b,i,j,c] = hs_iᵀ U_c he_j + W_c·[hs_i ; he_j] + b_c (docs/METHOD.md §3, §6).
 
 The linear terms are folded into the bilinear pass so the pair kernel is one GEMM-like sweep:
 

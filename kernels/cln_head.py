@@ -1,4 +1,4 @@
-"""Triton implementation of the conditional-layer-norm relation head (SPEC.md §3, §6).
+"""Triton implementation of the conditional-layer-norm relation head (docs/METHOD.md §3, §6).
 
 S[b,i,j,:] = W2 GELU(W1 (γ_i ⊙ n_j + λ_i) + b1) + b2 with γ = h W_αᵀ + b_α, λ = h W_βᵀ + b_β and
 n = LayerNorm(h) without affine.

@@ -1,4 +1,4 @@
-"""Triton InfoNCE over cosine similarities without the M×M matrix (SPEC.md §4, §6; Inf-CL style).
+"""Triton InfoNCE over cosine similarities without the M×M matrix (docs/METHOD.md §4, §6; Inf-CL style).
 
 torch normalises the two views (``F.normalize``, eps 1e-12) and chains that backward; the Triton
 Function works on the unit rows a, b [M, P] with logits l[m,k] = a_m·b_k / τ, one tile at a time:

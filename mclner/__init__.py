@@ -41,4 +41,14 @@ _register_source_kernels()
 
 from mclner import ops  # noqa: E402
 
-__all__ = ["ops", "__version__"]
+
+def __getattr__(name: str):
+    # imported on first use: the predictor pulls in transformers, which `import mclner` should not
+    if name == "NERPredictor":
+        from mclner.predictor import NERPredictor
+
+        return NERPredictor
+    raise AttributeError(f"module 'mclner' has no attribute {name!r}")
+
+
+__all__ = ["NERPredictor", "ops", "__version__"]

@@ -16,7 +16,7 @@ from mclner.errors import UserError
 
 
 def q4_reference(raw: bytes, rows: int, cols: int) -> np.ndarray:
-    """Q4_0 per the SPEC text, on the raw bytes (block = fp16 scale d, then 16 bytes; value j is the
+    """Q4_0 as docs/DATA.md describes it, on the raw bytes (block = fp16 scale d, then 16 bytes; value j is the
     low nibble of byte j minus 8 times d, value j+16 the high nibble minus 8 times d)."""
     b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 18)
     d = b[:, :2].copy().view("<f2").astype(np.float64)  # [nblocks, 1]

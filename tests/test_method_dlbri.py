@@ -225,7 +225,12 @@ def test_decode_uses_the_chosen_student_or_the_combination():
                 n = len(sents[r].tokens)
                 want = decode_entities(sp[r, :n].argmax(-1).tolist(), tp[r, :n].argmax(-1).tolist(), lm.types)
                 assert ents == want
-                assert scores.shape == (n, 3 + 1 + len(lm.types))
+                assert scores.shape == (n, 1 + 2 * len(lm.types))
+                assert torch.allclose(scores.sum(-1), torch.ones(n), atol=1e-5)
+                ps, pt = sp[r, :n].softmax(-1), tp[r, :n].softmax(-1)
+                k = 1 + lm.types.index(lm.types[-1])  # the last type: B and I columns
+                assert torch.allclose(scores[:, 2 * k - 1], ps[:, 1] * pt[:, k], atol=1e-6)
+                assert torch.allclose(scores[:, 2 * k], ps[:, 2] * pt[:, k], atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- stages and flags
@@ -290,9 +295,9 @@ def test_a_short_run_trains_only_each_stages_parts(tmp_path):
     """Bridging with one bridge leaves encoders 2–4 at their pretrained weights; the run ends with the
     better student pair chosen on the dev set (no combination)."""
     from golden_losses import make_inputs
-    from safetensors.torch import load_file
 
     from mclner.cli import main
+    from mclner.training.checkpoint import read_weights
 
     paths = make_inputs(tmp_path)
     out = tmp_path / "run"
@@ -301,11 +306,11 @@ def test_a_short_run_trains_only_each_stages_parts(tmp_path):
             "--batch-size", "4", "--effective-batch-size", "4", "--encoder-lr", "1e-2", "--no-progress",
             "--dlbri-bridges", "1", "--no-combination", "--delta", "0.5", "--no-lp"]
     assert main(args) == 0
-    w = load_file(str(out / "stages" / "bridge3" / "best" / "model.safetensors"))
+    w = read_weights(out / "stages" / "bridge3" / "best")  # model.safetensors + encoder/
     key = "encoder.embeddings.word_embeddings.weight"
     assert torch.equal(w[f"enc.1.{key}"], w[f"enc.3.{key}"]) and torch.equal(w[f"enc.2.{key}"], w[f"enc.3.{key}"])
     assert not torch.equal(w[f"enc.0.{key}"], w[f"enc.1.{key}"])  # the bridge trained
-    assert torch.equal(w["comb.U"], load_file(str(out / "stages" / "source" / "best" / "model.safetensors"))["comb.U"])
+    assert torch.equal(w["comb.U"], read_weights(out / "stages" / "source" / "best")["comb.U"])
     res = json.loads((out / "results.json").read_text())
     assert list(res["stages"]) == ["bridge1", "bridge2", "bridge3", "source", "students"]
     assert res["stages"]["students"]["student"] in (1.0, 2.0)
@@ -320,9 +325,9 @@ def test_resume_inside_the_student_stage_is_exact(tmp_path):
     """Killed at step 7 of `students` (after three bridging stages and `source` finished), resumed:
     every checkpoint equals the uninterrupted run's, and the final model decodes with the combination."""
     from golden_losses import make_inputs
-    from safetensors.torch import load_file
 
     from mclner.cli import build_parser
+    from mclner.training.checkpoint import read_weights
     from mclner.training.cli import config_from_args
     from mclner.training.trainer import train
 
@@ -346,8 +351,7 @@ def test_resume_inside_the_student_stage_is_exact(tmp_path):
     c.stop_after_steps = None
     train(c, resume=True)
     for ckpt in ["stages/students/last", "stages/combine/last", "best"]:
-        a = load_file(str(full / ckpt / "model.safetensors"))
-        b = load_file(str(cut / ckpt / "model.safetensors"))
+        a, b = read_weights(full / ckpt), read_weights(cut / ckpt)
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), (ckpt, k)

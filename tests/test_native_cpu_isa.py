@@ -1,5 +1,5 @@
-"""One instruction-set scheme for the three CPU kernels: MCLNER_CPU_ISA caps biaffine, cln_head and
-info_nce alike, and every bound kernel takes the same `isa` argument."""
+"""One instruction-set scheme for the CPU kernels: MCLNER_CPU_ISA caps biaffine, cln_head, info_nce and
+sup_con alike, and every bound kernel takes the same `isa` argument."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mclner import _native
-from mclner.ops import biaffine, cln_head, info_nce
+from mclner.ops import biaffine, cln_head, info_nce, sup_con
 
 C = _native.cpu_module()
 pytestmark = pytest.mark.skipif(C is None, reason=f"native CPU module not built: {_native.cpu_error()}")
@@ -21,6 +21,8 @@ def _call(op: str):
         return biaffine(r(1, 3, 4), r(1, 3, 4), r(2, 4, 4), r(2, 8), r(2), impl="cpu")
     if op == "cln_head":
         return cln_head(r(1, 3, 4), r(4, 4), r(4), r(4, 4), r(4), r(5, 4), r(5), r(2, 5), r(2), impl="cpu")
+    if op == "sup_con":
+        return sup_con(r(5, 3), torch.tensor([0, 1, 0, 1, -1]), impl="cpu")
     return info_nce(r(5, 3), r(5, 3), impl="cpu")
 
 
@@ -39,7 +41,7 @@ def test_variable_caps_the_level(cap, monkeypatch):
     assert C.cpu_isa(0) == "generic"
 
 
-@pytest.mark.parametrize("op", ["biaffine", "cln_head", "info_nce"])
+@pytest.mark.parametrize("op", ["biaffine", "cln_head", "info_nce", "sup_con"])
 def test_every_kernel_reads_the_variable(op, monkeypatch):
     monkeypatch.setenv("MCLNER_CPU_ISA", "sse9")
     with pytest.raises(ValueError, match="MCLNER_CPU_ISA must be one of generic, avx2, avx512.*'sse9'"):

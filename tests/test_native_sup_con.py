@@ -50,6 +50,7 @@ def _forward_args(**over):
         (dict(pos=0), ["'pos'", "null"]),
         (dict(cnt=0), ["'cnt'", "null"]),
         (dict(num_threads=0), ["'num_threads'"]),
+        (dict(isa=5), ["'isa'"]),
     ],
 )
 def test_native_forward_validation(over, words):
@@ -105,8 +106,8 @@ def _check_against_reference(x, **kw):
 def test_isa_copies_agree(isa, dtype, monkeypatch):
     """The portable and AVX2 copies of the tile pipeline (read per call from MCLNER_CPU_ISA)."""
     monkeypatch.setenv("MCLNER_CPU_ISA", isa)
-    if C.sup_con_isa() != isa:
-        pytest.skip(f"this CPU cannot run the {isa} copy (best: {C.sup_con_isa()})")
+    if C.cpu_isa() != isa:
+        pytest.skip(f"this CPU cannot run the {isa} copy (best: {C.cpu_best_isa()})")
     for m2 in (0, 270):
         x = make_inputs(300, m2, 37, dtype=dtype, classes=6)
         _check_against_reference(x, temperature=0.2, reduction="none")

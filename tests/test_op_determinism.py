@@ -12,7 +12,7 @@ import torch
 from helpers import impl_device
 
 from mclner import _native
-from mclner.ops import biaffine, cln_head, info_nce
+from mclner.ops import biaffine, cln_head, info_nce, sup_con
 
 
 def _rand(g, *shape, scale=1.0):
@@ -39,12 +39,30 @@ def nce_inputs(g):
     return {"za": za, "zb": 0.6 * za + 0.8 * _rand(g, M, P)}
 
 
+def supcon_one(g):
+    return {"z": _rand(g, 710, 24)}
+
+
+def supcon_two(g):
+    return {"z": _rand(g, 300, 24), "z2": _rand(g, 530, 24)}
+
+
+def _labels(n, k):
+    """n labels over k classes, every 13th ignored (-1)."""
+    lab = torch.arange(n) * 7 % k
+    return torch.where(torch.arange(n) % 13 == 0, -1, lab)
+
+
 CASES = {
     "biaffine": (biaffine, biaffine_inputs, {}),
     "cln_head": (cln_head, cln_inputs, {"eps": 1e-5}),
     "info_nce mean": (info_nce, nce_inputs, {"temperature": 0.1}),
     "info_nce symmetric none": (info_nce, nce_inputs, {"temperature": 0.1, "symmetric": True, "reduction": "none"}),
     "info_nce symmetric sum": (info_nce, nce_inputs, {"temperature": 0.1, "symmetric": True, "reduction": "sum"}),
+    "sup_con one set mean": (sup_con, supcon_one, {"labels": _labels(710, 9), "temperature": 0.1}),
+    "sup_con two sets none": (
+        sup_con, supcon_two, {"labels": _labels(300, 5), "labels2": _labels(530, 7), "reduction": "none"}
+    ),
 }
 
 

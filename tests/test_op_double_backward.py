@@ -11,7 +11,16 @@ import pytest
 import torch
 from helpers import impl_device
 
-from mclner.ops import biaffine, biaffine_reference, cln_head, cln_head_reference, info_nce, info_nce_reference
+from mclner.ops import (
+    biaffine,
+    biaffine_reference,
+    cln_head,
+    cln_head_reference,
+    info_nce,
+    info_nce_reference,
+    sup_con,
+    sup_con_reference,
+)
 
 IMPLS = ["cpu", "triton", pytest.param("cuda", marks=pytest.mark.gpu)]
 MESSAGE = "do not support double backward"
@@ -37,6 +46,25 @@ def nce_inputs(g, M=9, P=5):
     return {"za": za, "zb": 0.6 * za + 0.8 * _rand(g, M, P)}
 
 
+def supcon_one(g, M=9, P=5):
+    return {"z": _rand(g, M, P)}
+
+
+def supcon_two(g, M=7, M2=6, P=5):
+    return {"z": _rand(g, M, P), "z2": _rand(g, M2, P)}
+
+
+def _with_labels(fn):
+    """sup_con with fixed labels made on the features' device (its only float inputs are z, z2)."""
+
+    def call(z, z2=None, **kwargs):
+        labels = torch.tensor([0, 1, 0, 2, 1, -1, 0, 2, 1][: z.shape[0]], device=z.device)
+        extra = {} if z2 is None else {"z2": z2, "labels2": torch.arange(z2.shape[0], device=z.device) % 3}
+        return fn(z, labels, **extra, **kwargs)
+
+    return call
+
+
 # op name -> (fused op, reference, inputs, extra keyword arguments)
 OPS = {
     "biaffine": (biaffine, biaffine_reference, biaffine_inputs, {}),
@@ -44,6 +72,11 @@ OPS = {
     "info_nce": (info_nce, info_nce_reference, nce_inputs, {"temperature": 0.5, "reduction": "none"}),
     "info_nce symmetric mean": (
         info_nce, info_nce_reference, nce_inputs, {"temperature": 0.5, "symmetric": True, "reduction": "mean"}
+    ),
+    "sup_con": (_with_labels(sup_con), _with_labels(sup_con_reference), supcon_one, {"temperature": 0.5,
+                                                                                     "reduction": "none"}),
+    "sup_con two sets mean": (
+        _with_labels(sup_con), _with_labels(sup_con_reference), supcon_two, {"temperature": 0.5}
     ),
 }
 

@@ -314,8 +314,33 @@ def test_device_mismatch():
         sup_con(x["z"], x["labels"], z2=x["z2"].cuda(), labels2=x["labels2"])
 
 
-def test_labels_meta_device_mismatch():
-    """A labels tensor on another device is refused by name (meta stands in for a second device)."""
+def test_meta_device_mismatch():
+    """Tensors on another device are refused by name (meta stands in for a second device)."""
     x = make_inputs(5, 0, 4)
     with pytest.raises(ValueError, match="'labels'.*device"):
         sup_con(x["z"], torch.empty(5, dtype=torch.long, device="meta"))
+    z2 = torch.empty(3, 4, dtype=x["z"].dtype, device="meta")
+    with pytest.raises(ValueError, match="'z2'.*meta"):
+        sup_con(x["z"], x["labels"], z2=z2, labels2=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="'labels2'.*device"):
+        sup_con(x["z"], x["labels"], z2=x["z"][:3], labels2=torch.zeros(3, dtype=torch.long, device="meta"))
+
+
+def test_label_dtypes_and_values_do_not_matter():
+    """int32 or int64 labels, shifted or spread out: only which labels are equal (and < 0) counts."""
+    x = make_inputs(30, 17, 8)
+    base = sup_con_reference(**x, reduction="none")
+    impls = ["reference"] + [i for i in ("cpu",) if _runnable(i)]
+    for impl in impls:
+        for f in (lambda t: t.int(), lambda t: torch.where(t >= 0, t * 7919 + 10**12, -5)):
+            got = sup_con(x["z"], f(x["labels"]), z2=x["z2"], labels2=f(x["labels2"]), reduction="none", impl=impl)
+            torch.testing.assert_close(got, base)
+
+
+def test_auto_picks_the_native_cpu_kernels():
+    from mclner.ops import selected_impl
+
+    cpu = torch.device("cpu")
+    want = "cpu" if _runnable("cpu") else "reference"
+    assert selected_impl("sup_con", cpu, torch.float32) == want
+    assert selected_impl("sup_con", cpu, torch.bfloat16) == "reference"  # the CPU kernels take fp32/fp64

@@ -82,9 +82,9 @@ def _save(dest: Path, seed: int = 0, state: bool = True):
 
 
 def _weights(path: Path) -> dict:
-    from safetensors.torch import load_file
+    from mclner.training.checkpoint import read_weights
 
-    return load_file(str(path / "model.safetensors"))
+    return read_weights(path)  # model.safetensors + encoder/model.safetensors
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from test_train_fixtures import make_tiny_encoder_dir, patch_training_data, train_config
 
+from mclner.training.checkpoint import read_weights
 from mclner.training.config import TrainConfig
 from mclner.training.trainer import train
 
@@ -84,8 +84,8 @@ def test_resume_is_exact(tmp_path, monkeypatch):
     # the kill came after the step-4 checkpoint: steps 5-6 are lost and redone on resume
     cut.stop_after_steps = None
     train(cut, resume=True)
-    a = load_file(str(tmp_path / "full" / "stages" / "source" / "last" / "model.safetensors"))
-    b = load_file(str(tmp_path / "cut" / "stages" / "source" / "last" / "model.safetensors"))
+    a = read_weights(tmp_path / "full" / "stages" / "source" / "last")  # encoder/ included
+    b = read_weights(tmp_path / "cut" / "stages" / "source" / "last")
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
@@ -158,7 +158,7 @@ def test_freeze_embeddings_keeps_the_word_embeddings(tmp_path, monkeypatch):
     patch_training_data(monkeypatch)
     cfg = quick_cfg(tmp_path, max_steps=4, eval_every=4, freeze_embeddings=True)
     train(cfg)
-    after = load_file(str(Path(cfg.output_dir) / "best" / "model.safetensors"))
+    after = read_weights(Path(cfg.output_dir) / "best")
     before = AutoModel.from_pretrained(cfg.encoder).state_dict()
     key = "embeddings.word_embeddings.weight"
     assert torch.equal(after["words.encoder." + key], before[key])

@@ -1,4 +1,4 @@
-// CPU kernels for the fused cln_head core (SPEC.md §3, §6).
+// CPU kernels for the fused cln_head core (docs/METHOD.md §3, §6).
 //
 // The Python side (mclner/ops/_native_cln_head.py) computes the O(B·N·D) prologue with torch:
 // γ = h W_αᵀ + b_α, u = (h W_βᵀ + b_β) W1ᵀ + b1, n = LayerNorm(h) without affine. These kernels do

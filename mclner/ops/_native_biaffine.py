@@ -1,6 +1,6 @@
 """Native (C++ CPU and CUDA) providers of the biaffine op.
 
-The op is split so that every O(N²) term goes through one fused native pass (SPEC.md §3):
+The op is split so that every O(N²) term goes through one fused native pass (docs/METHOD.md §3):
 
     P[b,i,c,:] = U_cᵀ hs_i + W_c[Db:]        r[b,i,c] = W_c[:Db]·hs_i + b_c      (BLAS, here)
     S[b,i,j,c] = P[b,i,c,:]·he_j + r[b,i,c]                                        (native pass)

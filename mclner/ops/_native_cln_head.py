@@ -1,4 +1,4 @@
-"""Native (C++ CPU and CUDA) providers of ``cln_head`` (SPEC.md §3, §6).
+"""Native (C++ CPU and CUDA) providers of ``cln_head`` (docs/METHOD.md §3, §6).
 
 One autograd Function per backend. The O(B·N·D) prologue runs in torch: γ = h W_αᵀ + b_α,
 λ = h W_βᵀ + b_β and n = LayerNorm(h) without affine (``mclner.ops.cln_head.cln_prologue``), and

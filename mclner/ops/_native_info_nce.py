@@ -1,4 +1,4 @@
-"""Native (C++ CPU and CUDA) providers of the fused InfoNCE (SPEC.md §4, §6).
+"""Native (C++ CPU and CUDA) providers of the fused InfoNCE (docs/METHOD.md §4, §6).
 
 The views are normalised here with ``F.normalize`` (eps 1e-12) so that torch's autograd chains the
 normalisation's backward; the native kernels see the normalised ``a, b [M, P]``, keep an online

@@ -1,4 +1,4 @@
-"""Biaffine relation scores S[b,i,j,c] = hs_iᵀ U_c he_j + W_c·[hs_i ; he_j] + b_c (SPEC.md §3, §6)."""
+"""Biaffine relation scores S[b,i,j,c] = hs_iᵀ U_c he_j + W_c·[hs_i ; he_j] + b_c (docs/METHOD.md §3, §6)."""
 
 from __future__ import annotations
 

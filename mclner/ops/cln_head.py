@@ -1,4 +1,4 @@
-"""Conditional-layer-norm relation head (paper Eq. 5, SPEC.md §3, §6).
+"""Conditional-layer-norm relation head (paper Eq. 5, docs/METHOD.md §3, §6).
 
 r'_ij = γ_i ⊙ n_j + λ_i with γ = h W_αᵀ + b_α, λ = h W_βᵀ + b_β, n_j = LayerNorm(h_j) (no affine,
 biased variance); S_ij = W_2 GELU(W_1 r'_ij + b_1) + b_2 (exact erf GELU).

@@ -1,4 +1,4 @@
-"""Relation-level InfoNCE over cosine similarities (paper Eq. 6, SPEC.md §4, §6).
+"""Relation-level InfoNCE over cosine similarities (paper Eq. 6, docs/METHOD.md §4, §6).
 
 loss_m = -log softmax_k(cos(za_m, zb_k) / τ)[m]; symmetric=True averages it with the column-wise
 loss (zb_m against all za_k). The fused implementations never store the M×M matrix.

@@ -1,8 +1,10 @@
 """Atomic, verified Hugging Face style checkpoint folders.
 
 Layout: ``config.json`` (the method's name and options, its model config, the label map),
-``model.safetensors``,
-``encoder/config.json`` (to rebuild the encoder offline), the tokenizer files, ``label_map.json``,
+``model.safetensors`` (the method's own weights: heads, fusion layer, projections), ``encoder/`` (the
+fine-tuned encoder as a standard Hugging Face folder, ``config.json`` + ``model.safetensors``, so that
+``transformers.AutoModel.from_pretrained(ckpt / "encoder")`` opens it; its weights are stored there
+only, not twice, and the loader puts the two files back together), the tokenizer files, ``label_map.json``,
 ``training_args.json``, ``checksums.json`` (SHA-256 of every other file, written last) and, for
 resumable checkpoints, ``training_state.json`` + ``training_state.safetensors`` (optimizer, scheduler,
 grad scaler, step counters, RNG states: JSON for the structure and numbers, safetensors for the
@@ -37,7 +39,12 @@ FORMAT = "mclner-checkpoint"
 # 3: config.json records the method and its options (model weights named after the shared parts),
 # checksums.json, training state as JSON + safetensors. Older checkpoints (mclner 0.1: format 1, a
 # pickled training_state.pt) are refused with a one-line error naming their format.
-FORMAT_VERSION = 3
+# 4: the encoder's weights live in encoder/model.safetensors (a Hugging Face folder), not in
+# model.safetensors; format 3 (everything in model.safetensors) is still read.
+FORMAT_VERSION = 4
+MIN_FORMAT_VERSION = 3
+ENCODER_DIR = "encoder"
+ENCODER_WEIGHTS = "encoder/model.safetensors"
 CHECKSUMS = "checksums.json"
 STATE_JSON = "training_state.json"
 STATE_TENSORS = "training_state.safetensors"
@@ -392,6 +399,59 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc tells it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the modes the user's umask asks for (0666/0777 minus
+    it): some writers (safetensors) create their files 0600 whatever the umask."""
+    mask = _umask()
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            os.chmod(Path(dirpath) / name, 0o666 & ~mask)
+        os.chmod(dirpath, 0o777 & ~mask)
+
+
+def _main_encoder(model: torch.nn.Module) -> Tuple[Any, str]:
+    """The model's (first) Hugging Face encoder and the prefix of its keys in ``model.state_dict()``."""
+    from mclner.nn.encoder import hf_encoders
+
+    encoder = hf_encoders(model)[0]
+    name = next(n for n, m in model.named_modules() if m is encoder)
+    return encoder, (name + "." if name else "")
+
+
+StateDict = Dict[str, torch.Tensor]
+
+
+def _split_state(state: StateDict, prefix: str) -> Tuple[StateDict, StateDict]:
+    """(the method's own weights, the encoder's weights without ``prefix``), contiguous CPU copies that
+    share no storage (safetensors refuses shared buffers)."""
+    own: Dict[str, torch.Tensor] = {}
+    enc: Dict[str, torch.Tensor] = {}
+    seen: set = set()
+    for k, v in state.items():
+        t = v.detach().contiguous().cpu()
+        if t.numel() and t.data_ptr() in seen:
+            t = t.clone()
+        seen.add(t.data_ptr())
+        if prefix and k.startswith(prefix):
+            enc[k[len(prefix):]] = t
+        else:
+            own[k] = t
+    return own, enc
+
+
 def save_checkpoint(
     dest: Path,
     model: torch.nn.Module,
@@ -424,19 +484,22 @@ def save_checkpoint(
             "label_map": label_map.to_dict(),
             "extra": extra or {},
         }
+        encoder, prefix = _main_encoder(model)
+        cfg["encoder_prefix"] = prefix  # where encoder/model.safetensors goes in the model's state dict
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, default=float))
         (tmp / "label_map.json").write_text(json.dumps(label_map.to_dict(), indent=2))
         (tmp / "training_args.json").write_text(json.dumps(train_args, indent=2, default=str))
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        from mclner.nn.encoder import hf_encoders
-
-        hf_encoders(model)[0].config.save_pretrained(str(tmp / "encoder"))
+        own, enc = _split_state(model.state_dict(), prefix)
+        save_file(own, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        # a standard Hugging Face folder: the base model's state-dict keys, as save_pretrained writes them
+        encoder.config.save_pretrained(str(tmp / ENCODER_DIR))
+        save_file(enc, str(tmp / ENCODER_WEIGHTS), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         if training_state is not None:
             save_training_state(tmp, training_state)
         write_checksums(tmp)
+        apply_umask(tmp)
         atomic_replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -483,12 +546,13 @@ def read_config(path: Path) -> Dict[str, Any]:
             f"{path} was written by a newer mclner (checkpoint format {version}, this one reads up to "
             f"{FORMAT_VERSION})"
         )
-    if version < FORMAT_VERSION:
+    if version < MIN_FORMAT_VERSION:
         raise UserError(
             f"{path} is a checkpoint of format {version} (mclner 0.1, before the method registry); this "
-            f"mclner reads format {FORMAT_VERSION}: retrain it, or load it with mclner 0.1"
+            f"mclner reads formats {MIN_FORMAT_VERSION}-{FORMAT_VERSION}: retrain it, or load it with mclner 0.1"
         )
-    for name in ("model.safetensors", "encoder/config.json"):
+    needed = ["model.safetensors", "encoder/config.json"] + ([ENCODER_WEIGHTS] if "encoder_prefix" in cfg else [])
+    for name in needed:
         if not (path / name).is_file():
             raise UserError(f"{path} is an incomplete checkpoint: {name} is missing")
     for key in ("model", "label_map"):
@@ -520,13 +584,29 @@ def update_model_config(path: Path, **fields: Any) -> None:
         raise
 
 
-def _read_weights(path: Path, device: Optional[str] = None) -> Dict[str, torch.Tensor]:
-    """``model.safetensors`` of a checkpoint folder; a truncated, empty or inconsistent file is a
-    one-line UserError naming it."""
+def weight_files(cfg: Dict[str, Any]) -> List[str]:
+    """The weight files of a checkpoint with this config.json (format 3: model.safetensors only)."""
+    return ["model.safetensors"] + ([ENCODER_WEIGHTS] if "encoder_prefix" in cfg else [])
+
+
+def read_weights(path: Path, device: Optional[str] = None, cfg: Optional[Dict[str, Any]] = None) -> StateDict:
+    """The model's whole state dict from a checkpoint folder: ``model.safetensors`` plus, under the
+    recorded prefix, the encoder's ``encoder/model.safetensors``."""
+    path = Path(path)
+    cfg = read_config(path) if cfg is None else cfg
+    state = _read_file(path / "model.safetensors", device)
+    prefix = cfg.get("encoder_prefix")
+    if prefix is not None:
+        for k, v in _read_file(path / ENCODER_WEIGHTS, device).items():
+            state[str(prefix) + k] = v
+    return state
+
+
+def _read_file(f: Path, device: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """One safetensors file; a truncated, empty or inconsistent file is a one-line UserError naming it."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    f = Path(path) / "model.safetensors"
     try:
         if f.stat().st_size < 8:
             raise UserError(f"{f}: empty or truncated ({f.stat().st_size} bytes), not a safetensors file")
@@ -572,8 +652,8 @@ def load_weights(model: torch.nn.Module, path: Path, device: Any = None) -> None
     """Load a checkpoint's weights into ``model`` after verifying ``model.safetensors``."""
     path = Path(path)
     cfg = read_config(path)
-    verify_files(path, ["model.safetensors"], cfg)
-    model.load_state_dict(_read_weights(path, str(device) if device is not None else None))
+    verify_files(path, weight_files(cfg), cfg)
+    model.load_state_dict(read_weights(path, str(device) if device is not None else None, cfg))
 
 
 def checkpoint_exists(path: Path) -> bool:
@@ -611,7 +691,7 @@ def load_checkpoint(path: Path, device: Optional[torch.device] = None) -> Tuple[
     for k, v in dataclasses.asdict(model.config).items():
         if isinstance(v, float) and not math.isfinite(v):
             raise UserError(f"{path / 'config.json'}: {k} {v} is not a finite number")
-    state = _read_weights(path)
+    state = read_weights(path, None, cfg)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatch

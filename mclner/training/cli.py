@@ -189,14 +189,12 @@ def _run_train(args: argparse.Namespace) -> int:
     from mclner.training.trainer import train
 
     cfg = config_from_args(args)
-    out = Path(cfg.output_dir)
     # --output-dir is checked, locked and (with --overwrite) cleared by the trainer, after it has
     # validated the data and the encoder (mclner/training/rundir.py)
     summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
-    elif "final" in summary:
-        print(f"best model: {out / 'best'}; results: {out / 'results.json'}")
+    # without --json the trainer has printed where the model, results and log went
     return 0
 
 
@@ -218,16 +216,60 @@ def _load(checkpoint: str, device: Optional[str]):
     return lm.model, lm.collator, lm.label_map, lm.device
 
 
+def _impl(args: argparse.Namespace, device: Any) -> str:
+    from mclner.predictor import check_impl, resolve_impl
+
+    impl = resolve_impl(args.impl, args.fused)
+    check_impl(impl, device)
+    return impl
+
+
+def decoding_note(model: Any, none_bias: Optional[float]) -> str:
+    """Which decoding a checkpoint's model applies (printed by `evaluate`, kept in its JSON)."""
+    cfg = getattr(model, "config", None)
+    if not hasattr(cfg, "none_bias"):
+        return "decoding: argmax per word (the method has no decoding bias)"
+    if none_bias is not None:
+        return f"decoding: NONE bias {none_bias:g} (--none-bias)"
+    b = float(cfg.none_bias)
+    if b:
+        return f"decoding: NONE bias {b:g} (calibrated on the source dev set, kept in the checkpoint)"
+    return "decoding: NONE bias 0 (plain argmax)"
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
     from mclner.data.readers import load_sentences
-    from mclner.evaluation import _types_in, evaluate, format_scores
+    from mclner.evaluation import _types_in, format_scores, predict_entities, score
 
-    model, builder, label_map, dev = _load(args.checkpoint, check_device(args.device))
+    device = check_device(args.device)
+    model, builder, label_map, dev = _load(args.checkpoint, device)
+    impl = _impl(args, dev)
     sentences = [s for s in load_sentences(args.data, split=args.split, lang=args.lang) if s.tags is not None]
+    # the first K labelled sentences, as `mclner train --max-eval-sentences K` scores them
+    sentences = sentences[: args.max_sentences or None]
     if not sentences:
         raise UserError(f"{args.data} ({args.split}) has no labelled sentences to score")
-    res = evaluate(model, sentences, builder, label_map, batch_size=args.batch_size, device=dev,
-                   impl="auto" if args.fused else "reference", none_bias=args.none_bias)
+    note = decoding_note(model, args.none_bias)
+    if not args.json:
+        print(f"{note}; impl {impl}; {len(sentences)} sentences", file=sys.stderr)
+    opts = dict(batch_size=args.batch_size, device=dev, impl=impl, none_bias=args.none_bias)
+    # Long sets go in chunks with a progress bar (on a terminal); a short set is one call, batched
+    # exactly as the trainer's final evaluation batches it.
+    chunk = 64 * args.batch_size
+    if len(sentences) > chunk and args.progress and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        preds = []
+        with tqdm(total=len(sentences), desc="evaluate", unit="sent", file=sys.stderr) as bar:
+            for k in range(0, len(sentences), chunk):
+                part = sentences[k : k + chunk]
+                preds.extend(predict_entities(model, part, builder, label_map, **opts))
+                bar.update(len(part))
+    else:
+        preds = predict_entities(model, sentences, builder, label_map, **opts)
+    res = score([s.tags for s in sentences], preds)
+    res["decoding"] = note
+    res["impl"] = impl
     # Gold types the model never learned are scored (all missed: recall 0) and named (docs/TRAINING.md).
     res["unknown_types"] = sorted(set(_types_in([s.tags for s in sentences])) - set(label_map.types))
     if args.json:
@@ -240,36 +282,55 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _read_predict_input(args: argparse.Namespace) -> List[Any]:
+    """The input sentences (see :func:`_read_predict_items`)."""
+    return [s for s, _, _ in _read_predict_items(args)]
+
+
+def _read_predict_items(args: argparse.Namespace) -> List[Any]:
+    """``(sentence, text, spans)`` per input sentence: the words, the line they come from and each
+    word's character offsets in it (a CoNLL file's words are joined as they are written)."""
     from mclner.data.readers import Sentence
+    from mclner.data.text import split_lines, tokenize_line, words_to_text
 
     fmt = args.input_format
     src = args.input
-    if fmt == "conll":
+    if getattr(args, "text", None):
+        if src != "-" or fmt != "text":
+            raise UserError("--text gives the input: it cannot be combined with --input or --input-format conll")
+        lines = list(args.text)
+    elif fmt == "conll":
         from mclner.data.readers import read_conll
 
         if src == "-":
             raise UserError("--input-format conll needs a file path, not stdin")
         # The words are the first column; any other column (tags, known or not) is ignored, and a
         # file of words alone is fine.
-        sents = read_conll(src, tag_col=None)
-        return [Sentence(list(s.tokens), None, args.lang or s.lang) for s in sents]
-    if src == "-":
-        text = sys.stdin.read()
+        out = []
+        for s in read_conll(src, tag_col=None):
+            tw = words_to_text(list(s.tokens))
+            out.append((Sentence(list(s.tokens), None, args.lang or s.lang), tw.text, tw.spans))
+        return out
     else:
-        try:
-            text = Path(src).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UserError(f"{src}: no such file") from None
-        except IsADirectoryError:
-            raise UserError(f"{src}: is a folder, expected a text file") from None
-        except UnicodeDecodeError as exc:
-            raise UserError(f"{src}: not UTF-8 text ({exc.reason})") from None
-        except OSError as exc:
-            raise UserError(f"{src}: cannot read ({exc.strerror})") from None
-    from mclner.data.text import split_lines, split_words
-
-    # split_lines drops a leading byte order mark: it is not part of the first word
-    return [Sentence(split_words(line), None, args.lang or "xx") for line in split_lines(text)]
+        if src == "-":
+            text = sys.stdin.read()
+        else:
+            try:
+                text = Path(src).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise UserError(f"{src}: no such file") from None
+            except IsADirectoryError:
+                raise UserError(f"{src}: is a folder, expected a text file") from None
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{src}: not UTF-8 text ({exc.reason})") from None
+            except OSError as exc:
+                raise UserError(f"{src}: cannot read ({exc.strerror})") from None
+        # split_lines drops a leading byte order mark: it is not part of the first word
+        lines = split_lines(text)
+    out = []
+    for line in lines:
+        tw = tokenize_line(line)
+        out.append((Sentence(tw.words, None, args.lang or "xx"), tw.text, tw.spans))
+    return out
 
 
 def _check_output(output: str) -> Optional[Path]:
@@ -288,30 +349,46 @@ def _check_output(output: str) -> Optional[Path]:
     return p
 
 
+def _parse_types(text: Optional[str], known: List[str]) -> Optional[set]:
+    if text is None:
+        return None
+    types = {t.strip() for t in text.split(",") if t.strip()}
+    unknown = sorted(types - set(known))
+    if not types or unknown:
+        raise UserError(f"--types {text}: {'unknown type(s) ' + ', '.join(unknown) if unknown else 'no type given'}; "
+                        f"the model predicts {', '.join(known)}")
+    return types
+
+
 def _run_predict(args: argparse.Namespace) -> int:
     from mclner.data.grid import entities_to_iob2
-    from mclner.evaluation import predict_entities
+    from mclner.data.text import entity_dicts
+    from mclner.predictor import predict_scored
 
     device = check_device(args.device)
     dest = _check_output(args.output)
     model, builder, label_map, dev = _load(args.checkpoint, device)  # before waiting on stdin
-    sentences = _read_predict_input(args)
-    preds = predict_entities(model, sentences, builder, label_map, batch_size=args.batch_size, device=dev,
-                             impl="auto" if args.fused else "reference",
-                             none_bias=args.none_bias) if sentences else []
+    impl = _impl(args, dev)
+    keep = _parse_types(args.types, list(label_map.types))
+    items = _read_predict_items(args)
+    nonempty = [k for k, (s, _, _) in enumerate(items) if s.tokens]
+    scored = predict_scored(model, [items[k][0] for k in nonempty], builder, label_map, batch_size=args.batch_size,
+                            device=dev, impl=impl, none_bias=args.none_bias)
+    preds: List[List[Any]] = [[] for _ in items]
+    for k, ents in zip(nonempty, scored):
+        preds[k] = [e for e in ents if keep is None or e[2] in keep]
     tmp = None if dest is None else dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         out = sys.stdout if tmp is None else open(tmp, "w", encoding="utf-8")
     except OSError as exc:
         raise UserError(f"--output {args.output}: cannot write ({exc.strerror})") from None
     try:
-        for s, ents in zip(sentences, preds):
+        for (s, text, spans), ents in zip(items, preds):
             if args.output_format == "jsonl":
-                rec = {"tokens": s.tokens, "entities": [
-                    {"start": a, "end": b, "type": t, "text": " ".join(s.tokens[a : b + 1])} for a, b, t in ents]}
+                rec = {"text": text, "tokens": s.tokens, "entities": entity_dicts(text, spans, ents)}
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
             else:
-                for tok, tag in zip(s.tokens, entities_to_iob2(ents, len(s.tokens))):
+                for tok, tag in zip(s.tokens, entities_to_iob2([e[:3] for e in ents], len(s.tokens))):
                     out.write(f"{tok}\t{tag}\n")
                 out.write("\n")
     except BaseException:
@@ -323,6 +400,15 @@ def _run_predict(args: argparse.Namespace) -> int:
         out.close()
         os.replace(tmp, dest)
     return 0
+
+
+def _add_impl(p: argparse.ArgumentParser) -> None:
+    from mclner.predictor import IMPL_CHOICES
+
+    p.add_argument("--impl", choices=IMPL_CHOICES, default=None,
+                   help="op implementation: reference (pure PyTorch), cpu, triton, cuda, or auto (the best runnable "
+                   "one; default: reference)")
+    p.add_argument("--fused", action="store_true", help="the same as --impl auto")
 
 
 def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
@@ -337,9 +423,13 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="split of a named data set")
     p.add_argument("--lang", default=None, help="language code of the data (for path inputs)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="sentences per batch")
-    p.add_argument("--fused", action="store_true", help="use the fused op implementations")
+    p.add_argument("--max-sentences", type=_positive_int, default=None, metavar="K",
+                   help="score only the first K labelled sentences (as `mclner train --max-eval-sentences K`)")
+    _add_impl(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="a progress bar on long sets (on a terminal)")
     p.add_argument("--none-bias", type=finite_float, default=None,
                    help="decode with this bias subtracted from the NONE logit (relation models; default: the "
                    "checkpoint's calibrated value, 0 unless trained with --calibrate-none-bias)")
@@ -348,10 +438,16 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("predict", help="tag raw text or a CoNLL file with a checkpoint",
                        description="Read sentences (raw text: one sentence per line, split into words and punctuation, "
                        "CJK characters into single characters; or a CoNLL file) and write the entities "
-                       "as JSON lines or the words with IOB2 tags.",
+                       "as JSON lines or the words with IOB2 tags. A JSON line is {text, tokens, entities}; "
+                       "each entity has the fields of the Hugging Face token-classification pipeline's "
+                       "aggregated output: entity_group, score, word (as written in the text), start and end "
+                       "(character offsets, end exclusive), and word_start/word_end (word indices, end "
+                       "inclusive).",
                        formatter_class=DefaultsHelpFormatter)
     q.add_argument("checkpoint", help="checkpoint folder written by `mclner train`")
     q.add_argument("--input", "-i", default="-", help="input file ('-' = stdin)")
+    q.add_argument("--text", "-t", action="append", default=None, metavar="TEXT",
+                   help="a sentence to tag, instead of --input (repeat for several)")
     q.add_argument("--input-format", choices=("text", "conll"), default="text",
                    help="raw text lines or CoNLL columns (words in the first column; tags or other columns, "
                    "if any, are ignored)")
@@ -363,7 +459,9 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--none-bias", type=finite_float, default=None,
                    help="decode with this bias subtracted from the NONE logit (relation models; default: the "
                    "checkpoint's calibrated value, 0 unless trained with --calibrate-none-bias)")
-    q.add_argument("--fused", action="store_true", help="use the fused op implementations")
+    q.add_argument("--types", default=None, metavar="T1,T2",
+                   help="keep only these entity types (comma-separated, e.g. PER,LOC)")
+    _add_impl(q)
     q.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     q.set_defaults(func=_run_predict)
 

@@ -64,7 +64,9 @@ class TrainConfig:
     eval_every: Optional[int] = _opt(None, "evaluate every K optimizer steps (default: after each epoch)", min=1)
     patience: int = _opt(3, "stop after this many evaluations without improvement (0: never)", min=0)
     seed: int = _opt(42, "random seed (data order, code-switching, initialisation)", min=0, max=MAX_SEED)
-    fused: bool = _opt(False, "use the fused op implementations (impl='auto')")
+    impl: Optional[str] = _opt(None, "op implementation: reference, cpu, triton, cuda or auto (the best runnable "
+                                     "one); default: reference", choices=("reference", "cpu", "triton", "cuda", "auto"))
+    fused: bool = _opt(False, "the same as --impl auto")
     device: Optional[str] = _opt(None, "torch device (default: cuda when available, else cpu)")
     log_every: int = _opt(1, "write the loss terms to log.jsonl every K optimizer steps", min=1)
     progress: bool = _opt(True, "progress bars")

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,7 +306,10 @@ class Trainer:
         self.overwrite = overwrite
         self.env = setup_env(cfg)
         self.out = Path(cfg.output_dir)
-        self.impl = "auto" if cfg.fused else "reference"
+        from mclner.predictor import check_impl, resolve_impl
+
+        self.impl = resolve_impl(cfg.impl, cfg.fused)  # default reference; --fused = --impl auto
+        check_impl(self.impl, self.env.device)
         seed_everything(cfg.seed + self.env.rank)
 
     # -- helpers
@@ -346,6 +350,7 @@ class Trainer:
                              "impl": self.impl})
             if init_report:
                 self.logger.log({"event": "init", **init_report})
+            self._banner()
         summary: Dict[str, Any] = {"method": self.method.name, "stages": {}}
         prev_best: Optional[Path] = None
         # what the run trains (e.g. without frozen embeddings); a stage may narrow it (Method.trainable)
@@ -391,6 +396,7 @@ class Trainer:
                 copy_checkpoint(prev_best, self.out / "best")
                 summary["final"] = self._final_eval(model)
                 (self.out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+                self._where()
         finally:
             self.logger.close()
         return summary
@@ -399,6 +405,41 @@ class Trainer:
         keep = self.method.trainable(stage)
         for n, p in model.named_parameters():
             p.requires_grad_(base.get(n, True) and (keep is None or bool(keep(n))))
+
+    # -- what the run prints (rank 0)
+    def _say(self, msg: str) -> None:
+        """One line to stdout, above a progress bar when one is shown."""
+        bar = getattr(self, "_pbar", None)
+        if bar is not None:
+            bar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def _banner(self) -> None:
+        cfg, d, env = self.cfg, self.data, self.env
+        impl = self.impl
+        if impl == "auto":
+            try:
+                from mclner.ops import selected_impl
+
+                impl = f"auto ({selected_impl('biaffine', env.device, torch.float32)} here)"
+            except Exception:  # only informative
+                pass
+        stages = ", ".join(s.name for s in self.method.stages())
+        where = f"{env.device}" + (f" x {env.world} processes" if env.distributed else "")
+        self._say(f"mclner train: method {self.method.name} (stages: {stages}); device {where}; impl {impl}; "
+                  f"encoder {cfg.encoder}")
+        sizes = [f"{len(d.train)} source train", f"{len(d.dev)} dev", f"{len(d.target_test)} target test"]
+        if d.target_unlabeled:
+            sizes.append(f"{len(d.target_unlabeled)} unlabelled target")
+        self._say(f"data: {', '.join(sizes)} sentences; types {', '.join(d.label_map.types)}; "
+                  f"output {self.out.resolve()}")
+
+    def _where(self) -> None:
+        out = self.out
+        self._say(f"done. best model: {out / 'best'} (mclner predict {out / 'best'} --text '...')")
+        self._say(f"results: {out / 'results.json'}; log: {out / 'log.jsonl'}; stages: {out / 'stages'}/*/best, last")
+        self._say(f"plots and report: mclner report {out}")
 
     def _calibrate(self, model: torch.nn.Module, stage: Stage, sdir: Path, result: Dict[str, Any]) -> bool:
         """Let the method choose decoding settings for the stage's best model on the source dev set
@@ -519,13 +560,25 @@ class Trainer:
                     res = self._evaluate(model, self.data.dev)
                     f1 = res["f1"]
                     improved = f1 > st["best_f1"] or not stage.select_best
-                    self.logger.log({"event": "eval", "stage": name, "step": st["step"], "epoch": st["epoch"],
-                                     "dev_f1": f1, "dev_precision": res["precision"], "dev_recall": res["recall"]})
+                    rec = {"event": "eval", "stage": name, "step": st["step"], "epoch": st["epoch"],
+                           "dev_f1": f1, "dev_precision": res["precision"], "dev_recall": res["recall"]}
+                    bias = float(getattr(model.config, "none_bias", 0.0) or 0.0)
+                    extra = ""
+                    if bias:  # a calibrated decoding bias is in use: the plain argmax score beside it
+                        arg = evaluate(model, self.data.dev, self.collator, self.data.label_map,
+                                       batch_size=2 * cfg.batch_size, device=env.device, impl=self.impl, none_bias=0.0)
+                        rec["dev_f1_argmax"] = arg["f1"]
+                        extra = f" (NONE bias {bias:g}; argmax F1 {100 * arg['f1']:.2f})"
+                    self.logger.log(rec)
                     if improved:
                         st["best_f1"], st["bad_evals"] = f1, 0
                         self._save(sdir / "best", model, extra={"stage": name, "step": st["step"], "dev": res})
                     else:
                         st["bad_evals"] += 1
+                    self._say(f"[{name}] step {st['step']}/{total} dev P {100 * res['precision']:.2f} "
+                              f"R {100 * res['recall']:.2f} F1 {100 * f1:.2f}{extra}; best F1 "
+                              f"{100 * st['best_f1']:.2f}" + (" (new best, saved)" if improved else
+                                                               f" ({st['bad_evals']} without improvement)"))
                     stop = cfg.patience > 0 and st["bad_evals"] >= cfg.patience
                 save_last()
             stop = _broadcast_flag(env, stop)
@@ -536,10 +589,15 @@ class Trainer:
         if teacher is not None:
             teacher.to(env.device)
         pbar = None
-        if cfg.progress and env.is_main:
+        if cfg.progress and env.is_main and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
             pbar = tqdm(total=total, initial=st["step"], desc=name, dynamic_ncols=True)
+        self._pbar = pbar
+        # Without a bar (--no-progress, output to a file or pipe) a line every `every` steps, and at
+        # least once a minute: the loss terms, the rate and the time left.
+        every = max(1, min(100, total // 20))
+        step0, last_line = st["step"], time.time()
         stop = False
         t0 = time.time()
         while st["step"] < total and not stop:
@@ -592,6 +650,13 @@ class Trainer:
                 if pbar is not None:
                     pbar.update(1)
                     pbar.set_postfix(loss=f"{sums['loss']:.4f}")
+                elif env.is_main and (st["step"] % every == 0 or time.time() - last_line > 60 or st["step"] == total):
+                    last_line = time.time()
+                    rate = (st["step"] - step0) / max(1e-9, last_line - t0)
+                    eta = (total - st["step"]) / rate if rate > 0 else float("nan")
+                    terms = " ".join(f"{k} {v:.4f}" for k, v in sums.items() if k != "tc_pairs")
+                    self._say(f"[{name}] step {st['step']}/{total} {terms} | {rate:.2f} steps/s, "
+                              f"{_duration(eta)} left")
                 if cfg.eval_every and st["step"] % cfg.eval_every == 0:
                     stop = do_eval()
                 elif cfg.save_every and st["step"] % cfg.save_every == 0:
@@ -599,6 +664,7 @@ class Trainer:
                 if cfg.stop_after_steps and st["step"] >= cfg.stop_after_steps:
                     if pbar is not None:
                         pbar.close()
+                    self._pbar = None
                     return {"interrupted": True, "step": st["step"]}
                 if stop or st["step"] >= total:
                     break
@@ -611,6 +677,7 @@ class Trainer:
             do_eval()
         if pbar is not None:
             pbar.close()
+        self._pbar = None
         if env.is_main and not checkpoint_exists(sdir / "best"):  # no dev set: the last model is the result
             self._save(sdir / "best", model, extra={"stage": name, "step": st["step"]})
         _barrier(env)
@@ -625,6 +692,13 @@ class Trainer:
             # ru_maxrss: the process's peak so far (KiB on Linux), not this stage's alone
             result["process_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         return result
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def hash_stage(stage: str) -> int:

@@ -4,6 +4,9 @@ entity-type confusion, labelled heatmaps and 2-D embeddings (colour = language, 
 The data functions (``read_log``, ``training_curves``, ``load_results``, ``per_type_table``,
 ``compare_markdown``, ``entity_confusion``) need only numpy; the ``plot_*`` functions and
 ``embed_2d`` need matplotlib (``pip install "mclner[viz]"``), t-SNE also scikit-learn (else PCA).
+What a checkpoint learned (entity representations, relation-similarity of the contrastive views, the
+confusion of its predictions) is computed by ``mclner.viz.model``; ``mclner.viz.report`` writes a run's
+``report.md``.
 """
 
 from mclner.viz.confusion import OUTSIDE, EntityConfusion, entity_confusion

@@ -91,13 +91,167 @@ def read_predictions(path: str) -> List[Tuple[List[str], List[Tuple[int, int, st
     return out
 
 
+def _is_checkpoint(path: str) -> bool:
+    return (Path(path) / "config.json").is_file() and (Path(path) / "model.safetensors").is_file()
+
+
+def _training_args(ckpt: str) -> dict:
+    """The run options a checkpoint was trained with (its training_args.json; {} when absent)."""
+    try:
+        args = json.loads((Path(ckpt) / "training_args.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return args if isinstance(args, dict) else {}
+
+
+def _default_out(ckpt: str, name: str) -> Path:
+    """CKPT/../plots/NAME: next to the run's other plots for RUN/best."""
+    return Path(ckpt).resolve().parent / "plots" / name
+
+
+def _load_model(args: argparse.Namespace):
+    from mclner.inference import load_model
+    from mclner.predictor import check_impl, resolve_impl
+    from mclner.training.guards import check_device
+
+    lm = load_model(args.checkpoint, check_device(args.device))
+    impl = resolve_impl(args.impl, False)
+    check_impl(impl, lm.device)
+    return lm, impl
+
+
+def _labelled(spec: str, split: str, lang, what: str) -> list:
+    from mclner.data.readers import load_sentences
+
+    sents = [s for s in load_sentences(spec, split=split, lang=lang) if s.tags is not None]
+    if not sents:
+        raise UserError(f"{what} {spec} ({split}) has no labelled sentences")
+    return sents
+
+
+def _run_heatmap(args: argparse.Namespace) -> int:
+    from mclner.data.grid import iob2_to_entities
+    from mclner.viz.model import relation_similarity
+    from mclner.viz.plots import MatrixPanel, plot_matrices
+
+    torch_seed(args.seed)
+    targs = _training_args(args.checkpoint)
+    spec = args.data or targs.get("source")
+    if not spec:
+        raise UserError("--data is needed: the checkpoint does not record its source data")
+    sents = _labelled(spec, args.split, args.lang, "--data")
+    if args.index is None:  # the first short sentence with an entity: a readable figure
+        k = next((i for i, s in enumerate(sents) if iob2_to_entities(s.tags) and len(s.tokens) <= 15), 0)
+    elif not 0 <= args.index < len(sents):
+        raise UserError(f"--index {args.index}: {spec} ({args.split}) has {len(sents)} labelled sentences")
+    else:
+        k = args.index
+    src = sents[k]
+    lm, impl = _load_model(args)
+    spans = None
+    if args.target:
+        tgt = _labelled(args.target, args.target_split, args.target_lang or targs.get("target_lang"), "--target")
+        if not 0 <= args.target_index < len(tgt):
+            raise UserError(f"--target-index {args.target_index}: {args.target} has {len(tgt)} labelled sentences")
+        other = tgt[args.target_index]
+    else:
+        from mclner.data.codeswitch import CodeSwitcher
+        from mclner.data.lexicon import load_lexicon
+
+        lex = args.lexicon or targs.get("lexicon")
+        lang = args.target_lang or targs.get("target_lang") or "zh"
+        if not lex:
+            raise UserError("--lexicon is needed for the code-switched counterpart (or give --target)")
+        ratio = lm.config.get("method_config", {}).get("cs_word_ratio", 0.3)
+        res = CodeSwitcher(load_lexicon(lex, lang), target_lang=lang, word_ratio=float(ratio),
+                           seed=args.seed).switch_detailed(src)
+        other, spans = res.sentence, list(res.spans)
+    maps = relation_similarity(lm.model, lm.collator, src, other, spans, impl=impl, device=lm.device)
+    panels = [MatrixPanel(m.matrix, m.words, m.words, m.title, "column word j", "row word i") for m in maps]
+    out = args.output or _default_out(args.checkpoint, "heatmap")
+    res_plot = plot_matrices(panels, out, title=args.title or f"relation similarity, sentence {k} of {spec}",
+                             cmap="RdBu_r", vmin=-1.0, vmax=1.0, colorbar_label="cosine similarity", seed=args.seed)
+    _extend_json(res_plot, {"kind": "relation_similarity", "sentence_index": k, "source_words": list(src.tokens),
+                            "counterpart_words": list(other.tokens), "counterpart_lang": other.lang})
+    _print_files(res_plot.files)
+    return 0
+
+
+def _extend_json(res, extra: dict) -> None:
+    from mclner.viz.plots import _jsonable
+
+    res.data.update(extra)
+    res.files[2].write_text(json.dumps(res.data, indent=1, ensure_ascii=False, default=_jsonable) + "\n",
+                            encoding="utf-8")
+
+
+def torch_seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _run_entities(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mclner.viz.model import entity_representations
+    from mclner.viz.plots import plot_embedding
+
+    torch_seed(args.seed)
+    targs = _training_args(args.checkpoint)
+    specs = []
+    source = args.source or targs.get("source")
+    target = args.target if args.target is not None else targs.get("target")
+    if source and source.lower() != "none":
+        specs.append((source, None))
+    if target and target.lower() != "none":
+        specs.append((target, args.target_lang or targs.get("target_lang")))
+    if not specs:
+        raise UserError("give --source and/or --target: the checkpoint does not record its data")
+    lm, _ = _load_model(args)
+    pts, langs, types = [], [], []
+    for spec, lang in specs:
+        sents = _labelled(spec, args.split, lang, "data")[: args.max_sentences]
+        p, l_, t = entity_representations(lm.model, lm.collator, sents, batch_size=args.batch_size, device=lm.device)
+        pts.append(p)
+        langs += l_
+        types += t
+    out = args.output or _default_out(args.checkpoint, "entities")
+    method_name = lm.config.get("method", "")
+    res = plot_embedding(np.concatenate(pts), langs, types, out, method=args.reduce, seed=args.seed,
+                         title=args.title or f"entity representations ({method_name}, {args.split} sets)")
+    _extend_json(res, {"data": [s for s, _ in specs], "checkpoint": str(args.checkpoint)})
+    _print_files(res.files)
+    return 0
+
+
 def _run_confusion(args: argparse.Namespace) -> int:
     from mclner.data.readers import load_sentences
     from mclner.viz.confusion import entity_confusion
-    from mclner.viz.plots import plot_confusion
 
     gold = [s for s in load_sentences(args.gold, split=args.split, lang=args.lang) if s.tags is not None]
+    gold = gold[: args.max_sentences or None]
+    if _is_checkpoint(args.predictions):  # a checkpoint: predict the gold sentences with it
+        from mclner.viz.model import confusion_of
+
+        args.checkpoint = args.predictions
+        lm, impl = _load_model(args)
+        try:
+            conf = confusion_of(lm.model, lm.collator, lm.label_map, gold, match=args.match, device=lm.device,
+                                impl=impl)
+        except ValueError as exc:
+            raise UserError(f"{args.gold}: {exc}") from None
+        out = args.output or _default_out(args.predictions, "confusion")
+        _show_confusion(conf, args, out)
+        return 0
     preds = read_predictions(args.predictions)
+    if args.max_sentences:
+        preds = preds[: args.max_sentences]
     if len(gold) != len(preds):
         raise UserError(f"{args.predictions}: {len(preds)} predicted sentences but {args.gold} has {len(gold)}")
     for k, (g, (tokens, _)) in enumerate(zip(gold, preds)):
@@ -108,6 +262,14 @@ def _run_confusion(args: argparse.Namespace) -> int:
         conf = entity_confusion([g.tags for g in gold], [e for _, e in preds], match=args.match)
     except ValueError as exc:
         raise UserError(f"{args.predictions}: {exc}") from None
+    out = args.output or Path(args.predictions).with_suffix("").as_posix() + ".confusion"
+    _show_confusion(conf, args, out)
+    return 0
+
+
+def _show_confusion(conf, args: argparse.Namespace, out) -> None:
+    from mclner.viz.plots import plot_confusion
+
     if args.json:
         print(json.dumps({"labels": conf.labels, "counts": conf.counts.tolist(), "match": conf.match}))
     else:
@@ -115,9 +277,14 @@ def _run_confusion(args: argparse.Namespace) -> int:
         print("gold \\ predicted".ljust(width + 4) + "".join(t.rjust(width) for t in conf.labels))
         for t, row in zip(conf.labels, conf.counts):
             print(t.ljust(width + 4) + "".join(str(v).rjust(width) for v in row))
-    out = args.output or Path(args.predictions).with_suffix("").as_posix() + ".confusion"
     _print_files(plot_confusion(conf, out, normalize=args.normalize, title=args.title, seed=args.seed).files)
-    return 0
+
+
+def _model_opts(p: argparse.ArgumentParser) -> None:
+    from mclner.predictor import IMPL_CHOICES
+
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--impl", choices=IMPL_CHOICES, default=None, help="op implementation (default: reference)")
 
 
 def _common(p: argparse.ArgumentParser, output_help: str) -> None:
@@ -127,7 +294,8 @@ def _common(p: argparse.ArgumentParser, output_help: str) -> None:
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="plot a run: training curves, per-type scores, entity-type confusion",
+    p = sub.add_parser("plot", help="plot a run or a checkpoint: training curves, per-type scores, entity-type "
+                       "confusion, relation-similarity heatmap, entity t-SNE",
                        description="Write figures as OUT.png, OUT.svg and OUT.json (the data behind the figure). "
                        'Needs matplotlib: pip install "mclner[viz]".')
     psub = p.add_subparsers(dest="plot_command", metavar="PLOT")
@@ -157,15 +325,59 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                         "--input-format conll` (JSON lines).",
                         formatter_class=DefaultsHelpFormatter)
     q.add_argument("gold", help="labelled data: embedded name, HF data set or CoNLL path")
-    q.add_argument("predictions", help="JSON lines written by `mclner predict` on the same sentences")
+    q.add_argument("predictions", help="JSON lines written by `mclner predict` on the same sentences, or a "
+                   "checkpoint folder (its predictions on GOLD are made here)")
+    q.add_argument("--max-sentences", type=int, default=None, metavar="K", help="only the first K labelled sentences")
+    _model_opts(q)
     q.add_argument("--split", default="test", help="split of a named data set")
     q.add_argument("--lang", default=None, help="language code of the data (for path inputs)")
     q.add_argument("--match", choices=("exact", "overlap"), default="exact",
                    help="pair entities with the same words only, or also by largest overlap")
     q.add_argument("--normalize", action="store_true", help="show fractions of each gold row")
     q.add_argument("--json", action="store_true", help="print the matrix as JSON")
-    _common(q, "output path without suffix (default: PREDICTIONS without suffix + .confusion)")
+    _common(q, "output path without suffix (default: PREDICTIONS without suffix + .confusion; for a checkpoint "
+               "CKPT/../plots/confusion)")
     q.set_defaults(func=_run_confusion)
+
+    q = psub.add_parser("heatmap", help="relation-similarity heatmap of a relation checkpoint (mCL-NER views)",
+                        description="Cosine similarity between the relation-level contrastive views of a source "
+                        "sentence: view A (projection of the biaffine inputs) of pair (i, j) against view B "
+                        "(projection of the CLN pair features) of the same sentence, and of its code-switched "
+                        "copy at the aligned pair (default; made with the run's lexicon) or of a target sentence "
+                        "(--target; its own map, as it has no word alignment). Words on both axes.",
+                        formatter_class=DefaultsHelpFormatter)
+    q.add_argument("checkpoint", help="checkpoint folder of a relation method (e.g. runs/x/best)")
+    q.add_argument("--data", default=None, help="labelled source data (default: the run's --source)")
+    q.add_argument("--split", default="test", help="split of --data")
+    q.add_argument("--lang", default=None, help="language code of --data (for path inputs)")
+    q.add_argument("--index", type=int, default=None,
+                   help="sentence of --data (default: the first with an entity and at most 15 words)")
+    q.add_argument("--target", default=None, help="compare with a sentence of this labelled target data instead")
+    q.add_argument("--target-split", default="test", help="split of --target")
+    q.add_argument("--target-index", type=int, default=0, help="sentence of --target")
+    q.add_argument("--target-lang", default=None, help="target language (default: the run's)")
+    q.add_argument("--lexicon", default=None, help="lexicon for the code-switched copy (default: the run's)")
+    _model_opts(q)
+    _common(q, "output path without suffix (default: CKPT/../plots/heatmap)")
+    q.set_defaults(func=_run_heatmap)
+
+    q = psub.add_parser("entities", help="t-SNE/PCA of entity representations: colour = language, marker = type",
+                        description="Each gold entity of the source and target test sets as the mean of the "
+                        "checkpoint's word states over its words (any method), reduced to 2-D by t-SNE "
+                        "(scikit-learn) or PCA.",
+                        formatter_class=DefaultsHelpFormatter)
+    q.add_argument("checkpoint", help="checkpoint folder written by `mclner train` (any method)")
+    q.add_argument("--source", default=None, help="labelled source data (default: the run's --source)")
+    q.add_argument("--target", default=None, help="labelled target data (default: the run's --target; 'none' to skip)")
+    q.add_argument("--target-lang", default=None, help="target language (default: the run's)")
+    q.add_argument("--split", default="test", help="split of both data sets")
+    q.add_argument("--max-sentences", type=int, default=200, metavar="K", help="first K labelled sentences of each")
+    q.add_argument("--reduce", choices=("auto", "tsne", "pca"), default="auto",
+                   help="2-D reduction (auto: t-SNE when scikit-learn is installed)")
+    q.add_argument("--batch-size", type=int, default=32, help="sentences per batch")
+    _model_opts(q)
+    _common(q, "output path without suffix (default: CKPT/../plots/entities)")
+    q.set_defaults(func=_run_entities)
 
     c = sub.add_parser("compare", help="per-type P/R/F1 of several runs as a markdown table (and a plot)",
                        description="Print a markdown table of the per-type precision, recall and F1 (percent) of "
@@ -181,3 +393,32 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0, help="seed for the figure (with --plot)")
     c.set_defaults(func=_run_compare)
 
+
+    r = sub.add_parser("report", help="write RUN_DIR/report.md: configuration, results per stage, figures, "
+                       "the commands to reproduce the run",
+                       description="A markdown report of a finished run: its options, the final and per-stage "
+                       "scores, the figures (training curves, per-type scores and, from RUN_DIR/best, the entity "
+                       "t-SNE, the target-test confusion and for relation methods the relation-similarity "
+                       "heatmap; written to RUN_DIR/plots/) and the `mclner train` / `mclner evaluate` commands "
+                       "that reproduce it.",
+                       formatter_class=DefaultsHelpFormatter)
+    r.add_argument("run_dir", help="run folder written by `mclner train`")
+    r.add_argument("--no-model", dest="with_model", action="store_false",
+                   help="only the figures from the log and results (no checkpoint is loaded)")
+    r.add_argument("--max-sentences", type=int, default=200, metavar="K",
+                   help="test sentences of each set for the checkpoint figures")
+    r.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    r.add_argument("--seed", type=int, default=0, help="seed (t-SNE, code-switched counterpart, SVG ids)")
+    r.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from mclner.viz.report import write_report
+
+    torch_seed(args.seed)
+    out, notes = write_report(Path(args.run_dir), with_model=args.with_model, max_sentences=args.max_sentences,
+                              seed=args.seed, device=args.device)
+    for n in notes:
+        print(f"note: {n}")
+    print(out)
+    return 0

@@ -1,6 +1,6 @@
 // Per-element / per-tile arithmetic of cln_head shared by the CPU and CUDA kernels.
 //
-// Notation (SPEC.md §3): per pair (i, j) of one sequence, pre_ij = W1 (γ_i ⊙ n_j) + u_i with
+// Notation (docs/METHOD.md §3): per pair (i, j) of one sequence, pre_ij = W1 (γ_i ⊙ n_j) + u_i with
 // u_i = W1 λ_i + b1, g = GELU(pre), S_ij = W2 g + b2. The backward recomputes pre and uses
 //   dg = W2ᵀ dS_ij, dpre = dg ⊙ GELU'(pre), du_i += dpre, dW2 += dS gᵀ,
 //   E_ij = W1ᵀ dpre (D), dγ_i += n_j ⊙ E_ij, dn_j += γ_i ⊙ E_ij, dW1 += dpre (γ_i ⊙ n_j)ᵀ.

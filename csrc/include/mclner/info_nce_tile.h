@@ -1,4 +1,4 @@
-// Per-tile arithmetic of the fused InfoNCE (SPEC.md §4, §6), shared by the CPU and CUDA kernels.
+// Per-tile arithmetic of the fused InfoNCE (docs/METHOD.md §4, §6), shared by the CPU and CUDA kernels.
 //
 // Notation: a, b are the L2-normalised views [M, P], s = 1/τ, logits L_mk = s·a_m·b_k.
 // Row loss_m = lse_k(L_mk) − L_mm; column loss_m = lse_k(L_km) − L_mm; symmetric averages both.

@@ -131,7 +131,7 @@ class DLBriModel(NERModel):
     def decode(self, batch: Dict[str, torch.Tensor], label_map: Any, *, impl: str = "reference",
                return_scores: bool = False, **_: Any) -> List[Tuple[List[Entity], Optional[torch.Tensor]]]:
         """Spans from the span tags; each span's type is the type label of its last word; O drops it.
-        Scores: per word the span probabilities then the type probabilities ``[n, 3 + 1 + types]``."""
+        Scores: per word an IOB2 tag distribution ``[n, 1 + 2·types]`` (:func:`joint_tag_probs`)."""
         if self.config.decode_with == "combination":
             sp, tp = self.combined_logits(batch, impl)
         else:
@@ -142,9 +142,21 @@ class DLBriModel(NERModel):
         for r, n in enumerate(batch["word_mask"].sum(1).tolist()):
             n = int(n)
             ents = decode_entities(span_ids[r, :n].tolist(), type_ids[r, :n].tolist(), self.config.types)
-            scores = torch.cat([p_sp[r, :n], p_tp[r, :n]], -1) if return_scores else None
+            scores = joint_tag_probs(p_sp[r, :n], p_tp[r, :n]) if return_scores else None
             out.append((ents, scores))
         return out
+
+
+def joint_tag_probs(p_span: torch.Tensor, p_type: torch.Tensor) -> torch.Tensor:
+    """Per word, the IOB2 tag distribution (``tag_vocabulary`` order: O, B-t1, I-t1, …) of independent
+    span ``[n, 3]`` (O/B/I) and type ``[n, 1 + T]`` (O + types) distributions: ``P(B-t) = P(B)·P(t)``,
+    ``P(I-t) = P(I)·P(t)``, and O takes the rest (span O, or a span word typed O)."""
+    n, T = p_type.shape[0], p_type.shape[1] - 1
+    out = p_span.new_zeros(n, 1 + 2 * T)
+    out[:, 1::2] = p_span[:, 1:2] * p_type[:, 1:]
+    out[:, 2::2] = p_span[:, 2:3] * p_type[:, 1:]
+    out[:, 0] = p_span[:, 0] + (p_span[:, 1] + p_span[:, 2]) * p_type[:, 0]
+    return out
 
 
 def decode_entities(span_ids: Sequence[int], type_ids: Sequence[int], types: Sequence[str]) -> List[Entity]:

@@ -304,12 +304,17 @@ def test_a_short_run_trains_only_each_stages_parts(tmp_path):
     args = ["train", "--method", "dlbri", "--source", paths["en"], "--target", paths["zh"], "--target-lang", "zh",
             "--lexicon", paths["lex"], "--encoder", paths["enc"], "--output-dir", str(out), "--max-steps", "2",
             "--batch-size", "4", "--effective-batch-size", "4", "--encoder-lr", "1e-2", "--no-progress",
-            "--dlbri-bridges", "1", "--no-combination", "--delta", "0.5", "--no-lp"]
+            "--dlbri-bridges", "1", "--no-combination", "--delta", "0.5", "--no-lp", "--freeze-embeddings"]
     assert main(args) == 0
     w = read_weights(out / "stages" / "bridge3" / "best")  # model.safetensors + encoder/
-    key = "encoder.embeddings.word_embeddings.weight"
+    key = "encoder.encoder.layer.0.attention.self.query.weight"
     assert torch.equal(w[f"enc.1.{key}"], w[f"enc.3.{key}"]) and torch.equal(w[f"enc.2.{key}"], w[f"enc.3.{key}"])
     assert not torch.equal(w[f"enc.0.{key}"], w[f"enc.1.{key}"])  # the bridge trained
+    # a stage's narrowing keeps what the run froze: with --freeze-embeddings no stage trains them
+    emb = "encoder.embeddings.word_embeddings.weight"
+    final = read_weights(out / "best")
+    assert all(torch.equal(final[f"enc.{k}.{emb}"], w[f"enc.3.{emb}"]) for k in range(4))
+    assert not torch.equal(final[f"enc.2.{key}"], w[f"enc.2.{key}"])  # the type encoders trained later
     assert torch.equal(w["comb.U"], read_weights(out / "stages" / "source" / "best")["comb.U"])
     res = json.loads((out / "results.json").read_text())
     assert list(res["stages"]) == ["bridge1", "bridge2", "bridge3", "source", "students"]

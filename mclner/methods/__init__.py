@@ -16,5 +16,6 @@ from mclner.methods.base import (
 from mclner.methods import mclner as _mclner  # noqa: E402,F401  isort: skip
 from mclner.methods import token_classification as _token_classification  # noqa: E402,F401  isort: skip
 from mclner.methods import concner as _concner  # noqa: E402,F401  isort: skip
+from mclner.methods import dlbri as _dlbri  # noqa: E402,F401  isort: skip
 
 __all__ = ["Context", "Method", "NERModel", "Stage", "get_method", "option", "register", "registry"]

@@ -31,7 +31,10 @@ class Stage:
     ``source`` (the method's training examples) and ``target`` (target sentences the method prepared
     in :meth:`Method.target_data`). teacher: the previous stage's best model, frozen, is passed to
     :meth:`Method.teacher_outputs`. max_steps: optimizer steps of this stage (None: the run's
-    ``--max-steps``/``--epochs``). The student starts from the previous stage's best model.
+    ``--max-steps``/``--epochs``). select_best: keep the checkpoint with the best dev F1 (False: the
+    stage's last model is its result, e.g. a representation stage whose heads are not trained yet;
+    the dev set is still evaluated and logged). The student starts from the previous stage's best
+    model.
     """
 
     name: str
@@ -39,6 +42,7 @@ class Stage:
     streams: Tuple[str, ...] = ("source",)
     teacher: bool = False
     max_steps: Optional[int] = None
+    select_best: bool = True
 
 
 @dataclass
@@ -116,6 +120,18 @@ class Method:
 
     def stages(self) -> List[Stage]:
         raise NotImplementedError
+
+    def prepare_stage(self, model: NERModel, stage: Stage) -> None:
+        """Called for every stage in order before it runs, after the previous stage's best weights are
+        loaded and before the teacher is copied (also for stages a resumed run skips, so that settings
+        kept in the model's config are the same): e.g. copy weights between parts of the model or set
+        how it decodes. Default: nothing."""
+
+    def trainable(self, stage: Stage) -> Optional[Callable[[str], bool]]:
+        """Which parameters (by name in the model) the stage trains; the others get
+        ``requires_grad=False`` for the stage, so that the optimizer neither updates nor decays them.
+        None (the default): every parameter the run trains."""
+        return None
 
     def target_data(self, stage: Stage, teacher: Optional[nn.Module], sentences: Sequence[Any],
                     collator: Any, ctx: Context) -> Tuple[List[Any], Dict[str, Any]]:

@@ -381,11 +381,14 @@ class Trainer:
             self._banner()
         summary: Dict[str, Any] = {"method": self.method.name, "stages": {}}
         prev_best: Optional[Path] = None
+        # what the run trains (e.g. without frozen embeddings); a stage may narrow it (Method.trainable)
+        base_trainable = {n: p.requires_grad for n, p in model.named_parameters()}
         try:
             for stage in self.method.stages():
                 sdir = self.out / "stages" / stage.name
                 done = read_done(sdir) if self.resume else None
                 if done is not None:
+                    self.method.prepare_stage(model, stage)
                     if self._calibrate(model, stage, sdir, done) and env.is_main:
                         write_done(sdir, done)
                     summary["stages"][stage.name] = done
@@ -394,6 +397,8 @@ class Trainer:
                 teacher, target = None, None
                 if prev_best is not None:
                     self._load_weights(model, prev_best)
+                self.method.prepare_stage(model, stage)
+                self._set_trainable(model, stage, base_trainable)
                 if stage.teacher:
                     teacher = copy.deepcopy(model).eval()
                     for p in teacher.parameters():
@@ -423,6 +428,11 @@ class Trainer:
         finally:
             self.logger.close()
         return summary
+
+    def _set_trainable(self, model: torch.nn.Module, stage: Stage, base: Dict[str, bool]) -> None:
+        keep = self.method.trainable(stage)
+        for n, p in model.named_parameters():
+            p.requires_grad_(base.get(n, True) and (keep is None or bool(keep(n))))
 
     # -- what the run prints (rank 0)
     def _say(self, msg: str) -> None:
@@ -529,6 +539,9 @@ class Trainer:
         steps_per_epoch = math.ceil(nb_rank / accum)
         total = stage.max_steps or cfg.max_steps or cfg.epochs * steps_per_epoch
 
+        t_stage = time.time()
+        if env.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(env.device)
         opt = make_optimizer(model, cfg)
         sched = make_scheduler(opt, total, cfg.warmup_ratio)
         use_scaler = cfg.amp and env.device.type == "cuda" and not torch.cuda.is_bf16_supported()
@@ -574,7 +587,7 @@ class Trainer:
                 if self.data.dev:
                     res = self._evaluate(model, self.data.dev)
                     f1 = res["f1"]
-                    improved = f1 > st["best_f1"]
+                    improved = f1 > st["best_f1"] or not stage.select_best
                     rec = {"event": "eval", "stage": name, "step": st["step"], "epoch": st["epoch"],
                            "dev_f1": f1, "dev_precision": res["precision"], "dev_recall": res["recall"]}
                     bias = float(getattr(model.config, "none_bias", 0.0) or 0.0)
@@ -696,8 +709,17 @@ class Trainer:
         if env.is_main and not checkpoint_exists(sdir / "best"):  # no dev set: the last model is the result
             self._save(sdir / "best", model, extra={"stage": name, "step": st["step"]})
         _barrier(env)
-        return {"steps": st["step"], "epochs": st["epoch"], "best_dev_f1": st["best_f1"],
-                "early_stopped": bool(stop and st["step"] < total)}
+        result = {"steps": st["step"], "epochs": st["epoch"], "best_dev_f1": st["best_f1"],
+                  "early_stopped": bool(stop and st["step"] < total), "wall_s": round(time.time() - t_stage, 3)}
+        # peak memory of this stage (this process; since a resume when the stage was resumed)
+        if env.device.type == "cuda":
+            result["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated(env.device) / 2**20, 1)
+        else:
+            import resource
+
+            # ru_maxrss: the process's peak so far (KiB on Linux), not this stage's alone
+            result["process_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        return result
 
 
 def _duration(seconds: float) -> str:

@@ -4,12 +4,14 @@
 # HIP-CPU into mclner._cuda_emu, whose kernels run on the CPU and take CPU tensors' pointers.
 # With MCLNER_CUDA_EMULATE=<that file>, impl="cuda" runs through it on CPU tensors (docs/DESIGN.md).
 #
-# usage: scripts/cuda_emulate.sh        build (or reuse) it; prints the module's path on stdout.
-# Exit 0: built; 3: cannot be built here (the reason on stderr: no kit, compiler, perl, pybind11).
+# usage: scripts/cuda_emulate.sh [--inplace]   build (or reuse) it and print the module's path on
+#        stdout; --inplace also copies it into mclner/ (then MCLNER_CUDA_EMULATE=1 finds it).
+# Exit 0: built; 3: cannot be built here (no kit, compiler, perl, pybind11: the reason on stdout and
+# stderr); anything else: the build failed (a compiler error in CUDA code is a test failure).
 #
 # Environment:
-#   MCLNER_HIPCPU_KIT   the HIP-CPU kit (default: ../shared/tools/hipcpu beside the checkout); it
-#                       is copied into the build folder, never written to.
+#   MCLNER_HIPCPU_KIT   the HIP-CPU kit folder (default: where CI lays its shared tools beside the
+#                       checkout); it is copied into the build folder, never written to.
 #   MCLNER_CUDA_EMULATE_FLAVOUR   release (default) or asan (AddressSanitizer, -O1 -g, 256 KiB fiber
 #                       stacks; load it with libasan preloaded: scripts/cuda_emulate_asan.sh).
 #   MCLNER_CUDA_EMULATE_SERIAL=1  blocks one after another (default when TBB's headers are missing
@@ -25,7 +27,11 @@ CXX=${CXX:-g++}
 PYTHON=${PYTHON:-python}
 cache=${MCLNER_BUILD_DIR:-$root/build/cuda-emu}
 
-skip() { echo "cuda_emulate: cannot build the emulated CUDA module: $*" >&2; exit 3; }
+skip() {  # the reason goes to stdout too (in place of the path) for the caller to pass on
+  echo "cuda_emulate: cannot build the emulated CUDA module: $*" >&2
+  echo "cannot build the emulated CUDA module: $*"
+  exit 3
+}
 [ -f "$kit/HIP-CPU/include/hip/hip_runtime.h" ] || skip "no HIP-CPU kit at $kit (set MCLNER_HIPCPU_KIT)"
 for f in tools/hipify-perl patches/hipcpu-exited-threads.patch compat/hipcpu_compat.h compat/cuda_bf16.h; do
   [ -f "$kit/$f" ] || skip "the kit at $kit lacks $f"
@@ -59,12 +65,13 @@ headers=(csrc/include/mclner/*)
 key=$( {
   printf '%s\n' "$flavour" "$serial" "$opt" "$libs" "$suffix" "$pyinc"
   "$CXX" --version | head -1
-  sha256sum "${kernels[@]}" "${bindings[@]}" "${headers[@]}" scripts/cuda_emu/* "$0"
+  sha256sum "${kernels[@]}" "${bindings[@]}" "${headers[@]}" scripts/cuda_emu/* scripts/cuda_emulate.sh
   (cd "$kit" && find HIP-CPU compat patches tools -type f | LC_ALL=C sort | xargs sha256sum)
 } | sha256sum | cut -c1-16)
 out=$cache/$flavour-$key
 module=$out/_cuda_emu$suffix
-if [ -f "$module" ]; then echo "$module"; exit 0; fi
+inplace() { if [ "${1:-}" = --inplace ]; then cp "$module" "$root/mclner/"; fi; }
+if [ -f "$module" ]; then inplace "${1:-}"; echo "$module"; exit 0; fi
 
 start=$(date +%s)
 tmp=$cache/.tmp-$flavour-$key-$$
@@ -90,7 +97,7 @@ base=(-std=c++17 $opt -fPIC -pthread -fvisibility=hidden)
 kflags=("${base[@]}" -w -I"$tmp/gen/include" -I"$tmp/kit/HIP-CPU/include" -I"$tmp/kit/compat"
   -I"$root/scripts/cuda_emu" -Icsrc/include -include emu_compat.h)
 # shellcheck disable=SC2206
-bflags=("${base[@]}" -Wall -Icsrc/include $pyinc -DMCLNER_CUDA_MODULE=_cuda_emu '-DMCLNER_CUDA_ARCHS="emulated"'
+bflags=("${base[@]}" -Icsrc/include $pyinc -DMCLNER_CUDA_MODULE=_cuda_emu '-DMCLNER_CUDA_ARCHS="emulated"'
   '-DMCLNER_CUDA_EMULATOR="HIP-CPU"')
 # Two compilers at a time (CI has 2 cores); any failure stops the build after its messages.
 pids=()
@@ -111,5 +118,6 @@ rm -rf "$tmp/kit/HIP-CPU/external/libco/doc"
 find "$cache" -maxdepth 1 -name "$flavour-*" -type d -exec rm -rf {} + 2>/dev/null || true
 mv "$tmp" "$out"
 trap - EXIT
+inplace "${1:-}"
 echo "cuda_emulate: built $module in $(( $(date +%s) - start )) s ($flavour, serial=$serial)" >&2
 echo "$module"

@@ -96,17 +96,17 @@ def test_cln_head_strided_h():
 def test_biaffine_rows_beyond_one_grid():
     """N·C rows in 64-row tiles on gridDim.y (at most 65,535): one row more than a grid holds needs a
     second launch; every row of both must be right (B=N=Db=1 keeps it cheap: S is [1,1,1,C])."""
-    impl_device("cuda")
+    device = impl_device("cuda")
     mod = _native.cuda_module()
     C = 65535 * 64 + 1
     g = _gen(14)
-    P = torch.randn(1, 1, C, 1, generator=g)
-    r = torch.randn(1, 1, C, generator=g)
-    he = torch.randn(1, 1, 1, generator=g)
-    S = torch.full((1, 1, 1, C), float("nan"))
-    device, stream = _native.cuda_launch_args(P.device)
+    P = torch.randn(1, 1, C, 1, generator=g).to(device)
+    r = torch.randn(1, 1, C, generator=g).to(device)
+    he = torch.randn(1, 1, 1, generator=g).to(device)
+    S = torch.full((1, 1, 1, C), float("nan"), device=device)
+    index, stream = _native.cuda_launch_args(device)
     mod.biaffine_forward(P.data_ptr(), P.stride(), r.data_ptr(), r.stride(), he.data_ptr(), he.stride(),
-                         S.data_ptr(), 1, 1, 1, C, 0, device=device, stream=stream)  # fmt: skip
+                         S.data_ptr(), 1, 1, 1, C, 0, device=index, stream=stream)  # fmt: skip
     want = P[..., 0] * he[0, 0, 0] + r
     torch.testing.assert_close(S.view(1, 1, C), want, atol=1e-6, rtol=1e-6)
 

@@ -25,3 +25,46 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# ------------------------------------------------ CUDA kernels under emulation (scripts/cuda_emulate.sh)
+_EMU_OUTCOMES: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _emulated_case():
+    import helpers
+
+    helpers.EMULATED["active"] = None
+    yield
+    helpers.EMULATED["active"] = None
+
+
+def pytest_runtest_logreport(report):
+    import helpers
+
+    if report.nodeid in helpers.EMULATED["tests"] and (report.when == "call" or report.outcome != "passed"):
+        _EMU_OUTCOMES[report.nodeid] = report.outcome
+
+
+def pytest_terminal_summary(terminalreporter):
+    import helpers
+
+    from mclner import _native
+
+    write = terminalreporter.write_line
+    if not _native.cuda_emulated():
+        why = os.environ.get("MCLNER_CUDA_EMULATE_SKIPPED") or "MCLNER_CUDA_EMULATE is not set"
+        write(f"CUDA emulation: not active ({why})")
+        return
+    counts: dict = {}
+    for outcome in _EMU_OUTCOMES.values():
+        counts[outcome] = counts.get(outcome, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "none run"
+    emulator = _native.cuda_module().emulator
+    write(f"CUDA emulation ({emulator}): {len(_EMU_OUTCOMES)} CUDA test cases run on the CPU ({summary})")
+    for dtype, w in sorted(helpers.EMULATED["errors"].items()):
+        write(
+            f"CUDA emulation worst {dtype} ({w['checks']} outputs/gradients): scaled error {w['scaled'][0]:.2e} "
+            f"[{w['scaled'][1]}]; error/bound {w['of_bound'][0]:.2f} [{w['of_bound'][1]}]"
+        )

@@ -149,13 +149,13 @@ def test_cuda_binding_validates_before_launch():
     if mod is None:
         pytest.skip(f"CUDA module not built: {_native.cuda_error()}")
     args = dict(gamma=1, u=1, n=1, W1=1, W2=1, b2=1, S=1, workspace=1, B=1, N=2, D=3, H=4, C=2, chunk=1,
-                dtype=0, stream=0)
+                dtype=0, device=0, stream=0)
     for over, word in (({"gamma": 0}, "'gamma'"), ({"workspace": 0}, "'workspace'"), ({"chunk": 3}, "'chunk'"),
-                       ({"D": 0}, "'D'"), ({"dtype": 1}, "'dtype'")):
+                       ({"D": 0}, "'D'"), ({"dtype": 1}, "'dtype'"), ({"device": -1}, "'device'")):
         with pytest.raises(ValueError, match=word):
             mod.cln_head_forward(**{**args, **over})
     bargs = dict(gamma=1, u=1, n=1, W1=1, W2=1, dS=1, dgamma=1, du=1, dn=1, dW1=1, dW2=1, workspace=1, B=1, N=2,
-                 D=3, H=4, C=2, chunk=1, dtype=3, stream=0)
+                 D=3, H=4, C=2, chunk=1, dtype=3, device=0, stream=0)
     for over, word in (({"dn": 0}, "'dn'"), ({"C": -1}, "'C'"), ({"dtype": 7}, "'dtype'")):
         with pytest.raises(ValueError, match=word):
             mod.cln_head_backward(**{**bargs, **over})

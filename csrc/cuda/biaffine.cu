@@ -9,10 +9,6 @@
 // One shared-memory tiled kernel (64x64 block tile, 16-deep K slices, 4x4 register tile per thread,
 // fp32 accumulation for every storage dtype) serves the three; the operand loaders are chosen per
 // product so that consecutive threads read consecutive addresses.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
@@ -20,46 +16,20 @@
 
 #include "mclner/biaffine_tile.h"
 #include "mclner/common.h"
+#include "mclner/cuda_common.cuh"
 
 namespace mclner {
 namespace {
 
 using biaffine::Strides3;
+using cuda::from_f;
+using cuda::to_f;
 using biaffine::Strides4;
 
+constexpr const char* kOp = "biaffine";
 constexpr int kBM = 64, kBN = 64, kBK = 16, kTM = 4, kTN = 4;
 constexpr int kThreads = (kBM / kTM) * (kBN / kTN);  // 256
 static_assert(kBM * kBK % kThreads == 0 && kBN * kBK % kThreads == 0, "tile loads must divide evenly");
-
-template <class T>
-__device__ __forceinline__ float to_f(T x);
-template <>
-__device__ __forceinline__ float to_f<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ float to_f<__half>(__half x) {
-  return __half2float(x);
-}
-template <>
-__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
-
-template <class T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ float from_f<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __half from_f<__half>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 enum Mode : int { kForward = 0, kGradP = 1, kGradHe = 2 };
 
@@ -110,14 +80,14 @@ struct Maps<kGradHe> {
 template <class T, int MODE>
 __global__ void __launch_bounds__(kThreads) pair_gemm_kernel(const T* __restrict__ A, const T* __restrict__ Bop,
                                                              const T* __restrict__ rterm, T* __restrict__ out,
-                                                             Geometry g, int64_t b_offset) {
+                                                             Geometry g, int64_t b_offset, int64_t row_tile_offset) {
   using Map = Maps<MODE>;
   __shared__ float As[kBK][kBM + 1];
   __shared__ float Bs[kBK][kBN + 1];
   const int tid = threadIdx.x;
   const int tx = tid % (kBN / kTN), ty = tid / (kBN / kTN);
   const int64_t b = int64_t(blockIdx.z) + b_offset;
-  const int64_t row0 = int64_t(blockIdx.y) * kBM, col0 = int64_t(blockIdx.x) * kBN;
+  const int64_t row0 = (int64_t(blockIdx.y) + row_tile_offset) * kBM, col0 = int64_t(blockIdx.x) * kBN;
 
   float acc[kTM][kTN];
 #pragma unroll
@@ -187,48 +157,24 @@ __global__ void row_sum_kernel(const T* __restrict__ dS, T* __restrict__ dr, Geo
   dr[t] = from_f<T>(s);
 }
 
-void check_launch(const char* what) {
-  const cudaError_t st = cudaGetLastError();
-  if (st != cudaSuccess)
-    throw std::runtime_error(std::string("biaffine: CUDA ") + what + " failed: " + cudaGetErrorString(st));
-}
-
-void check_call(cudaError_t st, const char* what) {
-  if (st != cudaSuccess) {
-    cudaGetLastError();  // clear a non-sticky error so later calls are not blamed for it
-    throw std::runtime_error(std::string("biaffine: ") + what + " failed: " + cudaGetErrorString(st));
-  }
-}
-
-// Runs on `device` for the duration of a call and restores the caller's current device.
-struct DeviceScope {
-  int prev = -1;
-  explicit DeviceScope(int device) {
-    check_call(cudaGetDevice(&prev), "cudaGetDevice");
-    if (prev != device) check_call(cudaSetDevice(device), "cudaSetDevice");
-  }
-  ~DeviceScope() {
-    int cur = -1;
-    if (cudaGetDevice(&cur) == cudaSuccess && cur != prev && prev >= 0) cudaSetDevice(prev);
-  }
-};
-
 template <class T, int MODE>
 void launch_gemm(const void* A, const void* Bop, const void* rterm, void* out, const Geometry& g, int64_t B,
                  cudaStream_t stream) {
   const int64_t row_tiles = (g.M + kBM - 1) / kBM, col_tiles = (g.Ncols + kBN - 1) / kBN;
-  if (row_tiles > 65535)
-    throw ArgumentError("biaffine: too many rows for the CUDA grid (" + std::to_string(g.M) + ")");
-  if (col_tiles > (int64_t(1) << 31) - 1)
+  if (col_tiles > cuda::kMaxGridX)
     throw ArgumentError("biaffine: too many columns for the CUDA grid (" + std::to_string(g.Ncols) + ")");
-  constexpr int64_t kMaxZ = 65535;
-  for (int64_t b0 = 0; b0 < B; b0 += kMaxZ) {
-    const dim3 grid(unsigned(col_tiles), unsigned(row_tiles), unsigned(std::min(kMaxZ, B - b0)));
-    pair_gemm_kernel<T, MODE><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(A), static_cast<const T*>(Bop),
-                                                             static_cast<const T*>(rterm), static_cast<T*>(out), g,
-                                                             b0);
-    check_launch(MODE == kForward ? "forward kernel launch" : MODE == kGradP ? "dP kernel launch"
-                                                                             : "dhe kernel launch");
+  // Row tiles (N·C rows for the forward and dP) and batches go on gridDim.y and gridDim.z, each at
+  // most 65,535: larger sizes are covered by several launches with a tile/batch offset.
+  for (int64_t b0 = 0; b0 < B; b0 += cuda::kMaxGridYZ) {
+    for (int64_t t0 = 0; t0 < row_tiles; t0 += cuda::kMaxGridYZ) {
+      const dim3 grid(unsigned(col_tiles), unsigned(std::min(cuda::kMaxGridYZ, row_tiles - t0)),
+                      unsigned(std::min(cuda::kMaxGridYZ, B - b0)));
+      pair_gemm_kernel<T, MODE><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(A), static_cast<const T*>(Bop),
+                                                               static_cast<const T*>(rterm), static_cast<T*>(out), g,
+                                                               b0, t0);
+      cuda::check_launch(kOp, MODE == kForward ? "the forward kernel" : MODE == kGradP ? "the dP kernel"
+                                                                                       : "the dhe kernel");
+    }
   }
 }
 
@@ -252,9 +198,9 @@ void backward_t(const void* dS, const void* P, const void* he, void* dP, void* d
     const int64_t rows = B * g.N * g.C;
     const int threads = 256;
     const int64_t blocks = (rows + threads - 1) / threads;
-    if (blocks > (int64_t(1) << 31) - 1) throw ArgumentError("biaffine: too many rows for the CUDA grid");
+    if (blocks > cuda::kMaxGridX) throw ArgumentError("biaffine: too many rows for the CUDA grid");
     row_sum_kernel<T><<<unsigned(blocks), threads, 0, st>>>(static_cast<const T*>(dS), static_cast<T*>(dr), gp, B);
-    check_launch("dr kernel launch");
+    cuda::check_launch(kOp, "the dr kernel");
   }
   if (need_dhe) {
     Geometry gh = g;
@@ -271,7 +217,7 @@ void backward_t(const void* dS, const void* P, const void* he, void* dP, void* d
 void biaffine_cuda_forward(std::uintptr_t P, const int64_t* sP, std::uintptr_t r, const int64_t* sR,
                            std::uintptr_t he, const int64_t* sHe, std::uintptr_t S, int64_t B, int64_t N, int64_t Db,
                            int64_t C, int dtype, int device, std::uintptr_t stream) {
-  DeviceScope scope(device);
+  cuda::DeviceScope scope(kOp, device);
   Geometry g{};
   g.N = N;
   g.Db = Db;
@@ -295,7 +241,7 @@ void biaffine_cuda_backward(std::uintptr_t dS, const int64_t* sdS, std::uintptr_
                             std::uintptr_t he, const int64_t* sHe, std::uintptr_t dP, std::uintptr_t dr,
                             std::uintptr_t dhe, int64_t B, int64_t N, int64_t Db, int64_t C, int dtype, int device,
                             std::uintptr_t stream, bool need_dP, bool need_dhe) {
-  DeviceScope scope(device);
+  cuda::DeviceScope scope(kOp, device);
   Geometry g{};
   g.N = N;
   g.Db = Db;

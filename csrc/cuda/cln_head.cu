@@ -12,44 +12,21 @@
 // Backward per chunk: recompute pre → dpre, g (workspaces); du_i = Σ_j dpre; E = dpre W1 with
 // dn_j += γ_i ⊙ E and dγ_i += n_j ⊙ E (atomics); dW1 += dpreᵀ (n ⊙ γ) and dW2 += dSᵀ g (split-K,
 // atomics). S and dS are float32, bfloat16 or float16; everything else is float32.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
 #include "mclner/cln_head_tile.h"
+#include "mclner/cuda_common.cuh"
 
 namespace mclner {
 namespace cln_cuda {
 
 constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4, THREADS = 256;
 
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("cln_head: CUDA kernel '") + what + "' failed: " + cudaGetErrorString(e));
-}
-
-void check_call(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    cudaGetLastError();  // clear it, so the next call does not report this error again
-    throw std::runtime_error(std::string("cln_head: ") + what + " failed: " + cudaGetErrorString(e));
-  }
-}
-
-template <class TS>
-__device__ __forceinline__ float to_f(TS v) { return static_cast<float>(v); }
-template <class TS>
-__device__ __forceinline__ TS from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
+constexpr const char* kOp = "cln_head";
+using cuda::from_f;
+using cuda::to_f;
 
 // Pair row r of a chunk (rows i0 .. i0+ic-1 of every sequence) -> (b, i, j).
 struct RowMap {
@@ -249,10 +226,10 @@ template <bool AR, bool BC, class LA, class LB, class EP>
 void launch_gemm(const char* what, int64_t M, int64_t Nc, int64_t K, int64_t kslice, LA la, LB lb, EP ep,
                  cudaStream_t s) {
   const int64_t gx = (M + BM - 1) / BM, gy = (Nc + BN - 1) / BN, gz = (K + kslice - 1) / kslice;
-  if (gx > 2147483647LL || gy > 65535 || gz > 65535)
+  if (gx > cuda::kMaxGridX || gy > cuda::kMaxGridYZ || gz > cuda::kMaxGridYZ)
     throw std::runtime_error(std::string("cln_head: grid too large for kernel '") + what + "'");
   gemm_kernel<AR, BC><<<dim3(unsigned(gx), unsigned(gy), unsigned(gz)), THREADS, 0, s>>>(M, Nc, K, kslice, la, lb, ep);
-  check_launch(what);
+  cuda::check_launch(kOp, what);
 }
 
 // K slice for the split-K weight gradients: enough blocks to fill the GPU, grid.z within limits.
@@ -277,10 +254,10 @@ void forward_t(const Tensors& t, TS* S, float* ws, int64_t chunk, cudaStream_t s
 template <class TS>
 void backward_t(const Tensors& t, const TS* dS, float* dgamma, float* du, float* dn, float* dW1, float* dW2,
                 float* ws, int64_t chunk, cudaStream_t s) {
-  check_call(cudaMemsetAsync(dgamma, 0, sizeof(float) * t.B * t.N * t.D, s), "cudaMemsetAsync(dgamma)");
-  check_call(cudaMemsetAsync(dn, 0, sizeof(float) * t.B * t.N * t.D, s), "cudaMemsetAsync(dn)");
-  check_call(cudaMemsetAsync(dW1, 0, sizeof(float) * t.H * t.D, s), "cudaMemsetAsync(dW1)");
-  check_call(cudaMemsetAsync(dW2, 0, sizeof(float) * t.C * t.H, s), "cudaMemsetAsync(dW2)");
+  cuda::check_call(kOp, cudaMemsetAsync(dgamma, 0, sizeof(float) * t.B * t.N * t.D, s), "cudaMemsetAsync(dgamma)");
+  cuda::check_call(kOp, cudaMemsetAsync(dn, 0, sizeof(float) * t.B * t.N * t.D, s), "cudaMemsetAsync(dn)");
+  cuda::check_call(kOp, cudaMemsetAsync(dW1, 0, sizeof(float) * t.H * t.D, s), "cudaMemsetAsync(dW1)");
+  cuda::check_call(kOp, cudaMemsetAsync(dW2, 0, sizeof(float) * t.C * t.H, s), "cudaMemsetAsync(dW2)");
   const int64_t rows_max = t.B * chunk * t.N;
   float* dpre = ws;
   float* g = ws + rows_max * t.H;
@@ -291,7 +268,7 @@ void backward_t(const Tensors& t, const TS* dS, float* dgamma, float* du, float*
                               EpiDpre<TS>{t, rm, dS, dpre, g}, s);
     const int64_t nd = t.B * rm.ic * t.H;
     du_kernel<<<unsigned((nd + 255) / 256), 256, 0, s>>>(dpre, du, rm, t.B, t.H);
-    check_launch("backward du");
+    cuda::check_launch(kOp, "backward du");
     launch_gemm<false, true>("backward dn/dgamma", R, t.D, t.H, t.H, LoadRowMajor{dpre, t.H},
                              LoadRowMajor{t.W1, t.D}, EpiE{t, rm, dn, dgamma}, s);
     const int64_t ks = split_k_slice(R);
@@ -307,8 +284,9 @@ void backward_t(const Tensors& t, const TS* dS, float* dgamma, float* du, float*
 // Host entry points used by csrc/cuda/cln_head_bind.cpp (arguments validated there).
 void cln_head_cuda_forward(const float* gamma, const float* u, const float* n, const float* W1, const float* W2,
                            const float* b2, void* S, float* ws, int64_t B, int64_t N, int64_t D, int64_t H,
-                           int64_t C, int64_t chunk, int dtype, void* stream) {
+                           int64_t C, int64_t chunk, int dtype, int device, void* stream) {
   using namespace cln_cuda;
+  cuda::DeviceScope scope(kOp, device);
   const Tensors t{gamma, u, n, W1, W2, b2, B, N, D, H, C};
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (dtype == 0)
@@ -322,8 +300,9 @@ void cln_head_cuda_forward(const float* gamma, const float* u, const float* n, c
 void cln_head_cuda_backward(const float* gamma, const float* u, const float* n, const float* W1, const float* W2,
                             const void* dS, float* dgamma, float* du, float* dn, float* dW1, float* dW2, float* ws,
                             int64_t B, int64_t N, int64_t D, int64_t H, int64_t C, int64_t chunk, int dtype,
-                            void* stream) {
+                            int device, void* stream) {
   using namespace cln_cuda;
+  cuda::DeviceScope scope(kOp, device);
   const Tensors t{gamma, u, n, W1, W2, nullptr, B, N, D, H, C};
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (dtype == 0)

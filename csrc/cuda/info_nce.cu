@@ -13,15 +13,12 @@
 //                  converts. da = grad(X=a, Y=b), db = grad(X=b, Y=a).
 // The per-element arithmetic (online LSE, dlogit, row loss, upstream weight) is the shared
 // csrc/include/mclner/info_nce_tile.h that the CPU kernels run too.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
 #include "mclner/common.h"
+#include "mclner/cuda_common.cuh"
 #include "mclner/info_nce_tile.h"
 
 namespace mclner {
@@ -29,21 +26,14 @@ namespace {
 
 using info_nce::OnlineLse;
 
+constexpr const char* kOp = "info_nce";
+
 constexpr int kTile = 32;      // rows of X per block = rows of Y per tile = P chunk
 constexpr int kThreads = 256;  // 32 rows × 8 threads; each thread holds 4 columns of its row
 constexpr int kCols = kTile / (kThreads / kTile);  // 4
 
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <class T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ float from_f<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+using cuda::from_f;
+using cuda::to_f;
 
 // Loads rows [r0, r0 + kTile) × features [p0, p0 + kTile) of Z (row stride ld) as fp32, zeros outside.
 template <class T>
@@ -213,19 +203,6 @@ __global__ void finish_kernel(const float* __restrict__ acc, int64_t n, float s,
   if (e < n) out[e] = from_f<T>(s * acc[e]);
 }
 
-void check_launch(const char* what) {
-  const cudaError_t st = cudaGetLastError();
-  if (st != cudaSuccess)
-    throw std::runtime_error(std::string("info_nce: CUDA launch of ") + what + " failed: " + cudaGetErrorString(st));
-}
-
-void check_call(cudaError_t st, const char* what) {
-  if (st != cudaSuccess) {
-    cudaGetLastError();
-    throw std::runtime_error(std::string("info_nce: ") + what + " failed: " + cudaGetErrorString(st));
-  }
-}
-
 unsigned blocks_for(int64_t n, int64_t per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
 
 template <class T>
@@ -233,17 +210,17 @@ void forward_t(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int6
                int reduction, T* out, float* row_lse, float* col_lse, float* work, cudaStream_t stream) {
   const unsigned tiles = blocks_for(M, kTile);
   lse_kernel<T><<<tiles, kThreads, 0, stream>>>(a, lda, b, ldb, M, P, s, row_lse);
-  check_launch("lse_kernel (rows)");
+  cuda::check_launch(kOp, "lse_kernel (rows)");
   if (symmetric) {
     lse_kernel<T><<<tiles, kThreads, 0, stream>>>(b, ldb, a, lda, M, P, s, col_lse);
-    check_launch("lse_kernel (columns)");
+    cuda::check_launch(kOp, "lse_kernel (columns)");
   }
   loss_kernel<T><<<blocks_for(M, 8), 256, 0, stream>>>(a, lda, b, ldb, M, P, s, row_lse, col_lse, symmetric,
                                                         reduction, out, work);
-  check_launch("loss_kernel");
+  cuda::check_launch(kOp, "loss_kernel");
   if (reduction != info_nce::kNone) {
     reduce_kernel<T><<<1, 1024, 0, stream>>>(work, M, reduction, out);
-    check_launch("reduce_kernel");
+    cuda::check_launch(kOp, "reduce_kernel");
   }
 }
 
@@ -255,19 +232,19 @@ void backward_t(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int
   float* acc = work + M;  // [M, P] fp32 accumulator, reused for da then db
   const unsigned tiles = blocks_for(M, kTile);
   weights_kernel<T><<<blocks_for(M, 256), 256, 0, stream>>>(grad, M, reduction, symmetric, w);
-  check_launch("weights_kernel");
+  cuda::check_launch(kOp, "weights_kernel");
   const float* wc = symmetric ? w : nullptr;
   const float* cl = symmetric ? col_lse : nullptr;
   // da: rows of a against columns b; row term (w, row_lse), column term (wc, col_lse).
   grad_kernel<T><<<tiles, kThreads, 0, stream>>>(a, lda, b, ldb, M, P, s, w, row_lse, wc, cl, acc);
-  check_launch("grad_kernel (da)");
+  cuda::check_launch(kOp, "grad_kernel (da)");
   finish_kernel<T><<<blocks_for(M * P, 256), 256, 0, stream>>>(acc, M * P, s, da);
-  check_launch("finish_kernel (da)");
+  cuda::check_launch(kOp, "finish_kernel (da)");
   // db: roles swapped, L_km = L_mk; its row term is the column loss, its column term the row loss.
   grad_kernel<T><<<tiles, kThreads, 0, stream>>>(b, ldb, a, lda, M, P, s, wc, cl, w, row_lse, acc);
-  check_launch("grad_kernel (db)");
+  cuda::check_launch(kOp, "grad_kernel (db)");
   finish_kernel<T><<<blocks_for(M * P, 256), 256, 0, stream>>>(acc, M * P, s, db);
-  check_launch("finish_kernel (db)");
+  cuda::check_launch(kOp, "finish_kernel (db)");
 }
 
 }  // namespace
@@ -278,7 +255,7 @@ void info_nce_cuda_forward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int6
                            int dtype, double temperature, bool symmetric, int reduction, std::uintptr_t out,
                            std::uintptr_t row_lse, std::uintptr_t col_lse, std::uintptr_t work, int device,
                            std::uintptr_t stream) {
-  check_call(cudaSetDevice(device), "cudaSetDevice");
+  cuda::DeviceScope scope(kOp, device);
   const float s = static_cast<float>(1.0 / temperature);
   auto st = reinterpret_cast<cudaStream_t>(stream);
   auto rl = reinterpret_cast<float*>(row_lse);
@@ -306,7 +283,7 @@ void info_nce_cuda_backward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int
                             int dtype, double temperature, bool symmetric, int reduction, std::uintptr_t grad,
                             std::uintptr_t row_lse, std::uintptr_t col_lse, std::uintptr_t da, std::uintptr_t db,
                             std::uintptr_t work, int device, std::uintptr_t stream) {
-  check_call(cudaSetDevice(device), "cudaSetDevice");
+  cuda::DeviceScope scope(kOp, device);
   const float s = static_cast<float>(1.0 / temperature);
   auto st = reinterpret_cast<cudaStream_t>(stream);
   auto rl = reinterpret_cast<const float*>(row_lse);

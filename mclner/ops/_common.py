@@ -51,6 +51,8 @@ def _cuda_status() -> tuple[bool, bool, str]:
     mod = _native.cuda_module()
     if mod is None:
         return False, False, f"CUDA module not built or not loadable: {_native.cuda_error()}"
+    if _native.cuda_emulated():
+        return True, True, f"emulated CUDA module ({mod.emulator}) on the CPU: CPU tensors only, for tests"
     if not torch.cuda.is_available():
         return True, False, f"CUDA module built (sm {mod.architectures}) but torch sees no CUDA device"
     n, err = _cuda_runtime_devices()
@@ -90,7 +92,10 @@ def _runnable_on(impl: str, device: torch.device) -> tuple[bool, str]:
         return False, reason
     if impl == "cpu" and device.type != "cpu":
         return False, f"impl='cpu' needs CPU tensors, got tensors on {device}"
-    if impl == "cuda" and device.type != "cuda":
+    if impl == "cuda" and _native.cuda_emulated():
+        if device.type != "cpu":
+            return False, f"impl='cuda' is the emulated CUDA module here: it needs CPU tensors, got {device}"
+    elif impl == "cuda" and device.type != "cuda":
         return False, f"impl='cuda' needs CUDA tensors, got tensors on {device}"
     if impl == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
         return False, "impl='triton' on CPU tensors needs TRITON_INTERPRET=1"

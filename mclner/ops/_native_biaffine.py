@@ -26,8 +26,8 @@ def _launch_args(backend: str, device: torch.device) -> dict:
     """Per-backend trailing arguments: CPU threads, or the CUDA stream torch is using."""
     if backend == "cpu":
         return {"num_threads": _native.num_threads()}
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return {"device": index, "stream": _native.current_stream(device)}
+    index, stream = _native.cuda_launch_args(device)
+    return {"device": index, "stream": stream}
 
 
 def _projections(

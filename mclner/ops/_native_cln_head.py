@@ -60,14 +60,11 @@ def _cuda_forward(gamma, u, n, W1, W2, b2, S) -> None:
     H, C = W1.shape[0], W2.shape[0]
     chunk = _cuda_chunk(B, N, H, 1)
     ws = torch.empty(B * chunk * N * H, device=n.device, dtype=torch.float32)
-    # The kernels launch on the current device: make it the tensors' one (h on cuda:1 from a thread
-    # whose current device is cuda:0 would otherwise run on the wrong GPU).
-    with torch.cuda.device(n.device):
-        mod.cln_head_forward(
-            gamma.data_ptr(), u.data_ptr(), n.data_ptr(), W1.data_ptr(), W2.data_ptr(), b2.data_ptr(),
-            S.data_ptr(), ws.data_ptr(), B, N, D, H, C, chunk, _native.dtype_code(S),
-            _native.current_stream(n.device),
-        )
+    # The entry point runs on the tensors' device and restores the caller's current device.
+    mod.cln_head_forward(
+        gamma.data_ptr(), u.data_ptr(), n.data_ptr(), W1.data_ptr(), W2.data_ptr(), b2.data_ptr(),
+        S.data_ptr(), ws.data_ptr(), B, N, D, H, C, chunk, _native.dtype_code(S), *_native.cuda_launch_args(n.device),
+    )
 
 
 def _cuda_backward(gamma, u, n, W1, W2, dS, dgamma, du, dn, dW1, dW2) -> None:
@@ -76,12 +73,11 @@ def _cuda_backward(gamma, u, n, W1, W2, dS, dgamma, du, dn, dW1, dW2) -> None:
     H, C = W1.shape[0], W2.shape[0]
     chunk = _cuda_chunk(B, N, H, 2)
     ws = torch.empty(2 * B * chunk * N * H, device=n.device, dtype=torch.float32)
-    with torch.cuda.device(n.device):
-        mod.cln_head_backward(
-            gamma.data_ptr(), u.data_ptr(), n.data_ptr(), W1.data_ptr(), W2.data_ptr(), dS.data_ptr(),
-            dgamma.data_ptr(), du.data_ptr(), dn.data_ptr(), dW1.data_ptr(), dW2.data_ptr(), ws.data_ptr(),
-            B, N, D, H, C, chunk, _native.dtype_code(dS), _native.current_stream(n.device),
-        )
+    mod.cln_head_backward(
+        gamma.data_ptr(), u.data_ptr(), n.data_ptr(), W1.data_ptr(), W2.data_ptr(), dS.data_ptr(),
+        dgamma.data_ptr(), du.data_ptr(), dn.data_ptr(), dW1.data_ptr(), dW2.data_ptr(), ws.data_ptr(),
+        B, N, D, H, C, chunk, _native.dtype_code(dS), *_native.cuda_launch_args(n.device),
+    )
 
 
 def _prologue(h, W_alpha, b_alpha, W_beta, b_beta, W1, b1, eps):

@@ -37,8 +37,7 @@ def _tail_args(kind: str, device: torch.device, work_numel: int) -> list:
     if kind == "cpu":
         return [_native.num_threads()]
     work = torch.empty(work_numel, dtype=torch.float32, device=device)
-    return [work.data_ptr(), device.index if device.index is not None else torch.cuda.current_device(),
-            _native.current_stream(device), work]
+    return [work.data_ptr(), *_native.cuda_launch_args(device), work]
 
 
 @no_double_backward(OP)
@@ -102,5 +101,4 @@ def info_nce_cuda(
 ) -> torch.Tensor:
     """Fused InfoNCE with the native CUDA kernels (float32/bfloat16/float16, fp32 accumulation),
     launched on torch's current stream of the tensors' device."""
-    with torch.cuda.device(za.device):
-        return _info_nce_native("cuda", za, zb, temperature, symmetric, reduction)
+    return _info_nce_native("cuda", za, zb, temperature, symmetric, reduction)

@@ -49,11 +49,7 @@ def _tail_args(kind: str, device: torch.device, work_numel: Optional[int]) -> tu
     restore the device themselves."""
     if kind == "cpu":
         return [_native.num_threads()], None
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        tail = [index, _native.current_stream(device)]
-    else:
-        tail = [0, 0]
+    tail = list(_native.cuda_launch_args(device))
     if work_numel is None:
         return tail, None
     work = torch.empty(max(1, work_numel), dtype=torch.float32, device=device)

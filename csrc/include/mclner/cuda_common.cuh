@@ -16,12 +16,14 @@ namespace mclner {
 namespace cuda {
 
 // Storage type <-> fp32 (every kernel accumulates in fp32; stores round to nearest even).
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+// `static`: one copy per .cu, whatever `__forceinline__` expands to (HIP-CPU drops the `inline` in
+// builds without NDEBUG, which would make these duplicate definitions at link time).
+static __device__ __forceinline__ float to_f(float x) { return x; }
+static __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+static __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 template <class T>
-__device__ __forceinline__ T from_f(float x);
+static __device__ __forceinline__ T from_f(float x);
 template <>
 __device__ __forceinline__ float from_f<float>(float x) {
   return x;

@@ -68,3 +68,25 @@ def pytest_terminal_summary(terminalreporter):
             f"CUDA emulation worst {dtype} ({w['checks']} outputs/gradients): scaled error {w['scaled'][0]:.2e} "
             f"[{w['scaled'][1]}]; error/bound {w['of_bound'][0]:.2f} [{w['of_bound'][1]}]"
         )
+
+
+# ----------------------------------------------------------------------------- shared fixtures
+# (their building blocks, the synthetic en→zh task and the tiny encoder, are in tests/fixtures.py)
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory):
+    """A tiny Hugging Face encoder folder (1-layer BERT, hidden 32, the synthetic task's tokenizer)."""
+    from fixtures import make_tiny_encoder_dir
+
+    return make_tiny_encoder_dir(tmp_path_factory.mktemp("enc") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def task_files(tmp_path_factory):
+    """(root, paths): the synthetic task as CoNLL files (en train/dev/test, zh train/test), a lexicon
+    file and the tiny encoder folder, as `mclner train` reads them."""
+    from golden_losses import make_inputs
+
+    root = tmp_path_factory.mktemp("task")
+    return root, make_inputs(root)

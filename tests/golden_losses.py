@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List
 
 HERE = Path(__file__).resolve().parent
-GOLDEN = HERE / "data" / "golden_losses.json"
+GOLDEN = HERE / "methods" / "golden_losses.json"
 
 # name -> extra `mclner train` options; every case trains 4 steps per stage on the same files.
 _MCLNER = ["--method", "mclner", "--self-training-rounds", "1", "--st-threshold", "0", "--biaffine-dim", "16",
@@ -27,7 +27,7 @@ CASES: Dict[str, List[str]] = {
 
 def make_inputs(root: Path) -> Dict[str, str]:
     sys.path.insert(0, str(HERE))
-    from test_train_fixtures import LEX, make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
+    from fixtures import LEX, make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
 
     for split, n, seed in (("train", 24, 0), ("dev", 8, 1), ("test", 8, 2)):
         write_conll(root / "en" / f"{split}.txt", synthetic_en(n, seed))

@@ -19,7 +19,7 @@ from golden_losses import make_inputs
 
 from mclner.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _SMALL = ["--biaffine-dim", "16", "--cln-hidden", "16", "--proj-dim", "8", "--tc-max-pairs", "64"]
 
 

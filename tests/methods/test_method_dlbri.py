@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_train_fixtures import LEX, _Lexicon, synthetic_en, tiny_encoder, tiny_tokenizer
+from fixtures import LEX, _Lexicon, synthetic_en, tiny_encoder, tiny_tokenizer
 
 from mclner.data.grid import LabelMap, iob2_to_entities
 from mclner.methods.base import Stage

@@ -10,9 +10,9 @@ import sys
 import textwrap
 
 import torch
+from fixtures import make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
 from safetensors.torch import load_file
 from test_train_ddp import ROOT, _free_port, write_cedict
-from test_train_fixtures import make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
 
 # Runs under torchrun: "first FULL CUT args..." trains FULL uninterrupted, then CUT stopped after step
 # 5 as if killed; "resume CUT args..." resumes CUT (a fresh pair of processes).

@@ -121,7 +121,7 @@ def test_device_guard_reports_a_bad_device(op):
     a GPU machine may have a device 1, so this runs under emulation only."""
     if not cuda_emulated():
         pytest.skip("needs the emulated CUDA module (exactly one device)")
-    mark_emulated(f"tests/test_cuda_emulated.py::test_device_guard_reports_a_bad_device[{op}]")
+    mark_emulated(f"tests/ops/test_cuda_emulated.py::test_device_guard_reports_a_bad_device[{op}]")
     mod = _native.cuda_module()
     f = torch.zeros(4096)
     p = f.data_ptr()
@@ -141,7 +141,7 @@ def test_info_nce_binding_validates_before_launch():
     if mod is None:
         pytest.skip(f"CUDA module not built: {_native.cuda_error()}")
     if cuda_emulated():
-        mark_emulated("tests/test_cuda_emulated.py::test_info_nce_binding_validates_before_launch")
+        mark_emulated("tests/ops/test_cuda_emulated.py::test_info_nce_binding_validates_before_launch")
     good = dict(a=1, lda=8, b=1, ldb=8, M=4, P=8, dtype=0, temperature=0.5, symmetric=True, reduction=0, out=1,
                 row_lse=1, col_lse=1, work=1, device=0, stream=0)  # fmt: skip
     for over, word in (({"a": 0}, "'a' is a null pointer"), ({"lda": 7}, "'lda' must be >= P"),

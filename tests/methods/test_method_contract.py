@@ -9,19 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from golden_losses import make_inputs
 
 from mclner.cli import main
 from mclner.methods import registry
 from mclner.training.checkpoint import read_weights
 
 STEPS = 8
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("contract")
-    return root, make_inputs(root)
 
 
 def _args(paths, out: Path, method: str, *extra: str) -> list:
@@ -42,8 +35,8 @@ def _log(out: Path) -> list:
 
 
 @pytest.fixture(scope="module", params=list(registry()))
-def run(request, inputs):
-    root, paths = inputs
+def run(request, task_files):
+    root, paths = task_files
     name = request.param
     out = root / f"run-{name}"
     assert _train(paths, out, name) == 0
@@ -59,7 +52,7 @@ def test_a_few_steps_lower_the_loss(run):
 
 
 def test_save_load_gives_identical_predictions(run, tmp_path):
-    from test_train_fixtures import synthetic_zh
+    from fixtures import synthetic_zh
 
     from mclner.evaluation import predict_entities
     from mclner.inference import load_model

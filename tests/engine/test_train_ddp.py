@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_train_fixtures import LEX, make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
+from fixtures import LEX, make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

@@ -10,20 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures import patch_training_data
 from helpers import NEUTRAL_CWD, subprocess_env
-from test_train_fixtures import make_tiny_encoder_dir, patch_training_data
 
 from mclner.cli import main
 from mclner.errors import UserError
 
 
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-    return make_tiny_encoder_dir(tmp_path_factory.mktemp("enc") / "tiny")
-
-
 def _cfg(out: Path, encoder: str, **kw):
-    from test_train_fixtures import train_config
+    from fixtures import train_config
 
     base = dict(source="synthetic-en", target="synthetic-zh", lexicon="synthetic", encoder=encoder,
                 output_dir=str(out), batch_size=8, effective_batch_size=8, max_steps=2, eval_every=100,

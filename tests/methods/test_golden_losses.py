@@ -7,18 +7,12 @@ import json
 
 import pytest
 import torch
-from golden_losses import CASES, GOLDEN, make_inputs, run_case
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("golden")
-    return root, make_inputs(root)
+from golden_losses import CASES, GOLDEN, run_case
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_first_steps_losses_match_the_record(inputs, name):
-    root, paths = inputs
+def test_first_steps_losses_match_the_record(task_files, name):
+    root, paths = task_files
     golden = json.loads(GOLDEN.read_text())[name]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

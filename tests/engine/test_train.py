@@ -8,16 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_fixtures import make_tiny_encoder_dir, patch_training_data, train_config
+from fixtures import patch_training_data, train_config
 
 from mclner.training.checkpoint import read_weights
 from mclner.training.config import TrainConfig
 from mclner.training.trainer import train
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-    return make_tiny_encoder_dir(tmp_path_factory.mktemp("enc") / "tiny")
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +102,7 @@ def test_self_training_round(tmp_path, monkeypatch):
     """The self-training stage reads the teacher's pseudo-labels: real filter counts from a short-trained
     teacher, then (the filter replaced by one that keeps every sentence with gold-like tags, since a
     10-step teacher finds no entity) the L_ce(tgt) and L_mse terms on them."""
-    from test_train_fixtures import synthetic_zh
+    from fixtures import synthetic_zh
 
     from mclner.methods.mclner import selftrain
 
@@ -183,7 +178,7 @@ def test_shift_none_is_a_none_logit_shift():
 
 
 def test_calibrate_none_bias_is_saved_and_used(tmp_path, monkeypatch):
-    from test_train_fixtures import synthetic_en
+    from fixtures import synthetic_en
 
     from mclner.evaluation import NONE_BIAS_GRID, evaluate
     from mclner.methods.mclner import MCLNERMethod

@@ -1,4 +1,4 @@
-// CUDA kernels for the fused cln_head core (SPEC.md §3, §6).
+// CUDA kernels for the fused cln_head core (docs/METHOD.md §3, §6).
 //
 // Same decomposition as the CPU kernels (csrc/cpu/cln_head.cpp): the rows of the pair grid are
 // processed in chunks of `chunk` rows i for all sequences b at once (R = B·chunk·N pair rows), so the

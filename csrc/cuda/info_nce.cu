@@ -1,4 +1,4 @@
-// CUDA kernels for the fused InfoNCE (SPEC.md §4, §6): never stores the M×M logits.
+// CUDA kernels for the fused InfoNCE (docs/METHOD.md §4, §6): never stores the M×M logits.
 //
 // Inputs are the L2-normalised views a, b [M, P] (float32, bfloat16 or float16; fp32 accumulation).
 // All kernels are written for a "row" operand X and a "column" operand Y, so the column-wise

@@ -316,7 +316,7 @@ def _cut_tags(tags: Sequence[str], n: int) -> List[str]:
 
 
 def pool_words(piece_states: torch.Tensor, word_index: torch.Tensor, n_words: int) -> torch.Tensor:
-    """Mean of each word's piece states: ``[B, L, D]`` -> ``[B, N, D]`` (the SPEC §3 pooling).
+    """Mean of each word's piece states: ``[B, L, D]`` -> ``[B, N, D]`` (docs/METHOD.md §3 pooling).
 
     A reference for the model code: scatter-add over ``word_index`` (pieces with -1 are ignored)."""
     B, L, D = piece_states.shape

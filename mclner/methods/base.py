@@ -76,6 +76,19 @@ class NERModel(nn.Module):
         raise NotImplementedError
 
 
+class DictConfig:
+    """to_dict/from_dict for the config dataclasses saved in checkpoints and run folders; from_dict
+    ignores keys the dataclass does not have (a newer writer's extra fields)."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
 def option(default: Any, help: str, **meta: Any) -> Any:
     """A method option: a dataclass field whose help text (and ``choices``, ``flag``) the command
     line uses. ``min``/``max`` bound numbers (validated, non-finite values are always refused)."""
@@ -141,8 +154,14 @@ class Method:
 
     def collate(self, collator: Any, examples: Sequence[Any], target: Optional[Sequence[Any]]) -> Dict[str, Any]:
         """A training batch (CPU tensors) from source examples and, when the stage reads it, target
-        sentences."""
-        raise NotImplementedError
+        sentences. Default: the examples (`mclner.data.batches.Example`: ``src`` and, when they have
+        a second view, ``cs`` and ``alignment``) and the target sentences as ``tgt``."""
+        from mclner.data.batches import collate_examples
+
+        batch = collate_examples(collator, examples) if examples else {}
+        if target:
+            batch["tgt"] = collator(list(target))
+        return batch
 
     def teacher_outputs(self, teacher: nn.Module, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, Any]:
         """What the frozen teacher adds to a batch (called under no_grad)."""

@@ -19,7 +19,6 @@ process killed between them leaves no ``dest`` but a complete ``.dest.old-*``, w
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -191,14 +190,10 @@ def write_done(stage_dir: Path, result: Dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- checksums
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
+def _sha256(path: Path) -> str:
+    from mclner.data.sources import sha256_file
+
+    return sha256_file(path)
 
 
 def write_checksums(folder: Path) -> None:

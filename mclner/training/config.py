@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from mclner.errors import UserError
-from mclner.methods.base import option
+from mclner.methods.base import DictConfig, option
 from mclner.training.guards import MAX_SEED, MIN_MAX_LENGTH
 
 
@@ -23,7 +23,7 @@ def _opt(default: Any, help: str, **meta: Any) -> Any:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Everything `mclner train` needs besides the method's options; saved as ``training_args.json``."""
 
     # data (the embedded default: docs/DATA.md)
@@ -75,13 +75,6 @@ class TrainConfig:
     # Stop after this many optimizer steps as if the process were killed (tests of --resume).
     stop_after_steps: Optional[int] = None
 
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     def method_instance(self) -> Any:
         """The configured method with its options (validated)."""

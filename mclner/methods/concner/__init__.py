@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from mclner import ops
-from mclner.data.batches import Example, collate_examples
+from mclner.data.batches import Example
 from mclner.data.translations import MODES
 from mclner.errors import UserError
 from mclner.methods.base import Context, Method, Stage, option, register
@@ -97,12 +97,6 @@ class ConCNERMethod(Method):
         if c.kd:
             out.append(Stage("kd", {"mse": 1.0}, streams=("target",), teacher=True, max_steps=c.kd_max_steps))
         return out
-
-    def collate(self, collator: Any, examples: Sequence[Any], target: Optional[Sequence[Any]]) -> Dict[str, Any]:
-        batch = collate_examples(collator, examples) if examples else {}
-        if target:
-            batch["tgt"] = collator(list(target))
-        return batch
 
     def teacher_outputs(self, teacher: torch.nn.Module, batch: Dict[str, Any], stage: Stage,
                         impl: str) -> Dict[str, Any]:

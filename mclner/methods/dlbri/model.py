@@ -9,7 +9,6 @@ co-interaction between span and type features, with its own classifiers).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -17,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from mclner import ops
-from mclner.methods.base import Entity, NERModel
+from mclner.methods.base import DictConfig, Entity, NERModel
 from mclner.nn import WordEncoder
 
 SPAN_TAGS = ("O", "B", "I")
@@ -26,7 +25,7 @@ SPAN, TYPE = 0, 2
 
 
 @dataclass
-class DLBriModelConfig:
+class DLBriModelConfig(DictConfig):
     """Architecture and decoding of a DLBri model; stored as ``config.json["model"]``."""
 
     types: List[str] = field(default_factory=list)  # entity types; type labels are ["O", *types]
@@ -37,13 +36,6 @@ class DLBriModelConfig:
     decode_with: str = "student"
     student: float = 1.0  # 1 or 2 (a float: the engine's calibration hands numbers over as floats)
 
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> DLBriModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class BoundaryScorer(nn.Module):

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from mclner.data.batches import build_examples, collate_examples
+from mclner.data.batches import build_examples
 from mclner.errors import UserError
 from mclner.methods.base import Context, Method, Stage, option, register
 from mclner.methods.mclner.model import MCLNERModel, RelationModelConfig
@@ -152,12 +152,6 @@ class MCLNERMethod(Method):
             print(f"[{stage.name}] pseudo-labels: {counts['unlabeled']} unlabelled, {counts['has_entity']} with an "
                   f"entity, {counts['continuous']} continuous, {counts['confident']} ≥ {thr}")
         return kept, counts
-
-    def collate(self, collator: Any, examples: Sequence[Any], target: Optional[Sequence[Any]]) -> Dict[str, Any]:
-        batch = collate_examples(collator, examples)
-        if target:
-            batch["tgt"] = collator(list(target))
-        return batch
 
     def teacher_outputs(self, teacher: torch.nn.Module, batch: Dict[str, Any], stage: Stage,
                         impl: str) -> Dict[str, Any]:

@@ -3,19 +3,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from mclner.methods.base import Entity, NERModel
+from mclner.methods.base import DictConfig, Entity, NERModel
 from mclner.nn import MLP, RelationHead, WordEncoder
 from mclner.schema import NONE
 
 
 @dataclass
-class RelationModelConfig:
+class RelationModelConfig(DictConfig):
     """Architecture of the relation model; stored as ``config.json["model"]`` in checkpoints."""
 
     num_classes: int
@@ -30,13 +29,6 @@ class RelationModelConfig:
     # `--calibrate-none-bias`; 0 = plain argmax decoding as in the paper.
     none_bias: float = 0.0
 
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> RelationModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class MCLNERModel(NERModel):

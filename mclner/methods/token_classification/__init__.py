@@ -3,34 +3,25 @@ trained on the source language only and applied zero-shot to the target (docs/ME
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from mclner.data.batches import collate_examples
-from mclner.methods.base import Entity, Method, NERModel, Stage, register
+from mclner.methods.base import DictConfig, Entity, Method, NERModel, Stage, register
 from mclner.methods.mclner import FULL_COMMON, QUICK_COMMON
 from mclner.nn import TokenHead, WordEncoder, token_ce
 from mclner.schema import tag_vocabulary
 
 
 @dataclass
-class TaggerModelConfig:
+class TaggerModelConfig(DictConfig):
     """Architecture of the tagger; stored as ``config.json["model"]`` in checkpoints."""
 
     tags: List[str] = field(default_factory=lambda: ["O"])  # IOB2 tag vocabulary, id = position
     dropout: float = 0.1
     encoder_hidden: int = 0
 
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> TaggerModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class TokenClassificationModel(NERModel):
@@ -86,11 +77,6 @@ class TokenClassificationMethod(Method):
 
     def stages(self) -> List[Stage]:
         return [Stage("source")]
-
-    def collate(self, collator: Any, examples: Sequence[Any], target: Optional[Sequence[Any]]) -> Dict[str, Any]:
-        from mclner.data.batches import Example
-
-        return collate_examples(collator, [e if isinstance(e, Example) else Example(e) for e in examples])
 
     def prepare_examples(self, sentences: Sequence[Any], ctx: Any) -> List[Any]:
         from mclner.data.batches import build_examples

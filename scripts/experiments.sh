@@ -24,9 +24,17 @@ declare -A ROWS=(
   [concner-no-lcl]="--method concner --no-lcl"
   [concner-no-tcl]="--method concner --no-tcl"
   [concner-no-kd]="--method concner --no-kd"
+  [dlbri]="--method dlbri"
+  [dlbri-no-bridging]="--method dlbri --no-bridging"
+  [dlbri-one-bridge]="--method dlbri --dlbri-bridges 1"
+  [dlbri-delta0]="--method dlbri --delta 0"
+  [dlbri-no-lp]="--method dlbri --no-lp"
+  [dlbri-no-boundary]="--method dlbri --no-boundary"
+  [dlbri-no-combination]="--method dlbri --no-combination"
 )
-MAIN=(tc mclner concner)
-ABLATIONS=(grid cs cs-sc mclner-src concner-no-lcl concner-no-tcl concner-no-kd)
+MAIN=(tc mclner concner dlbri)
+ABLATIONS=(grid cs cs-sc mclner-src concner-no-lcl concner-no-tcl concner-no-kd
+           dlbri-no-bridging dlbri-one-bridge dlbri-delta0 dlbri-no-lp dlbri-no-boundary dlbri-no-combination)
 read -r -a only <<< "${MCLNER_ROWS:-}"
 wanted() { [ ${#only[@]} -eq 0 ] && return 0; local r; for r in "${only[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
 run() {  # run ROW SEED

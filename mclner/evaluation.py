@@ -2,14 +2,15 @@
 overall). Prediction works for every method: it asks the model to ``decode`` a collated batch.
 
 Label sets are mapped per dataset: predicted types that the gold data never uses (e.g. MISC on MSRA)
-are dropped before scoring, and the result says which were dropped.
+are dropped before scoring, and the result says which were dropped. The result also splits the score
+into span extraction and type prediction (:func:`span_type_scores`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 
@@ -107,12 +108,12 @@ def predict_entities(
     return (preds, probs_out) if return_probs else preds
 
 
-def score(gold_tags: Sequence[Sequence[str]], pred_entities: Sequence[Sequence[Entity]]) -> Dict[str, Any]:
-    """seqeval strict-IOB2 micro P/R/F1 overall and per type; predicted types absent from the gold
-    label set are dropped first (reported under ``dropped_types``)."""
-    from seqeval.metrics import classification_report
-    from seqeval.scheme import IOB2
-
+def _aligned(
+    gold_tags: Sequence[Sequence[str]], pred_entities: Sequence[Sequence[Entity]]
+) -> Tuple[List[List[str]], List[List[str]], List[str], Set[str]]:
+    """Gold and predicted IOB2 sequences as :func:`score` compares them (predicted types absent from
+    the gold label set dropped, entities past a sentence's end ignored), the dropped types and the
+    gold types."""
     grid = _data_grid()
     gold_types = set(_types_in(gold_tags))
     dropped = sorted({t for ents in pred_entities for _, _, t in ents} - gold_types)
@@ -122,6 +123,62 @@ def score(gold_tags: Sequence[Sequence[str]], pred_entities: Sequence[Sequence[E
         kept = [(s, e, t) for s, e, t in ents if t in gold_types and e < n]
         y_true.append(list(tags))
         y_pred.append(list(grid.entities_to_iob2(kept, n)))
+    return y_true, y_pred, dropped, gold_types
+
+
+def _span_type_from_tags(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]) -> Dict[str, Any]:
+    """:func:`span_type_scores` on aligned IOB2 sequences (see :func:`_aligned`)."""
+    from itertools import chain
+
+    from seqeval.scheme import IOB2, Entities
+
+    # seqeval's own strict-IOB2 entity extraction: the counts agree with the typed scores of `score`
+    def spans(seqs: Sequence[Sequence[str]]) -> Dict[Tuple[int, int, int], str]:
+        return {(e.sent_id, e.start, e.end): e.tag for e in chain(*Entities(list(seqs), IOB2).entities)}
+
+    gold, pred = spans(y_true), spans(y_pred)
+    matched = [k for k in pred if k in gold]
+    correct = sum(pred[k] == gold[k] for k in matched)
+    p = len(matched) / len(pred) if pred else 0.0
+    r = len(matched) / len(gold) if gold else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    acc = correct / len(matched) if matched else 0.0
+    return {
+        "span": {"precision": p, "recall": r, "f1": f1},
+        "type": {"accuracy": acc, "matched": len(matched), "correct": int(correct)},
+    }
+
+
+def span_type_scores(
+    gold_tags: Sequence[Sequence[str]], pred_entities: Sequence[Sequence[Entity]]
+) -> Dict[str, Any]:
+    """Entity F1 split into its two halves: finding entities and naming them (the span extraction vs
+    type prediction analysis of cross-lingual NER). Same inputs and same entities as :func:`score`:
+    gold IOB2 tags per sentence, predicted ``(start, end, type)`` per sentence, predicted types absent
+    from the gold label set dropped first, entities extracted as seqeval's strict IOB2 mode does.
+
+    - ``span``: micro precision, recall and F1 of entity boundaries with the type ignored (a predicted
+      entity counts when a gold entity has exactly its first and last word).
+    - ``type``: ``accuracy`` of the predicted type on the ``matched`` gold entities, those whose span
+      was predicted with exact boundaries (``correct`` of them have the right type); 0.0 when none
+      matched.
+
+    Typed F1 follows from both: a typed hit is a matched span with the right type, so typed precision
+    and recall are the span ones times the type accuracy, and typed F1 = span F1 × type accuracy. A
+    "type F1 given gold spans" (typing the gold spans themselves) cannot be computed from predictions
+    alone, so it is not reported."""
+    y_true, y_pred, _, _ = _aligned(gold_tags, pred_entities)
+    return _span_type_from_tags(y_true, y_pred)
+
+
+def score(gold_tags: Sequence[Sequence[str]], pred_entities: Sequence[Sequence[Entity]]) -> Dict[str, Any]:
+    """seqeval strict-IOB2 micro P/R/F1 overall and per type; predicted types absent from the gold
+    label set are dropped first (reported under ``dropped_types``). ``span`` and ``type`` split the
+    score into span extraction and type prediction (:func:`span_type_scores`)."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    y_true, y_pred, dropped, gold_types = _aligned(gold_tags, pred_entities)
     report = classification_report(y_true, y_pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
     per_type = {
         t: {"precision": r["precision"], "recall": r["recall"], "f1": r["f1-score"], "support": int(r["support"])}
@@ -137,6 +194,7 @@ def score(gold_tags: Sequence[Sequence[str]], pred_entities: Sequence[Sequence[E
         "per_type": per_type,
         "dropped_types": dropped,
         "sentences": len(y_true),
+        **_span_type_from_tags(y_true, y_pred),
     }
 
 
@@ -210,6 +268,12 @@ def format_scores(result: Dict[str, Any]) -> str:
         f"{'overall':8s} {100 * result['precision']:7.2f} {100 * result['recall']:7.2f} "
         f"{100 * result['f1']:7.2f} {result['support']:8d}"
     )
+    if "span" in result:  # score dicts written before the split have none
+        sp, ty = result["span"], result["type"]
+        lines.append(
+            f"{'span':8s} {100 * sp['precision']:7.2f} {100 * sp['recall']:7.2f} {100 * sp['f1']:7.2f}"
+            f"  (boundaries only); type accuracy {100 * ty['accuracy']:.2f} on the {ty['matched']} exact spans"
+        )
     if result.get("dropped_types"):
         lines.append(f"dropped predicted types not in the gold label set: {', '.join(result['dropped_types'])}")
     return "\n".join(lines)

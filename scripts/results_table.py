@@ -1,6 +1,9 @@
 """Markdown table of the runs of scripts/experiments.sh: per row (runs named ROW-sSEED) the mean ± std
 over seeds of the whole-MSRA-test F1 with argmax decoding and with the checkpoint's own decoding,
-the source dev F1, the steps per stage and the training minutes.
+the source dev F1, the steps per stage and the training minutes. "span F1" and "type acc" split the
+own-decoding test score into span extraction (boundaries only) and type prediction (accuracy on the
+exactly found spans; typed F1 = span F1 × type acc), from msra_full.json; files written before
+`mclner evaluate` reported the split show —.
 
     python scripts/results_table.py runs/quick
 """
@@ -39,10 +42,11 @@ def table(root: Path) -> str:
         m = re.fullmatch(r"(.+)-s(\d+)", d.name)
         if m and (d / "results.json").is_file():
             rows[m.group(1)].append(d)
-    out = ["| row | seeds | MSRA test F1, argmax | MSRA test F1, own decoding | source dev F1 | steps | train min |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| row | seeds | MSRA test F1, argmax | MSRA test F1, own decoding | span F1 | type acc | source dev F1 "
+           "| steps | train min |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for name, runs in rows.items():
-        arg, own, dev, mins = [], [], [], []
+        arg, own, span, typ, dev, mins = [], [], [], [], [], []
         steps = ""
         for r in runs:
             res = json.loads((r / "results.json").read_text())
@@ -51,9 +55,14 @@ def table(root: Path) -> str:
             for f, acc in (("msra_full_argmax.json", arg), ("msra_full.json", own)):
                 if (r / f).is_file():
                     acc.append(json.loads((r / f).read_text())["f1"])
+            if (r / "msra_full.json").is_file():
+                full = json.loads((r / "msra_full.json").read_text())
+                if "span" in full and "type" in full:
+                    span.append(full["span"]["f1"])
+                    typ.append(full["type"]["accuracy"])
             mins.append(_minutes(r))
         seeds = ",".join(re.fullmatch(r".+-s(\d+)", r.name).group(1) for r in runs)
-        out.append(f"| {name} | {seeds} | {_ms(arg)} | {_ms(own)} | {_ms(dev)} | {steps} | "
+        out.append(f"| {name} | {seeds} | {_ms(arg)} | {_ms(own)} | {_ms(span)} | {_ms(typ)} | {_ms(dev)} | {steps} | "
                    f"{statistics.mean(mins):.0f} |")
     return "\n".join(out)
 

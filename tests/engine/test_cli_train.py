@@ -67,6 +67,21 @@ def test_evaluate_predict_round_trip(trained, capsys, tmp_path):
     # the predicted file scores exactly as `evaluate` said (no type is dropped: same label set)
     assert scores["dropped_types"] == [] or all(t not in {"PER", "LOC", "ORG"} for t in scores["dropped_types"])
     assert f1_score(y_true, y_pred, mode="strict", scheme=IOB2) == pytest.approx(scores["f1"])
+    # the span / type split: span F1 is the F1 of the file with every type renamed to one, and the
+    # typed F1 is span F1 × type accuracy
+    assert set(scores["span"]) == {"precision", "recall", "f1"}
+    assert set(scores["type"]) == {"accuracy", "matched", "correct"}
+
+    def one_type(seqs):
+        return [[t if t == "O" else t[:2] + "E" for t in s] for s in seqs]
+
+    assert f1_score(one_type(y_true), one_type(y_pred), mode="strict", scheme=IOB2,
+                    zero_division=0) == pytest.approx(scores["span"]["f1"])
+    assert scores["f1"] == pytest.approx(scores["span"]["f1"] * scores["type"]["accuracy"])
+    assert main(["evaluate", str(best), str(root / "zh" / "test.txt"), "--lang", "zh"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    span_lines = [x for x in printed if x.startswith("span ")]
+    assert len(span_lines) == 1 and f"on the {scores['type']['matched']} exact spans" in span_lines[0]
 
     text = tmp_path / "raw.txt"
     text.write_text("John visited 伦敦 today\nthe UN met\n", encoding="utf-8")

@@ -77,6 +77,9 @@ def test_evaluate_and_predict_load_without_flags(run, capsys, tmp_path):
     assert main(["evaluate", str(out / "best"), str(Path(paths["zh"]) / "test.txt"), "--lang", "zh", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert 0.0 <= scores["f1"] <= 1.0 and scores["sentences"] == 8
+    # every method's predictions reach the span / type split of the score
+    assert 0 <= scores["type"]["correct"] <= scores["type"]["matched"] <= scores["support"]
+    assert scores["f1"] == pytest.approx(scores["span"]["f1"] * scores["type"]["accuracy"])
     text = tmp_path / "in.txt"
     text.write_text("John visited 伦敦 today\n", encoding="utf-8")
     assert main(["predict", str(out / "best"), "-i", str(text), "-o", str(tmp_path / "out.jsonl")]) == 0

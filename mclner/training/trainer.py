@@ -356,7 +356,12 @@ class Trainer:
         self.impl_kept = kept is not None
         if kept is not None:
             self.impl = kept
-        check_impl(self.impl, self.env.device)
+        try:
+            check_impl(self.impl, self.env.device)
+        except UserError as exc:
+            if not self.impl_kept:
+                raise
+            raise UserError(f"{exc} (the run used it; pass --impl to resume with another)") from None
         # training_args.json and every checkpoint record the implementation the run uses
         self.cfg = replace(cfg, impl=self.impl)
         seed_everything(cfg.seed + self.env.rank)

@@ -109,6 +109,15 @@ def test_resume_keeps_the_runs_impl(tmp_path, saved, want):
     assert Trainer(TrainConfig(output_dir=str(run), fused=True), resume=True).impl == "auto"
 
 
+def test_resume_of_a_run_whose_impl_cannot_run_here_says_so(no_native, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "training_args.json").write_text(json.dumps({**TrainConfig().to_dict(), "impl": "cpu"}))
+    with pytest.raises(UserError, match=r"--impl cpu cannot run here: .*\(the run used it; pass --impl"):
+        Trainer(TrainConfig(output_dir=str(run)), resume=True)
+    assert Trainer(TrainConfig(output_dir=str(run), impl="auto"), resume=True).impl == "auto"
+
+
 def test_resume_without_recorded_options_takes_the_default(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

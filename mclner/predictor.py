@@ -25,18 +25,26 @@ from mclner.errors import UserError
 
 ScoredEntity = Tuple[int, int, str, Optional[float]]
 IMPL_CHOICES = ("reference", "cpu", "triton", "cuda", "auto")
+# What `train`, `evaluate`, `predict`, the plots and NERPredictor run when no impl is chosen: the best
+# runnable implementation per op (the native CPU kernels on a CPU, triton/cuda on a GPU, the reference
+# when nothing fused is built). The one place the default is set.
+DEFAULT_IMPL = "auto"
+IMPL_HELP = ("op implementation: reference (pure PyTorch), cpu (native fused kernels), triton, cuda, or auto (the "
+             "best runnable one: the native CPU kernels on a CPU, triton or cuda on a GPU, reference when nothing "
+             "fused is built)")
+FUSED_HELP = "the same as --impl auto (kept for older scripts)"
 
 
 def resolve_impl(impl: Optional[str], fused: bool = False) -> str:
-    """The op implementation from ``--impl``/``impl=`` and the ``--fused`` alias (= ``auto``); the
-    default stays ``reference`` (switching it to ``auto`` is a one-line change here)."""
+    """The op implementation from ``--impl``/``impl=`` and the ``--fused`` alias (= ``auto``);
+    :data:`DEFAULT_IMPL` (``auto``) when neither is given."""
     if impl is not None and impl not in IMPL_CHOICES:
         raise UserError(f"impl must be one of {', '.join(IMPL_CHOICES)}, got {impl!r}")
     if fused:
         if impl not in (None, "auto"):
             raise UserError(f"--fused means --impl auto; it contradicts --impl {impl}")
         return "auto"
-    return impl or "reference"
+    return impl or DEFAULT_IMPL
 
 
 def check_impl(impl: str, device: torch.device) -> None:
@@ -105,7 +113,7 @@ class NERPredictor:
     training corpora are (CJK characters one by one); the texts are predicted in batches.
     """
 
-    def __init__(self, loaded: Any, impl: str = "reference", batch_size: int = 32,
+    def __init__(self, loaded: Any, impl: str = DEFAULT_IMPL, batch_size: int = 32,
                  none_bias: Optional[float] = None) -> None:
         self.loaded = loaded
         self.impl = impl
@@ -117,9 +125,10 @@ class NERPredictor:
                         fused: bool = False, impl: Optional[str] = None, batch_size: int = 32,
                         none_bias: Optional[float] = None) -> NERPredictor:
         """Load a checkpoint folder written by `mclner train` (e.g. ``runs/x/best``). ``device``:
-        default cuda when available; ``impl`` (``reference``, ``cpu``, ``triton``, ``cuda``, ``auto``)
-        or ``fused=True`` (= ``auto``) choose the op implementations; ``none_bias``: the relation
-        models' decoding bias (default: the checkpoint's calibrated one)."""
+        default cuda when available; ``impl`` (``reference``, ``cpu``, ``triton``, ``cuda``, ``auto``;
+        default ``auto``, the best runnable one) or ``fused=True`` (= ``auto``) choose the op
+        implementations; ``none_bias``: the relation models' decoding bias (default: the checkpoint's
+        calibrated one)."""
         from mclner.inference import load_model
 
         chosen = resolve_impl(impl, fused)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh virtual environment, build and install mclner, and run the main job:
-# mclner train --fused on the embedded default (CoNLL-2003 en -> MSRA zh, CC-CEDICT, multilingual-e5-small).
-# Extra arguments go to `mclner train` (e.g. --preset full on a GPU).
+# mclner train on the embedded default (CoNLL-2003 en -> MSRA zh, CC-CEDICT, multilingual-e5-small), with
+# the fused ops (--impl auto, the default).
+# Extra arguments go to `mclner train` (e.g. --preset full on a GPU, --impl reference).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${MCLNER_VENV:-.venv}
@@ -18,4 +19,4 @@ if ! printf '%s\n' "${args[@]}" | grep -q -- '^--preset' \
    && ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   args=(--preset quick "${args[@]}")
 fi
-mclner train --fused "${args[@]}"
+mclner train "${args[@]}"

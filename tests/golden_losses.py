@@ -18,10 +18,11 @@ GOLDEN = HERE / "methods" / "golden_losses.json"
 # name -> extra `mclner train` options; every case trains 4 steps per stage on the same files.
 _MCLNER = ["--method", "mclner", "--self-training-rounds", "1", "--st-threshold", "0", "--biaffine-dim", "16",
            "--cln-hidden", "16", "--proj-dim", "8", "--tc-max-pairs", "64"]
+# Each case names its op implementation: the default (auto) depends on what is built.
 CASES: Dict[str, List[str]] = {
-    "mclner-reference": _MCLNER,
+    "mclner-reference": [*_MCLNER, "--impl", "reference"],
     "mclner-fused": [*_MCLNER, "--fused"],
-    "token-classification": ["--method", "token-classification"],
+    "token-classification": ["--method", "token-classification", "--impl", "reference"],
 }
 
 

@@ -90,12 +90,17 @@ def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field, owners: str
     command line is told apart from one left out, whatever its value (a preset never swallows it)."""
     flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
     default = f.default if f.default is not dataclasses.MISSING else None
-    if isinstance(default, bool):
+    flag_only = f.metadata.get("flag_only", False)  # a plain switch, no --no- form (e.g. --fused, an alias)
+    if flag_only:
+        shown = ""
+    elif isinstance(default, bool):
         shown = " (default: on)" if default else " (default: off)"
     else:
         shown = "" if default is None else f" (default: {default})"
     text = f.metadata.get("help", "") + (f" [{owners}]" if owners else "") + shown
-    if isinstance(f.default, bool):
+    if flag_only:
+        group.add_argument(flag, dest=f.name, action="store_true", default=None, help=text)
+    elif isinstance(f.default, bool):
         group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
     else:
         group.add_argument(flag, dest=f.name, type=_field_type(f), default=None, choices=f.metadata.get("choices"),
@@ -403,12 +408,10 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_impl(p: argparse.ArgumentParser) -> None:
-    from mclner.predictor import IMPL_CHOICES
+    from mclner.predictor import FUSED_HELP, IMPL_CHOICES, IMPL_HELP
 
-    p.add_argument("--impl", choices=IMPL_CHOICES, default=None,
-                   help="op implementation: reference (pure PyTorch), cpu, triton, cuda, or auto (the best runnable "
-                   "one; default: reference)")
-    p.add_argument("--fused", action="store_true", help="the same as --impl auto")
+    p.add_argument("--impl", choices=IMPL_CHOICES, default=None, help=f"{IMPL_HELP} (default: auto)")
+    p.add_argument("--fused", action="store_true", help=FUSED_HELP)
 
 
 def _add_eval_predict(sub: argparse._SubParsersAction) -> None:

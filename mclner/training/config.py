@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional
 
 from mclner.errors import UserError
 from mclner.methods.base import DictConfig, option
+from mclner.predictor import FUSED_HELP, IMPL_CHOICES, IMPL_HELP
 from mclner.training.guards import MAX_SEED, MIN_MAX_LENGTH
 
 
@@ -64,9 +65,11 @@ class TrainConfig(DictConfig):
     eval_every: Optional[int] = _opt(None, "evaluate every K optimizer steps (default: after each epoch)", min=1)
     patience: int = _opt(3, "stop after this many evaluations without improvement (0: never)", min=0)
     seed: int = _opt(42, "random seed (data order, code-switching, initialisation)", min=0, max=MAX_SEED)
-    impl: Optional[str] = _opt(None, "op implementation: reference, cpu, triton, cuda or auto (the best runnable "
-                                     "one); default: reference", choices=("reference", "cpu", "triton", "cuda", "auto"))
-    fused: bool = _opt(False, "the same as --impl auto")
+    # None: not chosen, i.e. auto (mclner.predictor.DEFAULT_IMPL), or on --resume the implementation the run
+    # recorded; the trainer writes the one it resolved into training_args.json and the checkpoints.
+    impl: Optional[str] = _opt(None, f"{IMPL_HELP} (default: auto; --resume keeps the run's own)",
+                               choices=IMPL_CHOICES)
+    fused: bool = _opt(False, FUSED_HELP, flag_only=True)
     device: Optional[str] = _opt(None, "torch device (default: cuda when available, else cpu)")
     log_every: int = _opt(1, "write the loss terms to log.jsonl every K optimizer steps", min=1)
     progress: bool = _opt(True, "progress bars")
@@ -120,3 +123,17 @@ def apply_preset(cfg: TrainConfig, preset: Optional[str]) -> TrainConfig:
         else:
             cfg.method_options[k] = v
     return cfg
+
+
+def recorded_impl(args: Any) -> Optional[str]:
+    """The op implementation a run used, from its ``training_args.json`` (a dict): its ``impl``
+    (the trainer records the one it resolved), ``auto`` for ``--fused``, and ``reference`` for a run
+    recorded before ``auto`` became the default (``impl`` unset); None when ``args`` is not a run's options."""
+    if not isinstance(args, dict) or "impl" not in args:
+        return None
+    impl = args["impl"]
+    if impl in IMPL_CHOICES:
+        return impl
+    if impl is None:
+        return "auto" if args.get("fused") else "reference"
+    return None

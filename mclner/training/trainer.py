@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -50,7 +51,7 @@ from mclner.training.checkpoint import (
     update_model_config,
     write_done,
 )
-from mclner.training.config import TrainConfig
+from mclner.training.config import TrainConfig, recorded_impl
 from mclner.training.guards import NonFiniteGuard, json_safe
 from mclner.training.rundir import RunDir
 
@@ -325,6 +326,18 @@ class StepModule(torch.nn.Module):
         return out
 
 
+_OPS = ("biaffine", "cln_head", "info_nce", "sup_con")
+
+
+def _run_impl(run_dir: Path) -> Optional[str]:
+    """The implementation recorded in ``run_dir/training_args.json`` (None when there is none to read:
+    the run folder is checked, with its own errors, when the run starts)."""
+    try:
+        return recorded_impl(json.loads((run_dir / "training_args.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> None:
         cfg.validate()
@@ -336,8 +349,21 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         from mclner.predictor import check_impl, resolve_impl
 
-        self.impl = resolve_impl(cfg.impl, cfg.fused)  # default reference; --fused = --impl auto
-        check_impl(self.impl, self.env.device)
+        self.impl = resolve_impl(cfg.impl, cfg.fused)  # default auto; --fused = --impl auto
+        # --resume without --impl/--fused continues with the implementation the run used (a run from
+        # before auto became the default: reference), so its steps are not mixed from two implementations.
+        kept = _run_impl(self.out) if resume and cfg.impl is None and not cfg.fused else None
+        self.impl_kept = kept is not None
+        if kept is not None:
+            self.impl = kept
+        try:
+            check_impl(self.impl, self.env.device)
+        except UserError as exc:
+            if not self.impl_kept:
+                raise
+            raise UserError(f"{exc} (the run used it; pass --impl to resume with another)") from None
+        # training_args.json and every checkpoint record the implementation the run uses
+        self.cfg = replace(cfg, impl=self.impl)
         seed_everything(cfg.seed + self.env.rank)
 
     # -- helpers
@@ -375,7 +401,7 @@ class Trainer:
             self.logger.log({"event": "data", "method": self.method.name, "train": len(data.train),
                              "dev": len(data.dev), "target_test": len(data.target_test),
                              "target_unlabeled": len(data.target_unlabeled), "types": list(data.label_map.types),
-                             "impl": self.impl})
+                             "impl": self.impl, "impl_selected": self._selected})
             if init_report:
                 self.logger.log({"event": "init", **init_report})
             self._banner()
@@ -443,16 +469,25 @@ class Trainer:
         else:
             print(msg, flush=True)
 
+    @functools.cached_property
+    def _selected(self) -> Dict[str, str]:
+        """What each op runs under ``self.impl`` here, in float32 ({} when that cannot be told)."""
+        try:
+            from mclner.ops import selected_impl
+
+            if self.impl != "auto":
+                return {op: self.impl for op in _OPS}
+            return {op: selected_impl(op, self.env.device, torch.float32) for op in _OPS}
+        except Exception:  # only informative (logs and the banner)
+            return {}
+
     def _banner(self) -> None:
         cfg, d, env = self.cfg, self.data, self.env
         impl = self.impl
-        if impl == "auto":
-            try:
-                from mclner.ops import selected_impl
-
-                impl = f"auto ({selected_impl('biaffine', env.device, torch.float32)} here)"
-            except Exception:  # only informative
-                pass
+        if impl == "auto" and self._selected.get("biaffine"):
+            impl = f"auto ({self._selected['biaffine']} here)"
+        if self.impl_kept:
+            impl += " (the run's own: --resume keeps it)"
         stages = ", ".join(s.name for s in self.method.stages())
         where = f"{env.device}" + (f" x {env.world} processes" if env.distributed else "")
         self._say(f"mclner train: method {self.method.name} (stages: {stages}); device {where}; impl {impl}; "

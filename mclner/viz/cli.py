@@ -115,7 +115,7 @@ def _load_model(args: argparse.Namespace):
     from mclner.training.guards import check_device
 
     lm = load_model(args.checkpoint, check_device(args.device))
-    impl = resolve_impl(args.impl, False)
+    impl = resolve_impl(args.impl)
     check_impl(impl, lm.device)
     return lm, impl
 
@@ -281,10 +281,14 @@ def _show_confusion(conf, args: argparse.Namespace, out) -> None:
 
 
 def _model_opts(p: argparse.ArgumentParser) -> None:
-    from mclner.predictor import IMPL_CHOICES
-
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--impl", choices=IMPL_CHOICES, default=None, help="op implementation (default: reference)")
+    _impl_opt(p)
+
+
+def _impl_opt(p: argparse.ArgumentParser) -> None:
+    from mclner.predictor import IMPL_CHOICES, IMPL_HELP
+
+    p.add_argument("--impl", choices=IMPL_CHOICES, default=None, help=f"{IMPL_HELP} (default: auto)")
 
 
 def _common(p: argparse.ArgumentParser, output_help: str) -> None:
@@ -408,6 +412,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--max-sentences", type=int, default=200, metavar="K",
                    help="test sentences of each set for the checkpoint figures")
     r.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    _impl_opt(r)
     r.add_argument("--seed", type=int, default=0, help="seed (t-SNE, code-switched counterpart, SVG ids)")
     r.set_defaults(func=_run_report)
 
@@ -417,7 +422,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
     torch_seed(args.seed)
     out, notes = write_report(Path(args.run_dir), with_model=args.with_model, max_sentences=args.max_sentences,
-                              seed=args.seed, device=args.device)
+                              seed=args.seed, device=args.device, impl=args.impl)
     for n in notes:
         print(f"note: {n}")
     print(out)

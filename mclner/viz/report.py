@@ -30,9 +30,11 @@ def _option_words(f: dataclasses.Field, value: Any) -> List[str]:
 def train_command(args: Dict[str, Any]) -> List[str]:
     """``mclner train ...`` (argv words) that reproduces a run from its ``training_args.json``."""
     from mclner.methods import get_method
-    from mclner.training.config import TrainConfig
+    from mclner.training.config import TrainConfig, recorded_impl
 
     words = ["mclner", "train", "--method", str(args.get("method", "mclner"))]
+    if args.get("impl", "") is None and recorded_impl(args) == "reference":
+        words += ["--impl", "reference"]  # a run from before auto became the default
     for f in dataclasses.fields(TrainConfig):
         if "help" not in f.metadata or f.name not in args:
             continue
@@ -75,9 +77,11 @@ def _figure(lines: List[str], run: Path, title: str, res: Any, note: str = "") -
 
 
 def write_report(run_dir: Path, with_model: bool = True, max_sentences: int = 200, seed: int = 0,
-                 device: Optional[str] = None) -> Tuple[Path, List[str]]:
+                 device: Optional[str] = None, impl: Optional[str] = None) -> Tuple[Path, List[str]]:
     """Write ``RUN_DIR/report.md`` and its figures; returns the report path and any notes on figures
-    that could not be made (e.g. the heatmap of a method without contrastive views)."""
+    that could not be made (e.g. the heatmap of a method without contrastive views). ``impl``: the op
+    implementation of the checkpoint figures (default auto)."""
+    from mclner.training.config import recorded_impl
     from mclner.viz.plots import plot_per_type, plot_training_curves
     from mclner.viz.runs import compare_markdown, load_results, per_type_table, read_log, training_curves
 
@@ -115,7 +119,7 @@ def write_report(run_dir: Path, with_model: bool = True, max_sentences: int = 20
                 plot_per_type(per_type_table({run.name: results}), plots / "per_type", seed=seed))
     ckpt = run / "best"
     if with_model and ckpt.is_dir():
-        lines += _model_figures(run, ckpt, args, notes, max_sentences, seed, device)
+        lines += _model_figures(run, ckpt, args, notes, max_sentences, seed, device, impl)
     if notes:
         lines += ["Figures not made: " + "; ".join(notes), ""]
 
@@ -125,6 +129,9 @@ def write_report(run_dir: Path, with_model: bool = True, max_sentences: int = 20
         ev = ["mclner", "evaluate", str(ckpt), str(args["target"]), "--lang", str(args.get("target_lang"))]
         if k:
             ev += ["--max-sentences", str(k)]
+        used = recorded_impl(args)
+        if used not in (None, "auto"):  # the implementation the run's own scores were computed with
+            ev += ["--impl", used]
         lines.append(shlex.join(ev))
     lines += [shlex.join(["mclner", "report", str(run)]), "```", ""]
     lines += ["## Configuration", "", "```json", json.dumps(args, indent=2, default=str), "```", ""]
@@ -134,17 +141,20 @@ def write_report(run_dir: Path, with_model: bool = True, max_sentences: int = 20
 
 
 def _model_figures(run: Path, ckpt: Path, args: Dict[str, Any], notes: List[str], max_sentences: int, seed: int,
-                   device: Optional[str]) -> List[str]:
+                   device: Optional[str], impl: Optional[str] = None) -> List[str]:
     """Heatmap (relation methods), entity t-SNE and the target-test confusion of ``RUN/best``."""
     import numpy as np
 
     from mclner.data.readers import load_sentences
     from mclner.inference import load_model
+    from mclner.predictor import check_impl, resolve_impl
     from mclner.viz.model import confusion_of, entity_representations
     from mclner.viz.plots import plot_confusion, plot_embedding
 
     lines: List[str] = []
     lm = load_model(ckpt, device)
+    impl = resolve_impl(impl)
+    check_impl(impl, lm.device)
 
     def labelled(spec: Optional[str], lang: Optional[str]) -> list:
         if not spec or str(spec).lower() == "none":
@@ -176,18 +186,18 @@ def _model_figures(run: Path, ckpt: Path, args: Dict[str, Any], notes: List[str]
                 f"{len(langs)} gold entities (first {max_sentences} test sentences of each set), mean word states, "
                 f"{res.data['method']}; colour = language, marker = type.")
     if tgt:
-        conf = confusion_of(lm.model, lm.collator, lm.label_map, tgt, device=lm.device)
+        conf = confusion_of(lm.model, lm.collator, lm.label_map, tgt, device=lm.device, impl=impl)
         _figure(lines, run, "Entity-type confusion (target test)",
                 plot_confusion(conf, run / "plots" / "confusion", seed=seed))
     if src and hasattr(lm.model, "proj_a"):
         try:
-            lines += _heatmap(run, lm, src, args, seed)
+            lines += _heatmap(run, lm, src, args, seed, impl)
         except UserError as exc:
             notes.append(f"heatmap: {exc}")
     return lines
 
 
-def _heatmap(run: Path, lm: Any, src: list, args: Dict[str, Any], seed: int) -> List[str]:
+def _heatmap(run: Path, lm: Any, src: list, args: Dict[str, Any], seed: int, impl: str) -> List[str]:
     from mclner.data.codeswitch import CodeSwitcher
     from mclner.data.grid import iob2_to_entities
     from mclner.data.lexicon import load_lexicon
@@ -201,7 +211,8 @@ def _heatmap(run: Path, lm: Any, src: list, args: Dict[str, Any], seed: int) -> 
     ratio = float((args.get("method_options") or {}).get("cs_word_ratio", 0.3))
     res = CodeSwitcher(load_lexicon(args["lexicon"], lang), target_lang=lang, word_ratio=ratio,
                        seed=seed).switch_detailed(src[k])
-    maps = relation_similarity(lm.model, lm.collator, src[k], res.sentence, list(res.spans), device=lm.device)
+    maps = relation_similarity(lm.model, lm.collator, src[k], res.sentence, list(res.spans), device=lm.device,
+                               impl=impl)
     panels = [MatrixPanel(m.matrix, m.words, m.words, m.title, "column word j", "row word i") for m in maps]
     plot = plot_matrices(panels, run / "plots" / "heatmap", title=f"relation similarity, source test sentence {k}",
                          cmap="RdBu_r", vmin=-1.0, vmax=1.0, colorbar_label="cosine similarity", seed=seed)

@@ -81,8 +81,10 @@ def test_predict_gives_offsets_and_scores_for_every_method(runs, capsys, which):
     from mclner.data.readers import Sentence
 
     sents = [Sentence(tokenize_line(t).words, None, "xx") for t in texts]
-    scored = predict_scored(lm.model, sents, lm.collator, lm.label_map, none_bias=4.0)
-    _, probs = predict_entities(lm.model, sents, lm.collator, lm.label_map, return_probs=True, none_bias=4.0)
+    # the same implementation as `mclner predict` by default (auto)
+    scored = predict_scored(lm.model, sents, lm.collator, lm.label_map, none_bias=4.0, impl="auto")
+    _, probs = predict_entities(lm.model, sents, lm.collator, lm.label_map, return_probs=True, none_bias=4.0,
+                                impl="auto")
     for r, ents, p in zip(rows, scored, probs):
         assert [(e["word_start"], e["word_end"], e["entity_group"]) for e in r["entities"]] == [x[:3] for x in ents]
         if which == "rel":
@@ -339,7 +341,11 @@ def test_training_prints_banner_evaluations_steps_and_where(runs):
     out = runs["printed"]
     lines = out.splitlines()
     banner = next(x for x in lines if x.startswith("mclner train:"))
-    assert "method mclner" in banner and "device cpu" in banner and "impl reference" in banner
+    from mclner.ops import selected_impl
+
+    assert "method mclner" in banner and "device cpu" in banner
+    # the default implementation, and what it picks here (the native kernels when built)
+    assert f"impl auto ({selected_impl('biaffine', torch.device('cpu'), torch.float32)} here);" in banner
     assert any(x.startswith("data: 24 source train, 8 dev, 8 target test") and str(runs["rel"]) in x for x in lines)
     evals = [x for x in lines if re.match(r"\[source\] step \d+/6 dev P", x)]
     assert len(evals) == 2 and all("best F1" in x for x in evals)
@@ -358,12 +364,12 @@ def test_evaluate_max_sentences_and_decoding_note(runs, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(ckpt), data, "--lang", "zh", "--max-sentences", "3", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["sentences"] == 3
+    assert res["sentences"] == 3 and res["impl"] == "auto"
     bias = json.loads((ckpt / "config.json").read_text())["model"]["none_bias"]
     assert res["decoding"].startswith(f"decoding: NONE bias {bias:g}")
     lm = load_model(ckpt, device="cpu")
     sents = [s for s in load_sentences(data, split="test", lang="zh") if s.tags][:3]
-    assert res["f1"] == evaluate(lm.model, sents, lm.collator, lm.label_map)["f1"]
+    assert res["f1"] == evaluate(lm.model, sents, lm.collator, lm.label_map, impl="auto")["f1"]
     assert main(["evaluate", str(runs["tag"] / "best"), data, "--lang", "zh"]) == 0
     assert "argmax per word" in capsys.readouterr().err
 
@@ -379,3 +385,53 @@ def test_impl_option(runs, capsys):
     if not available_impls()["cuda"]["runnable"]:
         assert main(["predict", str(ckpt), "--text", "Paris", "--impl", "cuda"]) == 2
         assert "--impl cuda cannot run here" in capsys.readouterr().err
+
+
+def test_impl_defaults_to_auto(runs, capsys, monkeypatch):
+    """evaluate (above), predict, the plot commands and NERPredictor run impl "auto" unless told; the
+    run records the implementation it trained with."""
+    import mclner.predictor as predictor
+    from mclner import NERPredictor
+    from mclner.cli import build_parser
+    from mclner.errors import UserError
+    from mclner.viz.cli import _load_model
+
+    ckpt = runs["rel"] / "best"
+    seen = []
+    real = predictor.predict_scored
+
+    def spy(*a, **kw):
+        seen.append(kw["impl"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(predictor, "predict_scored", spy)
+    for extra, want in (((), "auto"), (("--fused",), "auto"), (("--impl", "reference"), "reference")):
+        _predict_rows(ckpt, capsys, "--text", "Paris", *extra)
+        assert seen.pop() == want
+    assert NERPredictor.from_pretrained(ckpt, device="cpu").impl == "auto"
+    assert NERPredictor.from_pretrained(ckpt, device="cpu", fused=True).impl == "auto"
+    assert NERPredictor.from_pretrained(ckpt, device="cpu", impl="reference").impl == "reference"
+    with pytest.raises(UserError, match="contradicts --impl reference"):
+        NERPredictor.from_pretrained(ckpt, device="cpu", fused=True, impl="reference")
+    for argv in (["plot", "heatmap", str(ckpt)], ["plot", "entities", str(ckpt)]):
+        args = build_parser().parse_args(argv)
+        assert _load_model(args)[1] == "auto"
+    assert build_parser().parse_args(["report", str(runs["rel"])]).impl is None  # = auto
+    # the run folder, the checkpoint and the log say what the run used
+    for f in (runs["rel"] / "training_args.json", ckpt / "training_args.json"):
+        assert json.loads(f.read_text())["impl"] == "auto"
+    first = json.loads((runs["rel"] / "log.jsonl").read_text().splitlines()[0])
+    assert first["impl"] == "auto" and set(first["impl_selected"]) == {"biaffine", "cln_head", "info_nce", "sup_con"}
+
+
+def test_auto_without_native_module_runs_the_reference(runs, capsys, monkeypatch):
+    """auto on a machine where the native CPU module is not built: the reference, with no error."""
+    from mclner.ops import _common
+
+    ckpt = runs["rel"] / "best"
+    text = ["--text", "Mary Smith met 北京 people in Paris", "--none-bias", "4"]
+    ref = _predict_rows(ckpt, capsys, *text, "--impl", "reference")
+    monkeypatch.setitem(_common._STATUS, "cpu", lambda: (False, False, "native CPU module not built: (test)"))
+    assert _predict_rows(ckpt, capsys, *text) == ref  # the same code path: identical output
+    assert main(["predict", str(ckpt), *text, "--impl", "cpu"]) == 2
+    assert "--impl cpu cannot run here: native CPU module not built" in capsys.readouterr().err

@@ -260,3 +260,20 @@ def test_head_warmup_only_in_the_first_stage(task):
     enc = {(r["stage"], r["step"]): r["lr_encoder"] for r in rows if "lr_encoder" in r}
     assert enc[("source", 1)] == 0.0
     assert enc[("st1", 1)] > 0.0
+
+
+@pytest.mark.parametrize("flag,value,msg", [("--none-weight", "0", "--none-weight must be >="),
+                                            ("--none-keep", "1.5", "--none-keep must be <="),
+                                            ("--focal-gamma", "-1", "--focal-gamma must be >="),
+                                            ("--focal-gamma", "nan", "finite number"),
+                                            ("--head-warmup-steps", "-2", "--head-warmup-steps must be >="),
+                                            ("--none-sampling", "top", "invalid choice")])
+def test_bad_lever_values_are_one_line_errors(tmp_path, capsys, flag, value, msg):
+    try:
+        rc = main(["train", "--output-dir", str(tmp_path / "x"), flag, value])
+    except SystemExit as exc:  # argparse: choices
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert msg in err[-1] and "Traceback" not in "".join(err)
+    assert not (tmp_path / "x").exists()

@@ -25,8 +25,15 @@ def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 NONE_SAMPLING = ("random", "hard")
 
 
+def decoded_cells(n: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """``[n, n]`` bool: the cells grid decoding reads, the lower triangle with the diagonal (THW: tail
+    row ≥ head column) and the first super-diagonal (NNW: (k, k+1)); the rest are always NONE."""
+    i = torch.arange(n, device=device)
+    return i.unsqueeze(1) + 1 >= i.unsqueeze(0)
+
+
 def grid_ce(logits: torch.Tensor, labels: torch.Tensor, *, none_weight: float = 1.0, focal_gamma: float = 0.0,
-            none_keep: float = 1.0, none_sampling: str = "random") -> torch.Tensor:
+            none_keep: float = 1.0, none_sampling: str = "random", decoded_only: bool = False) -> torch.Tensor:
     """Cross-entropy over the labelled cells of relation logits ``[B, N, N, C]`` (labels ``[B, N, N]``).
 
     With the defaults: the plain mean (the paper's ``L_ce``). Otherwise, over the kept labelled cells K,
@@ -37,7 +44,10 @@ def grid_ce(logits: torch.Tensor, labels: torch.Tensor, *, none_weight: float = 
     stays): ``random`` draws each NONE cell with probability ``none_keep`` from torch's global generator
     (its state is in every resumable checkpoint, so ``--resume`` is exact); ``hard`` keeps the
     ``ceil(none_keep * #NONE)`` NONE cells of highest loss (online hard example mining, no randomness).
+    ``decoded_only``: only the cells decoding reads (:func:`decoded_cells`) are labelled cells.
     """
+    if decoded_only:
+        labels = labels.masked_fill(~decoded_cells(labels.shape[-1], labels.device), IGNORE)
     if none_weight == 1.0 and focal_gamma == 0.0 and none_keep >= 1.0:
         return _ce(logits, labels)  # the paper's loss, bit for bit
     if none_sampling not in NONE_SAMPLING:

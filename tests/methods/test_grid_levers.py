@@ -1,7 +1,8 @@
 """Levers against the NONE majority of the relation grid (issue 15, item 1): NONE-cell weighting, focal
-exponent and NONE-cell subsampling of L_ce (each against a hand formula on a hand-built grid), the
-defaults being the plain mean, the flags reaching the loss of a real run (reference and fused heads),
-exact --resume with random subsampling, and --head-warmup-steps holding the encoder still."""
+exponent, NONE-cell subsampling and decoded-cells-only L_ce (each against a hand formula on a
+hand-built grid), the defaults being the plain mean, the flags reaching the loss of a real run
+(reference and fused heads), exact --resume with random subsampling, and --head-warmup-steps holding
+the encoder still."""
 
 from __future__ import annotations
 
@@ -137,6 +138,46 @@ def test_hard_none_keep_is_ohem(grid, keep_frac):
     assert float(got) == pytest.approx(hand(logits, labels, gamma=2.0, keep=keep), rel=1e-6)
 
 
+def test_decoded_only_reads_the_cells_decoding_reads(grid):
+    logits, labels = grid
+    decoded = {c for c in cells(labels) if c[2] <= c[1] + 1}  # (b, i, j): j <= i + 1
+    assert len(decoded) < len(cells(labels))
+    got = grid_ce(logits, labels, decoded_only=True)
+    assert float(got) == pytest.approx(hand(logits, labels, keep=decoded), rel=1e-6)
+    both = grid_ce(logits, labels, decoded_only=True, none_weight=0.3, focal_gamma=1.5)
+    assert float(both) == pytest.approx(hand(logits, labels, w_none=0.3, gamma=1.5, keep=decoded), rel=1e-6)
+    # every gold relation of a grid is in the decoded cells
+    from fixtures import synthetic_en
+
+    from mclner.data.grid import LabelMap, encode_grid
+    from mclner.nn.losses import decoded_cells
+
+    sents = synthetic_en(12, seed=2)
+    lm = LabelMap.from_tags([s.tags for s in sents])
+    for s in sents:
+        g = torch.as_tensor(encode_grid(s.tags, lm))
+        assert bool((g[~decoded_cells(g.shape[0])] == NONE).all())
+
+
+def test_prior_init_counts_the_cells_the_loss_reads(setup):  # noqa: F811
+    from fixtures import synthetic_en
+
+    from mclner.data.batches import build_examples
+    from mclner.data.grid import encode_grid
+    from mclner.nn.losses import decoded_cells
+
+    _, lm, _ = setup
+    sents = synthetic_en(6, seed=5)
+    method, m = make(lm, ce_cells="decoded")
+    method.init_model(m, build_examples(sents, None), lm)
+    counts = torch.zeros(lm.num_classes, dtype=torch.float64)
+    for s in sents:
+        g = torch.as_tensor(encode_grid(s.tags, lm))
+        counts += torch.bincount(g[decoded_cells(g.shape[0])], minlength=lm.num_classes).double()
+    torch.testing.assert_close(m.relation.b_bi.double(), ((counts + 1) / (counts + 1).sum()).log(),
+                               rtol=1e-6, atol=1e-6)
+
+
 def test_nothing_labelled_or_nothing_kept_is_a_zero_with_a_graph():
     logits = torch.randn(1, 2, 2, C, requires_grad=True)
     for labels, kw in ((torch.full((1, 2, 2), IGNORE), {"none_weight": 0.1}),
@@ -148,7 +189,7 @@ def test_nothing_labelled_or_nothing_kept_is_a_zero_with_a_graph():
         grid_ce(logits, torch.zeros(1, 2, 2, dtype=torch.long), none_keep=0.5, none_sampling="top")
 
 
-LEVERS = {"none_weight": 0.05, "focal_gamma": 2.0, "none_keep": 0.3}
+LEVERS = {"none_weight": 0.05, "focal_gamma": 2.0, "none_keep": 0.3, "ce_cells": "decoded"}
 
 
 @pytest.mark.parametrize("impl", ["cpu", "triton"])
@@ -197,8 +238,8 @@ def plain_first_loss(task):
 
 
 @pytest.mark.parametrize("flags", [("--none-weight", "0.1"), ("--focal-gamma", "2"), ("--none-keep", "0.2"),
-                                   ("--none-keep", "0.2", "--none-sampling", "hard")],
-                         ids=["none-weight", "focal", "keep-random", "keep-hard"])
+                                   ("--none-keep", "0.2", "--none-sampling", "hard"), ("--ce-cells", "decoded")],
+                         ids=["none-weight", "focal", "keep-random", "keep-hard", "decoded-cells"])
 def test_flags_reach_the_loss_of_a_run(task, plain_first_loss, flags):
     got = _first(_run(task, "-".join(flags), *flags))
     assert got != pytest.approx(plain_first_loss, rel=1e-3), flags
@@ -267,7 +308,8 @@ def test_head_warmup_only_in_the_first_stage(task):
                                             ("--focal-gamma", "-1", "--focal-gamma must be >="),
                                             ("--focal-gamma", "nan", "finite number"),
                                             ("--head-warmup-steps", "-2", "--head-warmup-steps must be >="),
-                                            ("--none-sampling", "top", "invalid choice")])
+                                            ("--none-sampling", "top", "invalid choice"),
+                                            ("--ce-cells", "upper", "invalid choice")])
 def test_bad_lever_values_are_one_line_errors(tmp_path, capsys, flag, value, msg):
     try:
         rc = main(["train", "--output-dir", str(tmp_path / "x"), flag, value])

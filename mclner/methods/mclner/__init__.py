@@ -26,6 +26,8 @@ from mclner.nn import (
 )
 from mclner.nn.losses import NONE_SAMPLING
 
+CE_CELLS = ("all", "decoded")
+
 # The quick preset: a CPU run of the whole method (source stage + one self-training round) in under
 # 30 minutes on 2 cores. Short sentences from a subset, frozen word embeddings (half the CPU step:
 # they are most of e5-small's weights) with a higher encoder lr for the short schedule, and decoding
@@ -76,6 +78,9 @@ class MCLNERConfig:
     none_sampling: str = option("random", "with --none-keep < 1: 'random' (each NONE cell with probability P, "
                                           "from the run's seeded generator) or 'hard' (the P share of NONE cells "
                                           "with the highest loss, OHEM)", choices=NONE_SAMPLING)
+    ce_cells: str = option("all", "cells of the grid cross-entropy: 'all' (the paper) or 'decoded' (only those "
+                                  "decoding reads: the lower triangle with the diagonal, THW, and the first "
+                                  "super-diagonal, NNW; the others are always NONE)", choices=CE_CELLS)
     calibrate_none_bias: bool = option(False, "after each stage, lower the NONE logit at decoding time by the bias "
                                               "(0 to 6) that maximises source dev F1; kept in the checkpoint and used "
                                               "by evaluate/predict and the self-training teacher (the losses are "
@@ -106,8 +111,8 @@ class MCLNERMethod(Method):
         return RelationCollator(tokenizer, label_map, max_length=max_length, grid=True)
 
     def init_model(self, model: MCLNERModel, examples: Sequence[Any], label_map: Any) -> Dict[str, Any]:
-        """With --prior-init: the biaffine bias b_c = log p(c) over the cells of the training grids (the
-        source sentences; NONE is ~99% of them), the CLN head's output bias 0."""
+        """With --prior-init: the biaffine bias b_c = log p(c) over the cells of the training grids that
+        L_ce reads (the source sentences; NONE is ~99% of them), the CLN head's output bias 0."""
         if not self.config.prior_init:
             return {}
         from mclner.data.grid import iob2_to_entities
@@ -119,7 +124,8 @@ class MCLNERMethod(Method):
             for s, t_end, typ in iob2_to_entities(e.src.tags):
                 counts[label_map.thw(typ)] += 1
                 counts[NNW] += t_end - s
-            counts[NONE] += n * n
+            # the cells L_ce is taken over (--ce-cells): all n², or those decoding reads
+            counts[NONE] += n * n if self.config.ce_cells == "all" else n * (n + 1) // 2 + max(n - 1, 0)
         counts[NONE] -= counts[NNW:].sum()
         prior = (counts + 1.0) / (counts + 1.0).sum()  # add-one: a type absent from the data stays finite
         with torch.no_grad():
@@ -177,7 +183,7 @@ class MCLNERMethod(Method):
         """L_ce of one grid with the configured NONE weighting, focal exponent and NONE subsampling."""
         c = self.config
         return grid_ce(logits, labels, none_weight=c.none_weight, focal_gamma=c.focal_gamma,
-                       none_keep=c.none_keep, none_sampling=c.none_sampling)
+                       none_keep=c.none_keep, none_sampling=c.none_sampling, decoded_only=c.ce_cells == "decoded")
 
     def loss(self, model: MCLNERModel, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, torch.Tensor]:
         c, w = self.config, stage.weights

@@ -159,7 +159,11 @@ def test_decoded_only_reads_the_cells_decoding_reads(grid):
         assert bool((g[~decoded_cells(g.shape[0])] == NONE).all())
 
 
-def test_prior_init_counts_the_cells_the_loss_reads(setup):  # noqa: F811
+@pytest.mark.parametrize("levers", [{"ce_cells": "decoded"}, {"none_weight": 0.1, "none_keep": 0.5},
+                                    {"ce_cells": "decoded", "none_weight": 0.02}])
+def test_prior_init_is_the_constant_optimum_of_the_loss(setup, levers):  # noqa: F811
+    """--prior-init counts the cells the loss reads (--ce-cells), NONE scaled by --none-weight and
+    --none-keep: the class distribution that minimises that loss for a constant prediction."""
     from fixtures import synthetic_en
 
     from mclner.data.batches import build_examples
@@ -168,12 +172,15 @@ def test_prior_init_counts_the_cells_the_loss_reads(setup):  # noqa: F811
 
     _, lm, _ = setup
     sents = synthetic_en(6, seed=5)
-    method, m = make(lm, ce_cells="decoded")
+    method, m = make(lm, **levers)
     method.init_model(m, build_examples(sents, None), lm)
     counts = torch.zeros(lm.num_classes, dtype=torch.float64)
     for s in sents:
         g = torch.as_tensor(encode_grid(s.tags, lm))
-        counts += torch.bincount(g[decoded_cells(g.shape[0])], minlength=lm.num_classes).double()
+        if levers.get("ce_cells") == "decoded":
+            g = g[decoded_cells(g.shape[0])]
+        counts += torch.bincount(g.flatten(), minlength=lm.num_classes).double()
+    counts[NONE] *= levers.get("none_weight", 1.0) * levers.get("none_keep", 1.0)
     torch.testing.assert_close(m.relation.b_bi.double(), ((counts + 1) / (counts + 1).sum()).log(),
                                rtol=1e-6, atol=1e-6)
 

@@ -112,7 +112,8 @@ class MCLNERMethod(Method):
 
     def init_model(self, model: MCLNERModel, examples: Sequence[Any], label_map: Any) -> Dict[str, Any]:
         """With --prior-init: the biaffine bias b_c = log p(c) over the cells of the training grids that
-        L_ce reads (the source sentences; NONE is ~99% of them), the CLN head's output bias 0."""
+        L_ce reads (the source sentences; NONE is ~99% of them), NONE counted times --none-weight and
+        --none-keep; the CLN head's output bias 0."""
         if not self.config.prior_init:
             return {}
         from mclner.data.grid import iob2_to_entities
@@ -127,6 +128,9 @@ class MCLNERMethod(Method):
             # the cells L_ce is taken over (--ce-cells): all n², or those decoding reads
             counts[NONE] += n * n if self.config.ce_cells == "all" else n * (n + 1) // 2 + max(n - 1, 0)
         counts[NONE] -= counts[NNW:].sum()
+        # the minimiser of a NONE-weighted (or NONE-subsampled) L_ce over a constant prediction is the
+        # prior with the NONE count scaled the same way: start there (both 1 by default)
+        counts[NONE] *= self.config.none_weight * self.config.none_keep
         prior = (counts + 1.0) / (counts + 1.0).sum()  # add-one: a type absent from the data stays finite
         with torch.no_grad():
             model.relation.b_bi.copy_(prior.log().to(model.relation.b_bi.dtype))

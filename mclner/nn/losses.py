@@ -4,6 +4,7 @@ teacher losses (probability MSE, KL)."""
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional
 
 import torch
@@ -21,9 +22,65 @@ def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, C).float(), labels.reshape(-1), ignore_index=IGNORE)
 
 
-def grid_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the labelled cells of relation logits ``[B, N, N, C]``."""
-    return _ce(logits, labels)
+NONE_SAMPLING = ("random", "hard")
+
+
+def decoded_cells(n: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """``[n, n]`` bool: the cells grid decoding reads, the lower triangle with the diagonal (THW: tail
+    row ≥ head column) and the first super-diagonal (NNW: (k, k+1)); the rest are always NONE."""
+    i = torch.arange(n, device=device)
+    return i.unsqueeze(1) + 1 >= i.unsqueeze(0)
+
+
+def grid_ce(logits: torch.Tensor, labels: torch.Tensor, *, none_weight: float = 1.0, focal_gamma: float = 0.0,
+            none_keep: float = 1.0, none_sampling: str = "random", decoded_only: bool = False) -> torch.Tensor:
+    """Cross-entropy over the labelled cells of relation logits ``[B, N, N, C]`` (labels ``[B, N, N]``).
+
+    With the defaults: the plain mean (the paper's ``L_ce``). Otherwise, over the kept labelled cells K,
+    ``sum_i w_i (1 - p_i)^focal_gamma (-log p_i) / sum_i w_i`` with ``p_i`` the probability of cell i's
+    gold class and ``w_i = none_weight`` for NONE cells, 1 for the others (~99 % of the cells are NONE:
+    a weight < 1 gives the entity cells more of the gradient; the focal factor takes it from the easy
+    cells). ``none_keep < 1`` keeps only that fraction of the batch's NONE cells (every non-NONE cell
+    stays): ``random`` draws each NONE cell with probability ``none_keep`` from torch's global generator
+    (its state is in every resumable checkpoint, so ``--resume`` is exact); ``hard`` keeps the
+    ``ceil(none_keep * #NONE)`` NONE cells of highest loss (online hard example mining, no randomness).
+    ``decoded_only``: only the cells decoding reads (:func:`decoded_cells`) are labelled cells.
+    """
+    if decoded_only:
+        labels = labels.masked_fill(~decoded_cells(labels.shape[-1], labels.device), IGNORE)
+    if none_weight == 1.0 and focal_gamma == 0.0 and none_keep >= 1.0:
+        return _ce(logits, labels)  # the paper's loss, bit for bit
+    if none_sampling not in NONE_SAMPLING:
+        raise ValueError(f"none_sampling must be one of {NONE_SAMPLING}, got {none_sampling!r}")
+    C = logits.shape[-1]
+    y = labels.reshape(-1)
+    valid = y != IGNORE
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    lg = logits.reshape(-1, C)[valid].float()
+    y = y[valid]
+    logp = lg.log_softmax(-1).gather(1, y.unsqueeze(1)).squeeze(1)
+    loss = -logp
+    if focal_gamma > 0.0:
+        loss = (1.0 - logp.exp()).clamp_min(0.0).pow(focal_gamma) * loss
+    is_none = y == NONE
+    if none_keep < 1.0:
+        if none_sampling == "random":
+            drop = is_none & (torch.rand(y.shape, device=y.device) >= none_keep)
+        else:
+            n_none = int(is_none.sum())
+            k = min(n_none, math.ceil(none_keep * n_none))
+            hard = torch.zeros_like(is_none)
+            if k > 0:
+                score = loss.detach().masked_fill(~is_none, -math.inf)
+                hard[score.topk(k).indices] = True
+            drop = is_none & ~hard
+        keep = ~drop
+        if not bool(keep.any()):  # a batch of NONE cells, none drawn: nothing to learn this time
+            return logits.sum() * 0.0
+        loss, is_none = loss[keep], is_none[keep]
+    w = torch.where(is_none, torch.full_like(loss, none_weight), torch.ones_like(loss))
+    return (w * loss).sum() / w.sum()
 
 
 def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

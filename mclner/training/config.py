@@ -55,6 +55,9 @@ class TrainConfig(DictConfig):
     weight_decay: float = _opt(0.01, "AdamW weight decay (not on biases and norm scales)", min=0.0, max=1.0)
     warmup_ratio: float = _opt(0.1, "linear warm-up over this fraction of the steps, then linear decay to 0",
                                min=0.0, max=1.0)
+    head_warmup_steps: int = _opt(0, "encoder learning rate 0 for the first N optimizer steps of the first stage, so "
+                                     "that the freshly initialised heads fit first; then the encoder's own linear "
+                                     "warm-up (--warmup-ratio) starts (0: off)", min=0)
     batch_size: int = _opt(8, "sentences per micro-batch and process", min=1)
     effective_batch_size: int = _opt(32, "sentences per optimizer step (gradient accumulation over micro-batches "
                                          "and processes)", min=1)

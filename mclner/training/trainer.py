@@ -258,7 +258,10 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW([g for g in spec if g["params"]])
 
 
-def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup_ratio: float):
+def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup_ratio: float, encoder_delay: int = 0):
+    """Linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0. ``encoder_delay`` N
+    (--head-warmup-steps): the encoder's groups get factor 0 for the first N steps (their gradients are
+    still computed), then their own warm-up of the same length starts, capped by the common decay."""
     warm = int(round(total * warmup_ratio))
 
     def f(step: int) -> float:
@@ -266,7 +269,16 @@ def make_scheduler(opt: torch.optim.Optimizer, total: int, warmup_ratio: float):
             return (step + 1) / (warm + 1)
         return max(0.0, (total - step) / max(1, total - warm))
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+    if encoder_delay <= 0:
+        return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+    def f_enc(step: int) -> float:
+        if step < encoder_delay:
+            return 0.0
+        return min(f(step), (step - encoder_delay + 1) / (warm + 1))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, [f_enc if g.get("name") == "encoder" else f
+                                                   for g in opt.param_groups])
 
 
 # ----------------------------------------------------------------------------- logging
@@ -578,7 +590,9 @@ class Trainer:
         if env.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(env.device)
         opt = make_optimizer(model, cfg)
-        sched = make_scheduler(opt, total, cfg.warmup_ratio)
+        # --head-warmup-steps: only the run's first stage starts from fresh heads
+        first = stage.name == self.method.stages()[0].name
+        sched = make_scheduler(opt, total, cfg.warmup_ratio, cfg.head_warmup_steps if first else 0)
         use_scaler = cfg.amp and env.device.type == "cuda" and not torch.cuda.is_bf16_supported()
         scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         st = {"step": 0, "epoch": 0, "batch_pos": 0, "best_f1": -1.0, "bad_evals": 0, "last_eval_step": -1}

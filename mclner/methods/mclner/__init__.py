@@ -24,6 +24,9 @@ from mclner.nn import (
     sample_relation_pairs,
     sentence_info_nce,
 )
+from mclner.nn.losses import NONE_SAMPLING
+
+CE_CELLS = ("all", "decoded")
 
 # The quick preset: a CPU run of the whole method (source stage + one self-training round) in under
 # 30 minutes on 2 cores. Short sentences from a subset, frozen word embeddings (half the CPU step:
@@ -63,6 +66,21 @@ class MCLNERConfig:
     prior_init: bool = option(True, "initialise the relation logits' bias to the log class prior of the training "
                                     "grids, so that training starts from 'all NONE' instead of learning it first "
                                     "(docs/TRAINING.md: argmax dev F1 64 instead of 0 after 100 quick steps)")
+    # Levers against the NONE majority of the grid (docs/TRAINING.md, "Weighting the grid loss"); the
+    # defaults are the paper's plain mean L_ce. They apply to every grid CE term (source, code-switched,
+    # pseudo-labelled target).
+    none_weight: float = option(1.0, "weight of the NONE cells in the grid cross-entropy (a weighted mean: "
+                                     "sum of w·loss over sum of w; 1 = the plain mean)", min=1e-6)
+    focal_gamma: float = option(0.0, "focal exponent of the grid cross-entropy: each cell's loss times "
+                                     "(1 - p_gold)^gamma (0 = plain cross-entropy)", min=0.0, max=10.0)
+    none_keep: float = option(1.0, "fraction of each batch's NONE cells the grid cross-entropy keeps (every "
+                                   "non-NONE cell stays; 1 = all); which ones: --none-sampling", min=1e-6, max=1.0)
+    none_sampling: str = option("random", "with --none-keep < 1: 'random' (each NONE cell with probability P, "
+                                          "from the run's seeded generator) or 'hard' (the P share of NONE cells "
+                                          "with the highest loss, OHEM)", choices=NONE_SAMPLING)
+    ce_cells: str = option("all", "cells of the grid cross-entropy: 'all' (the paper) or 'decoded' (only those "
+                                  "decoding reads: the lower triangle with the diagonal, THW, and the first "
+                                  "super-diagonal, NNW; the others are always NONE)", choices=CE_CELLS)
     calibrate_none_bias: bool = option(False, "after each stage, lower the NONE logit at decoding time by the bias "
                                               "(0 to 6) that maximises source dev F1; kept in the checkpoint and used "
                                               "by evaluate/predict and the self-training teacher (the losses are "
@@ -93,8 +111,9 @@ class MCLNERMethod(Method):
         return RelationCollator(tokenizer, label_map, max_length=max_length, grid=True)
 
     def init_model(self, model: MCLNERModel, examples: Sequence[Any], label_map: Any) -> Dict[str, Any]:
-        """With --prior-init: the biaffine bias b_c = log p(c) over the cells of the training grids (the
-        source sentences; NONE is ~99% of them), the CLN head's output bias 0."""
+        """With --prior-init: the biaffine bias b_c = log p(c) over the cells of the training grids that
+        L_ce reads (the source sentences; NONE is ~99% of them), NONE counted times --none-weight and
+        --none-keep; the CLN head's output bias 0."""
         if not self.config.prior_init:
             return {}
         from mclner.data.grid import iob2_to_entities
@@ -106,8 +125,12 @@ class MCLNERMethod(Method):
             for s, t_end, typ in iob2_to_entities(e.src.tags):
                 counts[label_map.thw(typ)] += 1
                 counts[NNW] += t_end - s
-            counts[NONE] += n * n
+            # the cells L_ce is taken over (--ce-cells): all n², or those decoding reads
+            counts[NONE] += n * n if self.config.ce_cells == "all" else n * (n + 1) // 2 + max(n - 1, 0)
         counts[NONE] -= counts[NNW:].sum()
+        # the minimiser of a NONE-weighted (or NONE-subsampled) L_ce over a constant prediction is the
+        # prior with the NONE count scaled the same way: start there (both 1 by default)
+        counts[NONE] *= self.config.none_weight * self.config.none_keep
         prior = (counts + 1.0) / (counts + 1.0).sum()  # add-one: a type absent from the data stays finite
         with torch.no_grad():
             model.relation.b_bi.copy_(prior.log().to(model.relation.b_bi.dtype))
@@ -160,18 +183,24 @@ class MCLNERMethod(Method):
         # the teacher's own distribution (no decoding bias): L_mse's target
         return {"teacher_probs": teacher.predict_probs(batch["tgt"], impl=impl)}
 
+    def grid_ce(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """L_ce of one grid with the configured NONE weighting, focal exponent and NONE subsampling."""
+        c = self.config
+        return grid_ce(logits, labels, none_weight=c.none_weight, focal_gamma=c.focal_gamma,
+                       none_keep=c.none_keep, none_sampling=c.none_sampling, decoded_only=c.ce_cells == "decoded")
+
     def loss(self, model: MCLNERModel, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, torch.Tensor]:
         c, w = self.config, stage.weights
         src, cs = batch["src"], batch.get("cs")
         out: Dict[str, torch.Tensor] = {}
         h = model.word_states(src)
         rel = model.relation_logits(h, impl)
-        total = out["ce_src"] = grid_ce(rel["logits"], src["grid_labels"])
+        total = out["ce_src"] = self.grid_ce(rel["logits"], src["grid_labels"])
         h_cs = None
         if cs is not None:
             h_cs = model.word_states(cs)
             if w["ce_cs"] > 0:
-                out["ce_cs"] = grid_ce(model.relation_logits(h_cs, impl)["logits"], cs["grid_labels"])
+                out["ce_cs"] = self.grid_ce(model.relation_logits(h_cs, impl)["logits"], cs["grid_labels"])
                 total = total + w["ce_cs"] * out["ce_cs"]
             if w["sc"] > 0:
                 out["sc"] = sentence_info_nce(h, src["word_mask"], h_cs, cs["word_mask"], c.tau_sc, impl)
@@ -194,7 +223,7 @@ class MCLNERMethod(Method):
         tgt = batch.get("tgt")
         if tgt is not None:
             logits_t = model.relation_logits(model.word_states(tgt), impl)["logits"]
-            out["ce_tgt"] = grid_ce(logits_t, tgt["grid_labels"])
+            out["ce_tgt"] = self.grid_ce(logits_t, tgt["grid_labels"])
             total = total + out["ce_tgt"]
             if "teacher_probs" in batch and w["mse"] > 0:
                 valid = tgt["word_mask"].unsqueeze(2) & tgt["word_mask"].unsqueeze(1)

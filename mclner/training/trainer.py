@@ -152,6 +152,7 @@ class Data:
     target_unlabeled: List[Any]
     label_map: Any
     examples: List[Any]  # the method's training examples (made once per run)
+    segmentation: Any = None  # mclner.data.segmentation.Segmentation of translations into the target
 
 
 def _subset(items: List[Any], k: Optional[int], seed: int) -> List[Any]:
@@ -195,10 +196,11 @@ def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map:
             dev = []
     dev = [s for s in dev if s.tags is not None][: cfg.max_eval_sentences or None]
     tgt_test: List[Any] = []
+    tgt_test_all: List[Any] = []
     unl: List[Any] = []
     if cfg.target:
-        tgt_test = [s for s in _load(cfg.target, "test", cfg.target_lang) if s.tags is not None]
-        tgt_test = tgt_test[: cfg.max_eval_sentences or None]
+        tgt_test_all = [s for s in _load(cfg.target, "test", cfg.target_lang) if s.tags is not None]
+        tgt_test = tgt_test_all[: cfg.max_eval_sentences or None]
     if method.needs_unlabeled():
         spec = cfg.target_unlabeled or cfg.target
         if not spec:
@@ -211,10 +213,25 @@ def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map:
         unl = _subset(unl, cfg.max_unlabeled_sentences, cfg.seed + 1)
     if label_map is None:
         label_map = LabelMap(entity_types(train))
+    segmentation = _target_segmentation(cfg, unl, tgt_test_all)
     ctx = Context(cfg, torch.device("cpu"), "reference", label_map, is_main,
-                  source_index=[k for k, _ in kept], source_total=len(split))
+                  source_index=[k for k, _ in kept], source_total=len(split), segmentation=segmentation)
     examples = method.prepare_examples(train, ctx)
-    return Data(train, dev, tgt_test, unl, label_map, examples)
+    return Data(train, dev, tgt_test, unl, label_map, examples, segmentation)
+
+
+def _target_segmentation(cfg: TrainConfig, unlabeled: List[Any], test: List[Any]) -> Any:
+    """--target-segmentation resolved on the run's target text: the unlabelled target text (read for
+    ``auto`` even when no stage uses it, if --target-unlabeled names it), else the whole target test set."""
+    from mclner.data.segmentation import resolve_segmentation
+
+    mode = cfg.target_segmentation or "auto"
+    spec = cfg.target_unlabeled or cfg.target
+    if not unlabeled and cfg.target_unlabeled and mode == "auto":
+        unlabeled = _load(cfg.target_unlabeled, "train", cfg.target_lang)
+    if unlabeled:
+        return resolve_segmentation(mode, cfg.target_lang, unlabeled, f"the unlabelled target text ({spec})")
+    return resolve_segmentation(mode, cfg.target_lang, test, f"the target test set ({cfg.target})")
 
 
 # ----------------------------------------------------------------------------- model
@@ -348,7 +365,8 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _context(self) -> Context:
-        return Context(self.cfg, self.env.device, self.impl, self.data.label_map, self.env.is_main, self.logger.log)
+        return Context(self.cfg, self.env.device, self.impl, self.data.label_map, self.env.is_main, self.logger.log,
+                       segmentation=self.data.segmentation)
 
     def _save(self, dest: Path, model: torch.nn.Module, **kw: Any) -> None:
         save_checkpoint(dest, model, self.tokenizer, self.data.label_map, self.cfg.to_dict(), method=self.method, **kw)
@@ -375,11 +393,12 @@ class Trainer:
             self.logger.log({"event": "data", "method": self.method.name, "train": len(data.train),
                              "dev": len(data.dev), "target_test": len(data.target_test),
                              "target_unlabeled": len(data.target_unlabeled), "types": list(data.label_map.types),
-                             "impl": self.impl})
+                             "impl": self.impl, "target_segmentation": data.segmentation.to_dict()})
             if init_report:
                 self.logger.log({"event": "init", **init_report})
             self._banner()
-        summary: Dict[str, Any] = {"method": self.method.name, "stages": {}}
+        summary: Dict[str, Any] = {"method": self.method.name, "target_segmentation": data.segmentation.to_dict(),
+                                   "stages": {}}
         prev_best: Optional[Path] = None
         # what the run trains (e.g. without frozen embeddings); a stage may narrow it (Method.trainable)
         base_trainable = {n: p.requires_grad for n, p in model.named_parameters()}

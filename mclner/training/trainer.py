@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -171,11 +171,22 @@ def _load(spec: str, split: str, lang: Optional[str] = None) -> List[Any]:
         raise UserError(f"cannot read {spec!r} ({split}): {exc}") from None
 
 
-def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map: Any = None) -> Data:
-    """Source train/dev, target test and (when a stage of the method reads it) unlabelled target text,
-    then the method's training examples."""
-    from mclner.data.grid import LabelMap
+@dataclass
+class RunSentences:
+    """The run's sentences as read and filtered, before the method prepares its examples."""
 
+    train: List[Any]
+    source_index: List[int]  # position of each training sentence in the source's train split
+    source_total: int  # that split's size
+    dev: List[Any]
+    target_test: List[Any]  # the first --max-eval-sentences
+    target_test_all: List[Any]
+    target_unlabeled: List[Any]
+
+
+def read_sentences(cfg: TrainConfig, method: Method) -> RunSentences:
+    """Source train/dev, target test and (when a stage of the method reads it) unlabelled target text,
+    with the run's filters and subsets applied."""
     split = _load(cfg.source, "train")
     # (position in the split, sentence): methods may read per-sentence files given for the whole split
     kept = [(k, s) for k, s in enumerate(split) if s.tags is not None]
@@ -195,12 +206,10 @@ def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map:
                 raise
             dev = []
     dev = [s for s in dev if s.tags is not None][: cfg.max_eval_sentences or None]
-    tgt_test: List[Any] = []
     tgt_test_all: List[Any] = []
     unl: List[Any] = []
     if cfg.target:
         tgt_test_all = [s for s in _load(cfg.target, "test", cfg.target_lang) if s.tags is not None]
-        tgt_test = tgt_test_all[: cfg.max_eval_sentences or None]
     if method.needs_unlabeled():
         spec = cfg.target_unlabeled or cfg.target
         if not spec:
@@ -211,13 +220,33 @@ def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map:
         if cfg.max_words:
             unl = [s for s in unl if 0 < len(s.tokens) <= cfg.max_words]
         unl = _subset(unl, cfg.max_unlabeled_sentences, cfg.seed + 1)
+    return RunSentences(train, [k for k, _ in kept], len(split), dev, tgt_test_all[: cfg.max_eval_sentences or None],
+                        tgt_test_all, unl)
+
+
+def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map: Any = None) -> Data:
+    """The run's sentences (:func:`read_sentences`), then the method's training examples."""
+    from mclner.data.grid import LabelMap
+
+    r = read_sentences(cfg, method)
     if label_map is None:
-        label_map = LabelMap(entity_types(train))
-    segmentation = _target_segmentation(cfg, unl, tgt_test_all)
+        label_map = LabelMap(entity_types(r.train))
+    segmentation = _target_segmentation(cfg, r.target_unlabeled, r.target_test_all)
     ctx = Context(cfg, torch.device("cpu"), "reference", label_map, is_main,
-                  source_index=[k for k, _ in kept], source_total=len(split), segmentation=segmentation)
-    examples = method.prepare_examples(train, ctx)
-    return Data(train, dev, tgt_test, unl, label_map, examples, segmentation)
+                  source_index=r.source_index, source_total=r.source_total, segmentation=segmentation)
+    examples = method.prepare_examples(r.train, ctx)
+    return Data(r.train, r.dev, r.target_test, r.target_unlabeled, label_map, examples, segmentation)
+
+
+def stage_steps(stage: Stage, cfg: TrainConfig, n_examples: int, world: int = 1) -> Tuple[int, int]:
+    """(optimizer steps of the stage, steps per epoch) for ``n_examples`` examples (source examples, or
+    target sentences for a stage that reads no source data) on ``world`` processes."""
+    bs = cfg.batch_size
+    accum = max(1, cfg.effective_batch_size // (bs * world))
+    nb = math.ceil(n_examples / bs)
+    nb_rank = max(1, nb // world)  # ranks step in lockstep: drop the remainder batches
+    steps_per_epoch = math.ceil(nb_rank / accum)
+    return stage.max_steps or cfg.max_steps or cfg.epochs * steps_per_epoch, steps_per_epoch
 
 
 def _target_segmentation(cfg: TrainConfig, unlabeled: List[Any], test: List[Any]) -> Any:
@@ -555,8 +584,7 @@ class Trainer:
         accum = max(1, cfg.effective_batch_size // (bs * env.world))
         nb = math.ceil(len(examples) / bs)
         nb_rank = max(1, nb // env.world)  # ranks step in lockstep: drop the remainder batches
-        steps_per_epoch = math.ceil(nb_rank / accum)
-        total = stage.max_steps or cfg.max_steps or cfg.epochs * steps_per_epoch
+        total, _ = stage_steps(stage, cfg, len(examples), env.world)
 
         t_stage = time.time()
         if env.device.type == "cuda":

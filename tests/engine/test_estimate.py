@@ -39,7 +39,8 @@ def _evals(run: Path) -> dict:
 
 @pytest.mark.parametrize("options", [f"--method mclner --self-training-rounds 1 --epochs 2 {SMALL}",
                                      f"--method mclner --self-training-rounds 1 --epochs 3 --eval-every 3 {SMALL}",
-                                     "--method concner --epochs 2"], ids=["mclner-epochs", "eval-every", "concner"])
+                                     "--method concner --epochs 2", "--method dlbri --epochs 1"],
+                         ids=["mclner-epochs", "eval-every", "concner", "dlbri"])
 def test_planned_steps_are_what_the_trainer_runs(tmp_path, tiny, options):
     cfg = train_config("full", 3, f"{options} {tiny}", str(tmp_path / "run"))
     plan = plan_row(cfg, "row", 2, options, extra_target_evals=2)
@@ -80,12 +81,17 @@ def test_main_writes_rows_and_total(tmp_path, tiny, capsys):
     rc = main(["--preset", "quick", "--seed", "3", "--probe-steps", "2", "--json", str(out),
                "--row", "tc", "3", f"--method token-classification --max-steps 5 {tiny}",
                "--row", "grid", "1",
-               f"--method mclner --self-training-rounds 0 --no-codeswitch --max-steps 7 {SMALL} {tiny}"])
+               f"--method mclner --self-training-rounds 0 --no-codeswitch --max-steps 7 {SMALL} {tiny}",
+               "--row", "dlbri", "1", f"--method dlbri {tiny}"])
     assert rc == 0
     doc = json.loads(out.read_text())
     rows = {r["row"]: r for r in doc["rows"]}
     assert rows["tc"]["stages"][0]["steps"] == 5 and rows["grid"]["stages"][0]["steps"] == 7
-    assert doc["total_s"] == pytest.approx(3 * rows["tc"]["run_s"] + rows["grid"]["run_s"])
+    # DLBri's quick budgets per stage, each stage probed
+    assert [(s["name"], s["steps"]) for s in rows["dlbri"]["stages"]] == [
+        ("bridge1", 30), ("bridge2", 30), ("bridge3", 30), ("source", 100), ("students", 100), ("combine", 60)]
+    assert all(s["seconds_per_step"] > 0 for s in rows["dlbri"]["stages"])
+    assert doc["total_s"] == pytest.approx(3 * rows["tc"]["run_s"] + rows["grid"]["run_s"] + rows["dlbri"]["run_s"])
     printed = capsys.readouterr().out
     assert "| tc | 3 | source 5 × " in printed and f"**{doc['total_s'] / 3600:.2f} h**" in printed
     # options mclner train refuses: a one-line error

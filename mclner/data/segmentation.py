@@ -8,8 +8,8 @@ lexicon's words (a CC-CEDICT entry is one word: ``美国``, not ``美 国``).
 
 ``auto`` decides from target text: among the tokens made only of CJK characters (Han, kana), the
 share of tokens with more than one character. Per-character corpora give 0 (MSRA test: 0 of 153,120);
-word-segmented Chinese gives well over half (MSRA's test text re-segmented by greedy longest match over
-the CC-CEDICT headwords: 61.6 %); morpheme-segmented Japanese has many one-kana particles, so its
+word-segmented Chinese gives well over half (the first 1,000 MSRA test sentences re-segmented by greedy
+longest match over the CC-CEDICT headwords: 61.6 %); morpheme-segmented Japanese has many one-kana particles, so its
 share is lower than Chinese, but its content words mostly have several characters. :data:`WORD_SHARE`
 = 0.3 sits between the two with room on both sides (a few multi-character tokens in a per-character
 corpus, a particle-heavy Japanese corpus). Text with (almost) no CJK tokens is a space-separated script:

@@ -6,6 +6,10 @@
 #   bash scripts/experiments.sh [PRESET] [SEED ...]          e.g.  bash scripts/experiments.sh quick 13 42 87
 # PRESET: quick (CPU, 2 cores) or full (GPU). MCLNER_ROWS="tc mclner" runs only those rows.
 # Extra `mclner train` options: MCLNER_TRAIN_ARGS="--fused --device cuda".
+# MCLNER_ESTIMATE=1: train nothing; print the estimated hours per row and in total (planned steps per
+# stage from the preset and data sizes, seconds per step from a short probe of each row on this device,
+# MCLNER_PROBE_STEPS steps per stage, default 8; 0: planned steps only) and write $root/estimate.json.
+#   MCLNER_ESTIMATE=1 MCLNER_TRAIN_ARGS="--device cuda" bash scripts/experiments.sh full
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=${1:-quick}; shift || true
@@ -37,17 +41,28 @@ ABLATIONS=(grid cs cs-sc mclner-src concner-no-lcl concner-no-tcl concner-no-kd
            dlbri-no-bridging dlbri-one-bridge dlbri-delta0 dlbri-no-lp dlbri-no-boundary dlbri-no-combination)
 read -r -a only <<< "${MCLNER_ROWS:-}"
 wanted() { [ ${#only[@]} -eq 0 ] && return 0; local r; for r in "${only[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
+if [ "${MCLNER_ESTIMATE:-0}" = 1 ]; then
+  est=()
+  for row in "${MAIN[@]}"; do wanted "$row" && est+=(--row "$row" "${#seeds[@]}" "--fused ${ROWS[$row]} ${MCLNER_TRAIN_ARGS:-}"); done
+  for row in "${ABLATIONS[@]}"; do wanted "$row" && est+=(--row "$row" 1 "--fused ${ROWS[$row]} ${MCLNER_TRAIN_ARGS:-}"); done
+  [ ${#est[@]} -gt 0 ] || { echo "MCLNER_ROWS names no row" >&2; exit 2; }
+  probe=(--probe-steps "${MCLNER_PROBE_STEPS:-8}")
+  [ "${MCLNER_PROBE_STEPS:-8}" != 0 ] || probe=(--no-probe)  # planned steps only (no device needed)
+  # the two whole-MSRA scorings of run() below count as inference of each run
+  exec python -m mclner.training.estimate --preset "$preset" --seed "${seeds[0]}" --extra-target-evals 2 \
+    "${probe[@]}" --json "$root/estimate.json" "${est[@]}"
+fi
 run() {  # run ROW SEED
   local row=$1 seed=$2 out="$root/$1-s$2"
   wanted "$row" || return 0
   if [ ! -f "$out/results.json" ]; then
     # shellcheck disable=SC2086
-    mclner train --preset "$preset" --seed "$seed" --output-dir "$out" --no-progress --fused \
+    python -m mclner train --preset "$preset" --seed "$seed" --output-dir "$out" --no-progress --fused \
       ${ROWS[$row]} ${MCLNER_TRAIN_ARGS:-} $( [ -d "$out" ] && echo --resume )
   fi
-  [ -f "$out/msra_full.json" ] || mclner evaluate "$out/best" msra-zh --fused --json > "$out/msra_full.json"
+  [ -f "$out/msra_full.json" ] || python -m mclner evaluate "$out/best" msra-zh --fused --json > "$out/msra_full.json"
   [ -f "$out/msra_full_argmax.json" ] || \
-    mclner evaluate "$out/best" msra-zh --fused --json --none-bias 0 > "$out/msra_full_argmax.json"
+    python -m mclner evaluate "$out/best" msra-zh --fused --json --none-bias 0 > "$out/msra_full_argmax.json"
 }
 for seed in "${seeds[@]}"; do for row in "${MAIN[@]}"; do run "$row" "$seed"; done; done
 for row in "${ABLATIONS[@]}"; do run "$row" "${seeds[0]}"; done

@@ -16,3 +16,11 @@ python benchmarks/gpu_ceilings.py --out "$out/ceilings.json"
 # M=65,536 and M=131,072 (LCL-like: 10 label classes; TCL-like: M/2 pair labels), reference/triton/cuda.
 python -m pytest -q -p no:cacheprovider benchmarks/bench_ops.py --benchmark-only \
   --ratio-table "$out/ratios.md" --benchmark-json "$out/bench.json" 2>&1 | tee "$out/bench.log" | tail -25
+# Time estimate of the --preset full table (scripts/experiments.sh full) from a measured step time per row:
+# MCLNER_GPU_ESTIMATE=1 adds it here for the main rows (one short probe per row); for all rows:
+#   MCLNER_ESTIMATE=1 MCLNER_TRAIN_ARGS="--device cuda" bash scripts/experiments.sh full
+if [ "${MCLNER_GPU_ESTIMATE:-0}" = 1 ]; then
+  MCLNER_ESTIMATE=1 MCLNER_ROWS="${MCLNER_ROWS:-tc mclner concner dlbri}" MCLNER_TRAIN_ARGS="--device cuda" \
+    bash scripts/experiments.sh full 2> "$out/estimate.log" | tee "$out/estimate.md"
+  cp runs/full/estimate.json "$out/" 2>/dev/null || true
+fi

@@ -117,11 +117,12 @@ class _Lexicon:
 
 class _CodeSwitcher:
     """Code-switcher of the synthetic task (interface of mclner.data.codeswitch.CodeSwitcher):
-    dictionary words become their characters."""
+    dictionary words become their characters (segmentation "word": stay whole)."""
 
     def __init__(self, lexicon, target_lang: str = "zh", word_ratio: float = 0.3, entity_ratio: float = 1.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, segmentation=None) -> None:
         self.lexicon, self.rng, self.ratio = lexicon, random.Random(seed), word_ratio
+        self.segmentation = segmentation
 
     def switch_detailed(self, sentence):
         from mclner.data.codeswitch import SwitchResult
@@ -130,7 +131,7 @@ class _CodeSwitcher:
         for w, t in zip(sentence.tokens, sentence.tags):
             tr = self.lexicon.translate(w)
             if tr and (t != "O" or self.rng.random() < self.ratio):
-                chars = list(tr)
+                chars = [tr] if self.segmentation == "word" else list(tr)
                 spans.append((len(toks), len(toks) + len(chars) - 1))
                 toks += chars
                 if t == "O":

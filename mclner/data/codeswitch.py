@@ -9,7 +9,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from mclner.data.grid import iob2_to_entities
 from mclner.data.lexicon import Lexicon
-from mclner.data.readers import CHAR_LANGS, Sentence
+from mclner.data.readers import Sentence
+from mclner.data.segmentation import default_mode, segment_translation
 
 Span = Optional[Tuple[int, int]]
 
@@ -59,24 +60,26 @@ class SwitchStats:
 
 class CodeSwitcher:
     """Seeded code-switcher. ``word_ratio``: chance that a non-entity word with a translation is
-    replaced; ``entity_ratio``: chance that an entity is attempted (1.0: all)."""
+    replaced; ``entity_ratio``: chance that an entity is attempted (1.0: all). ``segmentation``:
+    ``char`` splits translations into characters, ``word`` keeps the lexicon's words
+    (`mclner.data.segmentation`); None: char for zh/ja, word otherwise."""
 
     def __init__(self, lexicon: Lexicon, target_lang: Optional[str] = None, word_ratio: float = 0.3,
-                 entity_ratio: float = 1.0, seed: int = 0):
+                 entity_ratio: float = 1.0, seed: int = 0, segmentation: Optional[str] = None):
         if not 0.0 <= word_ratio <= 1.0 or not 0.0 <= entity_ratio <= 1.0:
             raise ValueError("word_ratio and entity_ratio must lie in [0, 1]")
         self.lexicon = lexicon
         self.target_lang = target_lang or lexicon.target_lang
+        self.segmentation = segmentation or default_mode(self.target_lang)
+        segment_translation([], self.segmentation)  # an unknown mode fails here, not at the first entity
         self.word_ratio = word_ratio
         self.entity_ratio = entity_ratio
         self.rng = random.Random(seed)
         self.stats = SwitchStats()
 
     def _words(self, translation: Sequence[str]) -> List[str]:
-        """Target words as the target corpora tokenise them: characters for zh/ja."""
-        if self.target_lang in CHAR_LANGS:
-            return [ch for w in translation for ch in w if not ch.isspace()]
-        return list(translation)
+        """Target words as the target corpus tokenises them (``self.segmentation``)."""
+        return segment_translation(translation, self.segmentation)
 
     def _translate_entity(self, words: Sequence[str]) -> Tuple[Optional[List[List[str]]], str]:
         """Per source word target words (whole phrase: one group), and how: 'phrase', 'words', ''."""

@@ -9,7 +9,7 @@ from a CoNLL file in the source's order, checked to line up with the source sent
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 from mclner.data.codeswitch import CodeSwitcher, SwitchResult
 from mclner.data.grid import iob2_to_entities
@@ -18,14 +18,17 @@ from mclner.errors import DataFormatError
 MODES = ("full", "entities", "context")
 
 
-def lexicon_translations(sentences: Sequence[Any], lexicon: Any, target_lang: str, mode: str = "full") -> List[Any]:
-    """One :class:`SwitchResult` (translated sentence, labels, word alignment) per source sentence."""
+def lexicon_translations(sentences: Sequence[Any], lexicon: Any, target_lang: str, mode: str = "full",
+                         segmentation: Optional[str] = None) -> List[Any]:
+    """One :class:`SwitchResult` (translated sentence, labels, word alignment) per source sentence.
+    ``segmentation``: ``char``/``word`` split of the translated words (see :class:`CodeSwitcher`)."""
     if mode not in MODES:
         raise ValueError(f"translation mode must be one of {MODES}, got {mode!r}")
     word_ratio = 0.0 if mode == "entities" else 1.0
     entity_ratio = 0.0 if mode == "context" else 1.0
     # ratios of 0 and 1 make the switcher deterministic: every known word/phrase, or none
-    sw = CodeSwitcher(lexicon, target_lang=target_lang, word_ratio=word_ratio, entity_ratio=entity_ratio, seed=0)
+    sw = CodeSwitcher(lexicon, target_lang=target_lang, word_ratio=word_ratio, entity_ratio=entity_ratio, seed=0,
+                      segmentation=segmentation)
     return [sw.switch_detailed(s) for s in sentences]
 
 

@@ -59,6 +59,9 @@ class Context:
     # per-sentence data such as translations are given for the whole split).
     source_index: Optional[List[int]] = None
     source_total: int = 0
+    # How translations into the target are split (mclner.data.segmentation.Segmentation), resolved by
+    # the trainer from --target-segmentation and the target text; None: decided without target text.
+    segmentation: Any = None
 
 
 class NERModel(nn.Module):

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
+from mclner.data.segmentation import SEGMENTATIONS
 from mclner.errors import UserError
 from mclner.methods.base import DictConfig, option
 from mclner.predictor import FUSED_HELP, IMPL_CHOICES, IMPL_HELP
@@ -34,6 +35,12 @@ class TrainConfig(DictConfig):
         None, "unlabelled target text for the stages that read it (default: the target's train split, tags ignored)")
     target_dev: Optional[str] = _data(None, "select the model on this target dev set instead of the source dev set")
     target_lang: str = _data("zh", "target language code (code-switching, tokenisation)")
+    target_segmentation: str = _data(
+        "auto", "how translated and code-switched target words are split to look like the target corpus's tokens: "
+        "char = one token per character (per-character corpora such as MSRA, WikiANN zh/ja), word = the lexicon's "
+        "words as they are (word- or morpheme-segmented corpora), auto = inferred from the target text (unlabelled, "
+        "else test): word when more than 0.3 of its CJK tokens have several characters, and for non-CJK targets",
+        choices=SEGMENTATIONS)
     lexicon: Optional[str] = _data("cc-cedict", "bilingual lexicon for code-switching (name or path)")
     encoder: str = _data("multilingual-e5-small", "encoder: embedded name or a Hugging Face folder")
     output_dir: str = _data("runs/mclner", "where checkpoints, logs and results go")

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -153,6 +153,7 @@ class Data:
     target_unlabeled: List[Any]
     label_map: Any
     examples: List[Any]  # the method's training examples (made once per run)
+    segmentation: Any = None  # mclner.data.segmentation.Segmentation of translations into the target
 
 
 def _subset(items: List[Any], k: Optional[int], seed: int) -> List[Any]:
@@ -171,11 +172,22 @@ def _load(spec: str, split: str, lang: Optional[str] = None) -> List[Any]:
         raise UserError(f"cannot read {spec!r} ({split}): {exc}") from None
 
 
-def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map: Any = None) -> Data:
-    """Source train/dev, target test and (when a stage of the method reads it) unlabelled target text,
-    then the method's training examples."""
-    from mclner.data.grid import LabelMap
+@dataclass
+class RunSentences:
+    """The run's sentences as read and filtered, before the method prepares its examples."""
 
+    train: List[Any]
+    source_index: List[int]  # position of each training sentence in the source's train split
+    source_total: int  # that split's size
+    dev: List[Any]
+    target_test: List[Any]  # the first --max-eval-sentences
+    target_test_all: List[Any]
+    target_unlabeled: List[Any]
+
+
+def read_sentences(cfg: TrainConfig, method: Method) -> RunSentences:
+    """Source train/dev, target test and (when a stage of the method reads it) unlabelled target text,
+    with the run's filters and subsets applied."""
     split = _load(cfg.source, "train")
     # (position in the split, sentence): methods may read per-sentence files given for the whole split
     kept = [(k, s) for k, s in enumerate(split) if s.tags is not None]
@@ -195,11 +207,10 @@ def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map:
                 raise
             dev = []
     dev = [s for s in dev if s.tags is not None][: cfg.max_eval_sentences or None]
-    tgt_test: List[Any] = []
+    tgt_test_all: List[Any] = []
     unl: List[Any] = []
     if cfg.target:
-        tgt_test = [s for s in _load(cfg.target, "test", cfg.target_lang) if s.tags is not None]
-        tgt_test = tgt_test[: cfg.max_eval_sentences or None]
+        tgt_test_all = [s for s in _load(cfg.target, "test", cfg.target_lang) if s.tags is not None]
     if method.needs_unlabeled():
         spec = cfg.target_unlabeled or cfg.target
         if not spec:
@@ -210,12 +221,47 @@ def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map:
         if cfg.max_words:
             unl = [s for s in unl if 0 < len(s.tokens) <= cfg.max_words]
         unl = _subset(unl, cfg.max_unlabeled_sentences, cfg.seed + 1)
+    return RunSentences(train, [k for k, _ in kept], len(split), dev, tgt_test_all[: cfg.max_eval_sentences or None],
+                        tgt_test_all, unl)
+
+
+def load_data(cfg: TrainConfig, method: Method, is_main: bool = True, label_map: Any = None) -> Data:
+    """The run's sentences (:func:`read_sentences`), then the method's training examples."""
+    from mclner.data.grid import LabelMap
+
+    r = read_sentences(cfg, method)
     if label_map is None:
-        label_map = LabelMap(entity_types(train))
+        label_map = LabelMap(entity_types(r.train))
+    segmentation = _target_segmentation(cfg, r.target_unlabeled, r.target_test_all)
     ctx = Context(cfg, torch.device("cpu"), "reference", label_map, is_main,
-                  source_index=[k for k, _ in kept], source_total=len(split))
-    examples = method.prepare_examples(train, ctx)
-    return Data(train, dev, tgt_test, unl, label_map, examples)
+                  source_index=r.source_index, source_total=r.source_total, segmentation=segmentation)
+    examples = method.prepare_examples(r.train, ctx)
+    return Data(r.train, r.dev, r.target_test, r.target_unlabeled, label_map, examples, segmentation)
+
+
+def stage_steps(stage: Stage, cfg: TrainConfig, n_examples: int, world: int = 1) -> Tuple[int, int]:
+    """(optimizer steps of the stage, steps per epoch) for ``n_examples`` examples (source examples, or
+    target sentences for a stage that reads no source data) on ``world`` processes."""
+    bs = cfg.batch_size
+    accum = max(1, cfg.effective_batch_size // (bs * world))
+    nb = math.ceil(n_examples / bs)
+    nb_rank = max(1, nb // world)  # ranks step in lockstep: drop the remainder batches
+    steps_per_epoch = math.ceil(nb_rank / accum)
+    return stage.max_steps or cfg.max_steps or cfg.epochs * steps_per_epoch, steps_per_epoch
+
+
+def _target_segmentation(cfg: TrainConfig, unlabeled: List[Any], test: List[Any]) -> Any:
+    """--target-segmentation resolved on the run's target text: the unlabelled target text (read for
+    ``auto`` even when no stage uses it, if --target-unlabeled names it), else the whole target test set."""
+    from mclner.data.segmentation import resolve_segmentation
+
+    mode = cfg.target_segmentation or "auto"
+    spec = cfg.target_unlabeled or cfg.target
+    if not unlabeled and cfg.target_unlabeled and mode == "auto":
+        unlabeled = _load(cfg.target_unlabeled, "train", cfg.target_lang)
+    if unlabeled:
+        return resolve_segmentation(mode, cfg.target_lang, unlabeled, f"the unlabelled target text ({spec})")
+    return resolve_segmentation(mode, cfg.target_lang, test, f"the target test set ({cfg.target})")
 
 
 # ----------------------------------------------------------------------------- model
@@ -386,7 +432,8 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _context(self) -> Context:
-        return Context(self.cfg, self.env.device, self.impl, self.data.label_map, self.env.is_main, self.logger.log)
+        return Context(self.cfg, self.env.device, self.impl, self.data.label_map, self.env.is_main, self.logger.log,
+                       segmentation=self.data.segmentation)
 
     def _save(self, dest: Path, model: torch.nn.Module, **kw: Any) -> None:
         save_checkpoint(dest, model, self.tokenizer, self.data.label_map, self.cfg.to_dict(), method=self.method, **kw)
@@ -413,11 +460,13 @@ class Trainer:
             self.logger.log({"event": "data", "method": self.method.name, "train": len(data.train),
                              "dev": len(data.dev), "target_test": len(data.target_test),
                              "target_unlabeled": len(data.target_unlabeled), "types": list(data.label_map.types),
-                             "impl": self.impl, "impl_selected": self._selected})
+                             "impl": self.impl, "impl_selected": self._selected,
+                             "target_segmentation": data.segmentation.to_dict()})
             if init_report:
                 self.logger.log({"event": "init", **init_report})
             self._banner()
-        summary: Dict[str, Any] = {"method": self.method.name, "stages": {}}
+        summary: Dict[str, Any] = {"method": self.method.name, "target_segmentation": data.segmentation.to_dict(),
+                                   "stages": {}}
         prev_best: Optional[Path] = None
         # what the run trains (e.g. without frozen embeddings); a stage may narrow it (Method.trainable)
         base_trainable = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -583,8 +632,7 @@ class Trainer:
         accum = max(1, cfg.effective_batch_size // (bs * env.world))
         nb = math.ceil(len(examples) / bs)
         nb_rank = max(1, nb // env.world)  # ranks step in lockstep: drop the remainder batches
-        steps_per_epoch = math.ceil(nb_rank / accum)
-        total = stage.max_steps or cfg.max_steps or cfg.epochs * steps_per_epoch
+        total, _ = stage_steps(stage, cfg, len(examples), env.world)
 
         t_stage = time.time()
         if env.device.type == "cuda":

@@ -163,8 +163,11 @@ def _run_heatmap(args: argparse.Namespace) -> int:
         if not lex:
             raise UserError("--lexicon is needed for the code-switched counterpart (or give --target)")
         ratio = lm.config.get("method_config", {}).get("cs_word_ratio", 0.3)
+        from mclner.data.segmentation import recorded_mode
+
+        seg = recorded_mode(targs, Path(args.checkpoint).resolve().parent)  # as the run split its translations
         res = CodeSwitcher(load_lexicon(lex, lang), target_lang=lang, word_ratio=float(ratio),
-                           seed=args.seed).switch_detailed(src)
+                           seed=args.seed, segmentation=seg).switch_detailed(src)
         other, spans = res.sentence, list(res.spans)
     maps = relation_similarity(lm.model, lm.collator, src, other, spans, impl=impl, device=lm.device)
     panels = [MatrixPanel(m.matrix, m.words, m.words, m.title, "column word j", "row word i") for m in maps]

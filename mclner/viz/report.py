@@ -209,8 +209,10 @@ def _heatmap(run: Path, lm: Any, src: list, args: Dict[str, Any], seed: int, imp
     k = next((i for i, s in enumerate(src) if iob2_to_entities(s.tags) and len(s.tokens) <= 15), 0)
     lang = args.get("target_lang") or "zh"
     ratio = float((args.get("method_options") or {}).get("cs_word_ratio", 0.3))
-    res = CodeSwitcher(load_lexicon(args["lexicon"], lang), target_lang=lang, word_ratio=ratio,
-                       seed=seed).switch_detailed(src[k])
+    from mclner.data.segmentation import recorded_mode
+
+    res = CodeSwitcher(load_lexicon(args["lexicon"], lang), target_lang=lang, word_ratio=ratio, seed=seed,
+                       segmentation=recorded_mode(args, run)).switch_detailed(src[k])
     maps = relation_similarity(lm.model, lm.collator, src[k], res.sentence, list(res.spans), device=lm.device,
                                impl=impl)
     panels = [MatrixPanel(m.matrix, m.words, m.words, m.title, "column word j", "row word i") for m in maps]

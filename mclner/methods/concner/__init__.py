@@ -69,10 +69,12 @@ class ConCNERMethod(Method):
     # -- data and stages
     def prepare_examples(self, sentences: Sequence[Any], ctx: Context) -> List[Example]:
         """Each source sentence with its translation (the lexicon's, or the --translations file's)."""
+        from mclner.data.segmentation import run_segmentation
         from mclner.data.translations import file_translations, lexicon_translations
 
         t = ctx.train
         c = self.config
+        seg = run_segmentation(ctx)
         if c.translations:
             index = ctx.source_index if ctx.source_index is not None else list(range(len(sentences)))
             results = file_translations(c.translations, sentences, index, ctx.source_total or len(sentences),
@@ -84,8 +86,8 @@ class ConCNERMethod(Method):
             if not t.lexicon:
                 raise UserError("ConCNER translates the source with a lexicon: pass --lexicon or --translations")
             results = lexicon_translations(sentences, load_lexicon(t.lexicon, t.target_lang), t.target_lang,
-                                           c.translation_mode)
-            where = f"{t.lexicon}, {c.translation_mode}"
+                                           c.translation_mode, segmentation=seg.mode)
+            where = f"{t.lexicon}, {c.translation_mode}; target segmentation {seg.describe()}"
         if ctx.is_main:
             changed = sum(r.sentence.tokens != s.tokens for r, s in zip(results, sentences))
             print(f"translations ({where}): {changed}/{len(sentences)} sentences differ from their source")

@@ -168,9 +168,12 @@ class DLBriMethod(Method):
             raise UserError("DLBri builds its oriented sentence pairs with a lexicon: pass --lexicon "
                             "(or --no-bridging)")
         from mclner.data.lexicon import load_lexicon
+        from mclner.data.segmentation import run_segmentation
 
         lex = load_lexicon(t.lexicon, t.target_lang)
-        made = {m: lexicon_translations(sentences, lex, t.target_lang, m) for m in ("entities", "context", "full")}
+        seg = run_segmentation(ctx)
+        made = {m: lexicon_translations(sentences, lex, t.target_lang, m, segmentation=seg.mode)
+                for m in ("entities", "context", "full")}
         if c.translations:
             index = ctx.source_index if ctx.source_index is not None else list(range(len(sentences)))
             made["full"] = file_translations(c.translations, sentences, index, ctx.source_total or len(sentences),
@@ -178,7 +181,8 @@ class DLBriMethod(Method):
         out = [DLBriExample(s, {m: made[m][k].sentence for m in made}) for k, s in enumerate(sentences)]
         if ctx.is_main:
             changed = {m: sum(r.sentence.tokens != s.tokens for r, s in zip(made[m], sentences)) for m in made}
-            print("oriented pairs: " + ", ".join(f"{m} {n}/{len(sentences)} changed" for m, n in changed.items()))
+            print(f"oriented pairs ({t.lexicon}; target segmentation {seg.describe()}): "
+                  + ", ".join(f"{m} {n}/{len(sentences)} changed" for m, n in changed.items()))
         return out
 
     def stages(self) -> List[Stage]:

@@ -143,15 +143,17 @@ class MCLNERMethod(Method):
         if self.config.codeswitch:
             from mclner.data.codeswitch import CodeSwitcher
             from mclner.data.lexicon import load_lexicon
+            from mclner.data.segmentation import run_segmentation
 
             t = ctx.train
             if not t.lexicon:
                 raise UserError("code-switching needs a lexicon: pass --lexicon or --no-codeswitch")
+            seg = run_segmentation(ctx)
             switcher = CodeSwitcher(load_lexicon(t.lexicon, t.target_lang), target_lang=t.target_lang,
-                                    word_ratio=self.config.cs_word_ratio, seed=t.seed)
+                                    word_ratio=self.config.cs_word_ratio, seed=t.seed, segmentation=seg.mode)
         examples = build_examples(sentences, switcher)
         if switcher is not None and hasattr(switcher, "report") and ctx.is_main:
-            print(f"code-switching ({ctx.train.lexicon}): {switcher.report()}")
+            print(f"code-switching ({ctx.train.lexicon}; target segmentation {seg.describe()}): {switcher.report()}")
         return examples
 
     def stages(self) -> List[Stage]:

@@ -370,18 +370,31 @@ class StepLogger:
 
 class StepModule(torch.nn.Module):
     """The model and the method's loss as one module, so that DDP sees one forward per micro-batch.
-    Parameters the loss did not use this step (ablations, heads of other stages) still join the graph
-    with a zero gradient: DDP's reducer expects every parameter every step."""
+    Under DDP (``ddp``), parameters the loss did not use this step (ablations, heads of other stages)
+    still join the graph with a zero gradient: DDP's reducer expects every parameter every step.
+    Without DDP the trainer gives them their zero gradient after the backward passes instead
+    (:func:`fill_unused_grads`): the same numbers, without the term's backward, which makes a dense
+    zero tensor per parameter (2 % of a quick CPU step, docs/TRAINING.md "Where a step's time goes")."""
 
-    def __init__(self, model: torch.nn.Module, method: Method) -> None:
+    def __init__(self, model: torch.nn.Module, method: Method, ddp: bool = True) -> None:
         super().__init__()
         self.model = model
         self.method = method
+        self.ddp = ddp
 
     def forward(self, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, torch.Tensor]:
         out = self.method.loss(self.model, batch, stage, impl)
-        out["loss"] = out["loss"] + 0.0 * sum(p.view(-1)[0] for p in self.model.parameters() if p.requires_grad)
+        if self.ddp:
+            out["loss"] = out["loss"] + 0.0 * sum(p.view(-1)[0] for p in self.model.parameters() if p.requires_grad)
         return out
+
+
+def fill_unused_grads(model: torch.nn.Module) -> None:
+    """A zero gradient for every trained parameter that got none (what StepModule's zero term gives
+    them under DDP), so that AdamW treats them the same with and without DDP (weight decay, moments)."""
+    for p in model.parameters():
+        if p.requires_grad and p.grad is None:
+            p.grad = torch.zeros_like(p)
 
 
 _OPS = ("biaffine", "cln_head", "info_nce", "sup_con")
@@ -658,7 +671,7 @@ class Trainer:
             if env.is_main:
                 print(f"[{name}] resumed from {last} at step {st['step']}")
 
-        step_module = StepModule(model, self.method)
+        step_module = StepModule(model, self.method, ddp=env.distributed)
         ddp: torch.nn.Module = step_module
         if env.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -725,10 +738,13 @@ class Trainer:
         step0, last_line = st["step"], time.time()
         stop = False
         t0 = time.time()
+        lengths = [len(getattr(e, "src", e).tokens) for e in examples] if cfg.length_buckets else []
         while st["step"] < total and not stop:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + hash_stage(name) * 7919 + st["epoch"])
             perm = torch.randperm(len(examples), generator=gen).tolist()
             all_batches = [perm[k : k + bs] for k in range(0, len(perm), bs)]
+            if cfg.length_buckets:  # less padding, other batches (off by default)
+                all_batches = length_bucketed(perm, lengths, bs, cfg.length_buckets, gen)
             mine = all_batches[env.rank :: env.world][:nb_rank]
             tperm: List[int] = []
             if target and from_source:
@@ -758,6 +774,8 @@ class Trainer:
                         scaler.scale(out["loss"] / len(group)).backward()
                     for k, v in out.items():
                         sums[k] = sums.get(k, 0.0) + float(v.detach()) / len(group)
+                if not env.distributed:
+                    fill_unused_grads(model)
                 scaler.unscale_(opt)
                 gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 if guard.step_ok(st["step"] + 1, sums["loss"], float(gnorm), scaler.is_enabled()):
@@ -817,6 +835,17 @@ class Trainer:
             # ru_maxrss: the process's peak so far (KiB on Linux), not this stage's alone
             result["process_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         return result
+
+
+def length_bucketed(perm: List[int], lengths: List[int], bs: int, buckets: int,
+                    gen: torch.Generator) -> List[List[int]]:
+    """--length-buckets K: the batches of the epoch permutation ``perm`` when each window of K·bs of its
+    positions is sorted by length (stable) before it is cut into batches of ``bs``; the batch order is
+    then shuffled with ``gen`` (the epoch's generator, so that a resume sees the same batches)."""
+    w = bs * buckets
+    order = [i for k in range(0, len(perm), w) for i in sorted(perm[k : k + w], key=lambda i: lengths[i])]
+    batches = [order[k : k + bs] for k in range(0, len(order), bs)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
 def _duration(seconds: float) -> str:

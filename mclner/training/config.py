@@ -74,7 +74,7 @@ class TrainConfig(DictConfig):
     length_buckets: int = _opt(0, "sort each window of K micro-batches of the epoch's shuffled order by sentence "
                                   "length before cutting it into batches, then shuffle the batches: less padding "
                                   "(with K=50 in the quick preset 22 instead of 56 in 100 encoder pieces), other "
-                                  "batches, so other numbers (0: off, the default)", min=0)
+                                  "batches, so other numbers (0: off)", min=0)
     amp: bool = _opt(True, "mixed precision (only on a GPU)")
     eval_every: Optional[int] = _opt(None, "evaluate every K optimizer steps (default: after each epoch)", min=1)
     patience: int = _opt(3, "stop after this many evaluations without improvement (0: never)", min=0)

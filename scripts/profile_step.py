@@ -10,10 +10,11 @@ parts and optimizer (docs/TRAINING.md, "Where a step's time goes").
 The run's data and model are built as `mclner train` builds them (the real option parser, the
 preset, load_data, build_model, init_model), on a subset just large enough for the steps. The
 steps replicate the trainer's inner loop (collate, teacher outputs, the StepModule forward,
-backward, clipping, AdamW, schedule). Forward parts are record_function ranges put around the
-model's submodules and the method's loss functions by this script only (nothing is added to the
-library); each backward autograd node is charged to the forward part that created it (the
-profiler's sequence numbers). The self-training stage is profiled with gold-labelled target test
+backward, clipping, AdamW, schedule; on a GPU autocast as the trainer's AMP, no grad scaler).
+Forward parts are record_function ranges put around the model's submodules and the method's loss
+functions by this script only (nothing is added to the library); each backward autograd node is
+charged to the forward part that created it (the profiler's sequence numbers).
+The self-training stage is profiled with gold-labelled target test
 sentences (of at most --max-words words) in place of the teacher's pseudo-labels: a step's cost
 does not depend on the labels, and a fresh teacher labels nothing confidently.
 
@@ -25,6 +26,7 @@ load. The first warm-up step is not timed; the other warm-up steps are timed wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import json
@@ -208,6 +210,11 @@ def make_steps(b: Dict[str, Any]) -> Callable[[int], Dict[str, float]]:
     tperm = torch.randperm(len(target), generator=gen).tolist() if target and "source" in stage.streams else []
     model.train()
 
+    def amp() -> Any:  # as Trainer._amp: autocast on a GPU unless --no-amp
+        if cfg.amp and env.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        return contextlib.nullcontext()
+
     def step(k: int) -> Dict[str, float]:
         pad: Dict[str, float] = defaultdict(float)
         group = batches[k * accum: (k + 1) * accum]
@@ -227,9 +234,9 @@ def make_steps(b: Dict[str, Any]) -> Callable[[int], Dict[str, float]]:
                 if isinstance(v, dict) and "word_mask" in v:
                     _count(pad, v)
             if teacher is not None:
-                with record_function("teacher"), torch.no_grad():
+                with record_function("teacher"), torch.no_grad(), amp():
                     batch.update(method.teacher_outputs(teacher, batch, stage, impl))
-            with record_function("forward"):
+            with record_function("forward"), amp():
                 out = step_module(batch, stage, impl)
             with record_function("backward"):
                 (out["loss"] / len(group)).backward()

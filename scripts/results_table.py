@@ -16,7 +16,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 
 def _ms(xs: List[float]) -> str:
@@ -36,6 +36,18 @@ def _minutes(run: Path) -> float:
     return sum(last.values()) / 60
 
 
+def _scores(path: Path) -> Optional[Dict[str, Any]]:
+    """An evaluation's JSON, or None when it is missing or unreadable (e.g. still being written by a run
+    of scripts/experiments.sh in parallel): the table shows — for it, with a note on stderr."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        print(f"note: {path}: not readable JSON (still being written?), left out", file=sys.stderr)
+        return None
+
+
 def table(root: Path) -> str:
     rows: Dict[str, List[Path]] = defaultdict(list)
     for d in sorted(root.iterdir()):
@@ -52,11 +64,11 @@ def table(root: Path) -> str:
             res = json.loads((r / "results.json").read_text())
             dev.append(res["final"].get("source_dev", {}).get("f1", 0.0))
             steps = "+".join(str(s["steps"]) for s in res["stages"].values())
-            for f, acc in (("msra_full_argmax.json", arg), ("msra_full.json", own)):
-                if (r / f).is_file():
-                    acc.append(json.loads((r / f).read_text())["f1"])
-            if (r / "msra_full.json").is_file():
-                full = json.loads((r / "msra_full.json").read_text())
+            argmax, full = _scores(r / "msra_full_argmax.json"), _scores(r / "msra_full.json")
+            for sc, acc in ((argmax, arg), (full, own)):
+                if sc is not None:
+                    acc.append(sc["f1"])
+            if full is not None:
                 if "span" in full and "type" in full:
                     span.append(full["span"]["f1"])
                     typ.append(full["type"]["accuracy"])

@@ -182,3 +182,13 @@ def test_results_table_span_and_type_columns(tmp_path):
     assert rows["dlbri"][4] == "60.0 ± 14.1" and rows["dlbri"][5] == "70.0 ± 14.1"
     assert rows["old"][3] == "35.0" and rows["old"][4] == "—" and rows["old"][5] == "—"
     assert rows["old"][6] == "80.0" and rows["old"][7] == "100+20" and rows["old"][8] == "5"
+
+
+def test_results_table_leaves_out_a_file_being_written(tmp_path, capsys):
+    # experiments.sh lanes run in parallel: an evaluation's JSON may be empty while another lane prints
+    _fake_run(tmp_path / "tc-s1", {"f1": 0.25}, 0.2, 0.8, 5)
+    (tmp_path / "tc-s1" / "msra_full.json").write_text("")
+    lines = _results_table().table(tmp_path).splitlines()
+    row = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert row[2] == "20.0" and row[3] == "—"  # argmax read, the empty own-decoding file left out
+    assert "msra_full.json: not readable JSON" in capsys.readouterr().err

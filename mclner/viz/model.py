@@ -28,8 +28,11 @@ from mclner.errors import UserError
 
 
 def word_states(model: torch.nn.Module, batch: Any) -> torch.Tensor:
-    """Word states ``[B, N, d]`` of any method's model: its ``words`` (`mclner.nn.WordEncoder`) or,
-    failing that, its ``word_states``."""
+    """Word states ``[B, N, d]`` of any method's model: its ``entity_states`` when it has several
+    encoders and says which one represents entities (DLBri), else its ``words``
+    (`mclner.nn.WordEncoder`) or, failing that, its ``word_states``."""
+    if hasattr(model, "entity_states"):
+        return model.entity_states(batch)
     if hasattr(model, "words"):
         return model.words(batch)
     if hasattr(model, "word_states"):

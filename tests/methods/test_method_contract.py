@@ -108,3 +108,18 @@ def test_resume_is_exact(run):
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), (ckpt, k)
+
+
+def test_entity_plot_of_every_method(run, tmp_path):
+    """`mclner plot entities` takes its points from any method's checkpoint (DLBri: the decoding
+    pair's type student): one point per gold entity of the source and target test sentences."""
+    pytest.importorskip("matplotlib")
+    _, _, paths, out = run
+    dest = tmp_path / "entities"
+    assert main(["plot", "entities", str(out / "best"), "--reduce", "pca", "--output", str(dest)]) == 0
+    data = json.loads(dest.with_suffix(".json").read_text())
+    assert dest.with_suffix(".png").is_file()
+    n = len(data["coords"])
+    assert n > 0 and len(data["point_languages"]) == len(data["point_types"]) == n
+    assert set(data["point_languages"]) == {"en", "zh"}
+    assert sum(data["counts"].values()) == n

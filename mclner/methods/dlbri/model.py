@@ -110,6 +110,12 @@ class DLBriModel(NERModel):
         """Word states of encoder ``slot`` (0, 1: span students; 2, 3: type students)."""
         return self.enc[slot](batch)
 
+    def entity_states(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Word states for entity plots: the type student of the pair that decodes (pair 1 under the
+        combination, which reads pair 1's encoders), the encoder that learns what an entity is."""
+        k = 0 if self.config.decode_with == "combination" else int(round(self.config.student)) - 1
+        return self.words(TYPE + k, batch)
+
     def student_logits(self, k: int, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         """(span logits, type logits) of student pair ``k`` (0 or 1)."""
         return self.span_head[k](self.words(SPAN + k, batch)), self.type_head[k](self.words(TYPE + k, batch))

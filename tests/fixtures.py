@@ -5,6 +5,7 @@ offline (hidden 32: many short training runs stay fast on 2 CPU cores)."""
 from __future__ import annotations
 
 import random
+from typing import Any, List, Optional
 
 import torch
 
@@ -150,12 +151,16 @@ class _CodeSwitcher:
         return r.sentence, r.alignment
 
 
-def patch_training_data(monkeypatch, n_train: int = 32, n_dev: int = 8, n_test: int = 8) -> None:
-    """Make the trainer read the synthetic task whatever --source/--target say."""
+def patch_training_data(monkeypatch, n_train: int = 32, n_dev: int = 8, n_test: int = 8, *,
+                        target: Optional[List[Any]] = None, real_codeswitcher: bool = False) -> None:
+    """Make the trainer read the synthetic task whatever --source/--target say. ``target``: these
+    sentences as the target test set and unlabelled text instead of synthetic zh ones;
+    ``real_codeswitcher``: code-switch with the real CodeSwitcher (still on the synthetic lexicon)."""
     from mclner.training import trainer
 
     data = {("src", "train"): synthetic_en(n_train, 0), ("src", "dev"): synthetic_en(n_dev, 1),
-            ("tgt", "test"): synthetic_zh(n_test, 2), ("tgt", "train"): synthetic_zh(3 * n_test, 3)}
+            ("tgt", "test"): synthetic_zh(n_test, 2) if target is None else target,
+            ("tgt", "train"): synthetic_zh(3 * n_test, 3) if target is None else target}
 
     def fake_load(spec, split, lang=None):
         key = ("tgt" if "zh" in spec else "src", split)
@@ -169,7 +174,8 @@ def patch_training_data(monkeypatch, n_train: int = 32, n_dev: int = 8, n_test: 
     import mclner.data.lexicon as lex_mod
 
     monkeypatch.setattr(lex_mod, "load_lexicon", lambda spec, target_lang=None: _Lexicon(LEX))
-    monkeypatch.setattr(cs_mod, "CodeSwitcher", _CodeSwitcher)
+    if not real_codeswitcher:
+        monkeypatch.setattr(cs_mod, "CodeSwitcher", _CodeSwitcher)
 
 
 def write_conll(path, sentences) -> None:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fixtures import LEX, synthetic_en, synthetic_zh, train_config
+from fixtures import LEX, patch_training_data, synthetic_zh, train_config
 
 from mclner.data.codeswitch import CodeSwitcher
 from mclner.data.lexicon import Candidate, Lexicon
@@ -117,22 +117,7 @@ def test_char_and_word_split_of_translated_entities():
 def _patch_data(monkeypatch, test_sentences):
     """The trainer reads the synthetic task, with ``test_sentences`` as the target test set, and the
     synthetic lexicon through the real code-switcher and translation code."""
-    from fixtures import _Lexicon
-
-    import mclner.data.lexicon as lex_mod
-    from mclner.training import trainer
-
-    data = {("src", "train"): synthetic_en(24, 0), ("src", "dev"): synthetic_en(6, 1), ("tgt", "test"): test_sentences,
-            ("tgt", "train"): test_sentences}
-
-    def fake_load(spec, split, lang=None):
-        key = ("tgt" if "zh" in spec else "src", split)
-        if key not in data:
-            raise KeyError(split)
-        return [type(s)(list(s.tokens), list(s.tags) if s.tags else None, s.lang) for s in data[key]]
-
-    monkeypatch.setattr(trainer, "_load", fake_load)
-    monkeypatch.setattr(lex_mod, "load_lexicon", lambda spec, target_lang=None: _Lexicon(LEX))
+    patch_training_data(monkeypatch, n_train=24, n_dev=6, target=test_sentences, real_codeswitcher=True)
 
 
 def _word_segmented(sentences):

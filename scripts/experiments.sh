@@ -60,15 +60,15 @@ run() {  # run ROW SEED
     python -m mclner train --preset "$preset" --seed "$seed" --output-dir "$out" --no-progress --fused \
       ${ROWS[$row]} ${MCLNER_TRAIN_ARGS:-} $( [ -d "$out" ] && echo --resume )
   fi
+  score "$out/msra_full.json"
+  score "$out/msra_full_argmax.json" --none-bias 0
+}
+score() {  # score FILE [EVALUATE OPTIONS]: the whole MSRA test set, unless FILE exists
+  local file=$1; shift
+  [ -f "$file" ] && return 0
   # written to a temporary file and renamed: an evaluation that is killed leaves no file that looks done
-  if [ ! -f "$out/msra_full.json" ]; then
-    python -m mclner evaluate "$out/best" msra-zh --fused --json > "$out/msra_full.json.tmp"
-    mv "$out/msra_full.json.tmp" "$out/msra_full.json"
-  fi
-  if [ ! -f "$out/msra_full_argmax.json" ]; then
-    python -m mclner evaluate "$out/best" msra-zh --fused --json --none-bias 0 > "$out/msra_full_argmax.json.tmp"
-    mv "$out/msra_full_argmax.json.tmp" "$out/msra_full_argmax.json"
-  fi
+  python -m mclner evaluate "$(dirname "$file")/best" msra-zh --fused --json "$@" > "$file.tmp"
+  mv "$file.tmp" "$file"
 }
 for seed in "${seeds[@]}"; do for row in "${MAIN[@]}"; do run "$row" "$seed"; done; done
 for row in "${ABLATIONS[@]}"; do run "$row" "${seeds[0]}"; done

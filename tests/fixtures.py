@@ -116,6 +116,19 @@ class _Lexicon:
         return self.table.get(phrase)
 
 
+class TableLexicon(_Lexicon):
+    """The synthetic task's table with the interface the real CodeSwitcher and the translation code
+    use (translate -> list of words, target_lang)."""
+
+    def __init__(self) -> None:
+        super().__init__(LEX)
+        self.target_lang = "zh"
+
+    def translate(self, phrase: str, entity: bool = False):
+        t = self.table.get(phrase)
+        return [t] if t else None
+
+
 class _CodeSwitcher:
     """Code-switcher of the synthetic task (interface of mclner.data.codeswitch.CodeSwitcher):
     dictionary words become their characters (segmentation "word": stay whole)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures import LEX, _Lexicon, synthetic_en, tiny_encoder, tiny_tokenizer, write_conll
+from fixtures import TableLexicon, synthetic_en, tiny_encoder, tiny_tokenizer, write_conll
 
 from mclner.data.grid import LabelMap
 from mclner.errors import UserError
@@ -40,22 +40,10 @@ def setup():
     model = method.build_model(tiny_encoder(len(tok)), lm).eval()
     from mclner.data.batches import Example
 
-    tr = lexicon_translations(sents, _TableLexicon(), "zh", "full")
+    tr = lexicon_translations(sents, TableLexicon(), "zh", "full")
     ex = [Example(s, r.sentence, list(r.spans)) for s, r in zip(sents, tr)]
     batch = method.collate(method.make_collator(tok, lm, 128), ex, None)
     return method, model, batch, sents, lm
-
-
-class _TableLexicon(_Lexicon):
-    """The synthetic task's table with the interface CodeSwitcher uses (translate → list of words)."""
-
-    def __init__(self):
-        super().__init__(LEX)
-        self.target_lang = "zh"
-
-    def translate(self, phrase, entity=False):
-        t = self.table.get(phrase)
-        return [t] if t else None
 
 
 def test_lcl_and_tcl_equal_their_formulas(setup):
@@ -108,12 +96,12 @@ def test_full_translation_keeps_the_entities(setup):
     from mclner.data.translations import lexicon_translations
 
     _, _, _, sents, _ = setup
-    for s, r in zip(sents, lexicon_translations(sents, _TableLexicon(), "zh", "full")):
+    for s, r in zip(sents, lexicon_translations(sents, TableLexicon(), "zh", "full")):
         a = [t for *_, t in iob2_to_entities(s.tags)]
         b = [t for *_, t in iob2_to_entities(r.sentence.tags)]
         assert a == b  # same entities, same order (the source word order is kept)
-    ents = lexicon_translations(sents, _TableLexicon(), "zh", "entities")
-    ctx = lexicon_translations(sents, _TableLexicon(), "zh", "context")
+    ents = lexicon_translations(sents, TableLexicon(), "zh", "entities")
+    ctx = lexicon_translations(sents, TableLexicon(), "zh", "context")
     for s, e, c in zip(sents, ents, ctx):
         for (i, j, _), (i2, j2, _) in zip(iob2_to_entities(s.tags), iob2_to_entities(c.sentence.tags)):
             assert c.sentence.tokens[i2 : j2 + 1] == s.tokens[i : j + 1]  # context mode keeps entities

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from fixtures import LEX, _Lexicon, synthetic_en, tiny_encoder, tiny_tokenizer
+from fixtures import TableLexicon, synthetic_en, tiny_encoder, tiny_tokenizer
 
 from mclner.data.grid import LabelMap, iob2_to_entities
 from mclner.methods.base import Stage
@@ -27,18 +27,6 @@ from mclner.methods.dlbri.model import (
     bridging_loss,
     confidence_terms,
 )
-
-
-class TableLexicon(_Lexicon):
-    """The synthetic task's table with the interface CodeSwitcher uses (translate → list of words)."""
-
-    def __init__(self):
-        super().__init__(LEX)
-        self.target_lang = "zh"
-
-    def translate(self, phrase, entity=False):
-        t = self.table.get(phrase)
-        return [t] if t else None
 
 
 def _variants(sents):

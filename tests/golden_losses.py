@@ -22,6 +22,8 @@ _MCLNER = ["--method", "mclner", "--self-training-rounds", "1", "--st-threshold"
 CASES: Dict[str, List[str]] = {
     "mclner-reference": [*_MCLNER, "--impl", "reference"],
     "mclner-fused": [*_MCLNER, "--fused"],
+    # the paper's plain-mean L_ce (the default before --none-weight became 0.1)
+    "mclner-plain-ce": [*_MCLNER, "--impl", "reference", "--none-weight", "1"],
     "token-classification": ["--method", "token-classification", "--impl", "reference"],
 }
 

@@ -196,13 +196,14 @@ def _check_tc_pairs(tok, lm, ex):
 
 def test_prior_init_sets_the_log_class_prior(setup):
     """--prior-init: the biaffine bias is the log of the (add-one) class frequencies over the training
-    grids' cells, so NONE starts as the most likely class by that prior's margin."""
+    grids' cells, so NONE starts as the most likely class by that prior's margin (with the plain-mean
+    loss; the weighted prior of the default --none-weight: tests/methods/test_grid_levers.py)."""
     from mclner.data.grid import encode_grid
 
     tok, lm, _ = setup
     sents = synthetic_en(6, seed=5)
     ex = build_examples(sents, None)
-    method, m = make(lm, prior_init=True)
+    method, m = make(lm, prior_init=True, none_weight=1.0)
     report = method.init_model(m, ex, lm)
     counts = torch.zeros(lm.num_classes, dtype=torch.float64)
     for s in sents:

@@ -66,11 +66,12 @@ class MCLNERConfig:
     prior_init: bool = option(True, "initialise the relation logits' bias to the log class prior of the training "
                                     "grids, so that training starts from 'all NONE' instead of learning it first "
                                     "(docs/TRAINING.md: argmax dev F1 64 instead of 0 after 100 quick steps)")
-    # Levers against the NONE majority of the grid (docs/TRAINING.md, "Weighting the grid loss"); the
-    # defaults are the paper's plain mean L_ce. They apply to every grid CE term (source, code-switched,
-    # pseudo-labelled target).
-    none_weight: float = option(1.0, "weight of the NONE cells in the grid cross-entropy (a weighted mean: "
-                                     "sum of w·loss over sum of w; 1 = the plain mean)", min=1e-6)
+    # Levers against the NONE majority of the grid (docs/TRAINING.md, "Levers against the NONE majority").
+    # --none-weight 0.1 is the default because it makes the grid fit the source as fast as a tagger
+    # (docs/TRAINING.md); 1 with the other levers' defaults is the paper's plain mean L_ce. They apply
+    # to every grid CE term (source, code-switched, pseudo-labelled target).
+    none_weight: float = option(0.1, "weight of the NONE cells in the grid cross-entropy (a weighted mean: "
+                                     "sum of w·loss over sum of w; 1 = the paper's plain mean)", min=1e-6)
     focal_gamma: float = option(0.0, "focal exponent of the grid cross-entropy: each cell's loss times "
                                      "(1 - p_gold)^gamma (0 = plain cross-entropy)", min=0.0, max=10.0)
     none_keep: float = option(1.0, "fraction of each batch's NONE cells the grid cross-entropy keeps (every "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -400,6 +401,47 @@ def fill_unused_grads(model: torch.nn.Module) -> None:
 _OPS = ("biaffine", "cln_head", "info_nce", "sup_con")
 
 
+# Options that do not change what a run trains: --resume may change them.
+_RESUME_FREE = ("output_dir", "impl", "fused", "device", "log_every", "progress", "save_every", "stop_after_steps",
+                "method_options")
+
+
+def run_args(cfg: TrainConfig, method: Any) -> Dict[str, Any]:
+    """What ``training_args.json`` and every checkpoint record: the run's options, and ``method_config``,
+    the method's options as resolved (defaults included), so that a later change of a default neither
+    changes a resumed run nor the command `mclner report` rebuilds."""
+    return {**cfg.to_dict(), "method_config": json.loads(json.dumps(dataclasses.asdict(method.config)))}
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+
+
+def check_resume_args(run_dir: Path, args: Dict[str, Any], method: Any) -> None:
+    """--resume continues the recorded run only with the options it was trained with: a UserError that
+    names each option that differs (a changed option would silently make another run)."""
+    try:
+        rec = json.loads((run_dir / "training_args.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no record to compare: the run folder is checked, with its own errors, when the run starts
+    if not isinstance(rec, dict):
+        return
+    now = json.loads(json.dumps(args))  # as the record has it (tuples as lists)
+    common = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in _RESUME_FREE}
+    diff = [(_flag(common[k]), rec[k], now[k]) for k in common if k in rec and k in now and rec[k] != now[k]]
+    if rec.get("method") == now.get("method"):
+        own = {f.name: f for f in dataclasses.fields(method.config)}
+        # a run recorded before method_config existed: compare its explicitly given method options
+        was = rec.get("method_config")
+        was = was if isinstance(was, dict) else rec.get("method_options") or {}
+        diff += [(_flag(own[k]), v, now["method_config"][k]) for k, v in was.items()
+                 if k in own and k in now["method_config"] and v != now["method_config"][k]]
+    if diff:
+        what = ", ".join(f"{flag} {new!r} (the run: {old!r})" for flag, old, new in diff)
+        raise UserError(f"--resume: {run_dir} was trained with other options: {what}; resume with the run's "
+                        "values, or start a new run in another --output-dir")
+
+
 def _run_impl(run_dir: Path) -> Optional[str]:
     """The implementation recorded in ``run_dir/training_args.json`` (None when there is none to read:
     the run folder is checked, with its own errors, when the run starts)."""
@@ -435,6 +477,8 @@ class Trainer:
             raise UserError(f"{exc} (the run used it; pass --impl to resume with another)") from None
         # training_args.json and every checkpoint record the implementation the run uses
         self.cfg = replace(cfg, impl=self.impl)
+        if resume:
+            check_resume_args(self.out, run_args(self.cfg, self.method), self.method)
         seed_everything(cfg.seed + self.env.rank)
 
     # -- helpers
@@ -449,7 +493,8 @@ class Trainer:
                        segmentation=self.data.segmentation)
 
     def _save(self, dest: Path, model: torch.nn.Module, **kw: Any) -> None:
-        save_checkpoint(dest, model, self.tokenizer, self.data.label_map, self.cfg.to_dict(), method=self.method, **kw)
+        save_checkpoint(dest, model, self.tokenizer, self.data.label_map, run_args(self.cfg, self.method),
+                        method=self.method, **kw)
 
     def run(self) -> Dict[str, Any]:
         # checks --output-dir and locks it for the run; nothing in it is deleted before prepare()
@@ -469,7 +514,7 @@ class Trainer:
         self.logger = StepLogger(self.out, env.is_main)
         if env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "training_args.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            (self.out / "training_args.json").write_text(json.dumps(run_args(cfg, self.method), indent=2))
             self.logger.log({"event": "data", "method": self.method.name, "train": len(data.train),
                              "dev": len(data.dev), "target_test": len(data.target_test),
                              "target_unlabeled": len(data.target_unlabeled), "types": list(data.label_map.types),

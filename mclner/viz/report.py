@@ -45,7 +45,8 @@ def train_command(args: Dict[str, Any]) -> List[str]:
     cls = get_method(str(args.get("method", "mclner")))
     # the resolved method options when recorded (so a later change of a default is written out), else
     # those given explicitly (runs recorded before method_config existed)
-    opts = args.get("method_config") if isinstance(args.get("method_config"), dict) else args.get("method_options") or {}
+    opts = args.get("method_config")
+    opts = opts if isinstance(opts, dict) else args.get("method_options") or {}
     for f in dataclasses.fields(cls.Config):
         if f.name in opts and opts[f.name] != f.default and opts[f.name] is not None:
             words += _option_words(f, opts[f.name])

@@ -140,6 +140,43 @@ def test_co_matching_and_self_penalisation_masks():
     assert lg.grad[0, 1].abs().sum() == 0 and lg.grad[0, 3].abs().sum() == 0 and lg.grad[0, 0].abs().sum() > 0
 
 
+def test_self_penalisation_on_the_lower_tail():
+    """--lp-threshold lower: L_P selects the words whose max probability is below mean − std of the
+    student's own max probabilities; co-matching keeps δ = mean + std of the peer's. With confident
+    teachers (as after the source stage) δ = mean + std exceeds 1: 'delta' then penalises every word."""
+    torch.manual_seed(4)
+    logits = torch.randn(2, 7, 5) * 3
+    logits[0, :4, 0] += 8  # confident words
+    peer = torch.randn(2, 7, 5).mul(3).softmax(-1)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    p = logits.softmax(-1)[mask]
+    om, pm = p.max(-1).values, peer[mask].max(-1).values
+    low = float(om.mean() - om.std(correction=0))
+    out = confidence_terms(logits, peer, mask, None, "lower")
+    sel = om < low
+    assert 0 < int(sel.sum()) < sel.numel()
+    want = -float(torch.log(1 - om[sel]).sum()) / om.numel()
+    assert float(out["p"]) == pytest.approx(want, rel=1e-5)
+    assert float(out["delta_own"]) == pytest.approx(low, rel=1e-5)
+    assert float(out["p_share"]) == pytest.approx(float(sel.float().mean()))
+    assert float(out["com_share"]) == pytest.approx(float((pm > pm.mean() + pm.std(correction=0)).float().mean()))
+    same = confidence_terms(logits, peer, mask, None)  # the recipe's single δ
+    assert float(same["com"]) == pytest.approx(float(out["com"])) and float(same["p_share"]) > float(out["p_share"])
+    # a confident batch (as after the source stage): δ = mean + std > 1, so the recipe's single δ
+    # penalises every word and co-matches none, while the lower tail is the one unsure word
+    sure = torch.full((1, 6, 3), -4.0)
+    sure[0, :, 0] = 4.0
+    sure[0, 5, 0] = 0.0
+    one = torch.ones(1, 6, dtype=torch.bool)
+    t = confidence_terms(sure, sure.softmax(-1), one, None)
+    assert float(t["delta_own"]) > 1 and float(t["p_share"]) == 1.0 and float(t["com_share"]) == 0.0
+    t = confidence_terms(sure, sure.softmax(-1), one, None, "lower")
+    assert float(t["p_share"]) == pytest.approx(1 / 6)
+    with pytest.raises(ValueError, match="lp_threshold"):
+        confidence_terms(logits, peer, mask, None, "upper")
+
+
 def test_boundary_score_and_consistency_formulas():
     torch.manual_seed(2)
     sc = BoundaryScorer(6, 4)

@@ -19,6 +19,7 @@ import torch
 from mclner.errors import UserError
 from mclner.methods.base import Context, Method, Stage, option, register
 from mclner.methods.dlbri.model import (
+    LP_THRESHOLDS,
     SPAN,
     SPAN_TAGS,
     TYPE,
@@ -59,6 +60,10 @@ class DLBriConfig:
                                           "(default: per mini-batch, mean + std of the max probability)",
                                     min=0.0, max=1.0)
     lp: bool = option(True, "the self-penalisation loss L_P on a student's own unconfident words")
+    lp_threshold: str = option("delta", "which words L_P penalises under the adaptive δ: 'delta' = max probability "
+                                        "below δ = mean + std (Eq. 4 as printed; most words), 'lower' = below "
+                                        "mean - std of the student's own max probabilities (the low tail; "
+                                        "docs/METHOD.md)", choices=LP_THRESHOLDS)
     boundary: bool = option(True, "the span students' boundary-consistency loss (source and target)")
     combination: bool = option(True, "step 3: subtask combination (off: decode with the better student pair on the "
                                      "source dev set)")
@@ -299,10 +304,12 @@ class DLBriMethod(Method):
             for k in (0, 1):
                 own, peer = logits[task][k], logits[task][1 - k].detach().float().softmax(-1)
                 distil = kl_sum(own, [batch[f"t_{task}{k}"]], mask)
-                terms = confidence_terms(own, peer, mask, self.config.delta)
+                terms = confidence_terms(own, peer, mask, self.config.delta, self.config.lp_threshold)
                 tag = f"{task}{k + 1}"
                 out[f"distil_{tag}"], out[f"com_{tag}"], out[f"p_{tag}"] = distil, terms["com"], terms["p"]
                 out[f"delta_{tag}"] = terms["delta_own"]
+                # the shares of words co-matched and self-penalised (the adaptive δ can exceed 1)
+                out[f"com_share_{tag}"], out[f"p_share_{tag}"] = terms["com_share"], terms["p_share"]
                 total = total + w["distil"] * distil + w["com"] * terms["com"]
                 if w["p"] > 0:
                     total = total + w["p"] * terms["p"]

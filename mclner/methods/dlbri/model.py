@@ -195,36 +195,49 @@ def bridging_loss(h_a: torch.Tensor, ids_a: torch.Tensor, mask_a: torch.Tensor, 
     return (la + lb) / max(n, 1)
 
 
-def adaptive_delta(max_prob: torch.Tensor) -> torch.Tensor:
+LP_THRESHOLDS = ("delta", "lower")
+
+
+def adaptive_delta(max_prob: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
     """Confidence threshold of a mini-batch: mean + (population) standard deviation of the words'
-    maximum probabilities."""
+    maximum probabilities (``sign=-1``: mean − std, the lower tail)."""
     x = max_prob.detach().float()
-    return x.mean() + x.std(correction=0) if x.numel() > 1 else x.mean()
+    return x.mean() + sign * x.std(correction=0) if x.numel() > 1 else x.mean()
 
 
 def confidence_terms(logits: torch.Tensor, peer_probs: torch.Tensor, mask: torch.Tensor,
-                     delta: Optional[float]) -> Dict[str, torch.Tensor]:
+                     delta: Optional[float], lp_threshold: str = "delta") -> Dict[str, torch.Tensor]:
     """Co-matching (cross-entropy towards the peer's argmax where the peer's max probability exceeds
     δ) and self-penalisation (−log(1 − p) of the model's own argmax where its max probability is
-    below δ), each a mean over the masked words (sum over the selected words / masked words). δ is
-    the given number or, when None, :func:`adaptive_delta` of the respective model on this batch."""
+    below its threshold), each a mean over the masked words (sum over the selected words / masked
+    words). δ is the given number or, when None, :func:`adaptive_delta` of the respective model on this
+    batch. The self-penalisation threshold is that δ (``lp_threshold="delta"``, Eq. 4 as printed) or,
+    with the adaptive δ and ``"lower"``, the mean − std of the model's own max probabilities (only the
+    low tail). Also the shares of the words each term selects (``com_share``, ``p_share``)."""
+    if lp_threshold not in LP_THRESHOLDS:
+        raise ValueError(f"lp_threshold must be one of {LP_THRESHOLDS}, not {lp_threshold!r}")
     m = mask.bool()
     logp = logits.float().log_softmax(-1)[m]  # [W, C]
     peer = peer_probs.float()[m]
     if logp.shape[0] == 0:
         z = logits.sum() * 0
-        return {"com": z, "p": z, "delta_peer": z.detach(), "delta_own": z.detach()}
+        return {"com": z, "p": z, "delta_peer": z.detach(), "delta_own": z.detach(), "com_share": z.detach(),
+                "p_share": z.detach()}
     own_max, own_arg = logp.detach().exp().max(-1)
     peer_max, peer_arg = peer.max(-1)
-    d_peer = adaptive_delta(peer_max) if delta is None else torch.tensor(float(delta), device=logp.device)
-    d_own = adaptive_delta(own_max) if delta is None else torch.tensor(float(delta), device=logp.device)
+    if delta is None:
+        d_peer = adaptive_delta(peer_max)
+        d_own = adaptive_delta(own_max, -1.0 if lp_threshold == "lower" else 1.0)
+    else:
+        d_peer = d_own = torch.tensor(float(delta), device=logp.device)
     sel_peer = (peer_max > d_peer).float()
     sel_own = (own_max < d_own).float()
     W = float(logp.shape[0])
     com = -(logp.gather(1, peer_arg[:, None]).squeeze(1) * sel_peer).sum() / W
     p_own = logp.gather(1, own_arg[:, None]).squeeze(1).exp()
     pen = -(torch.log1p(-p_own.clamp(max=1 - 1e-6)) * sel_own).sum() / W
-    return {"com": com, "p": pen, "delta_peer": d_peer, "delta_own": d_own}
+    return {"com": com, "p": pen, "delta_peer": d_peer, "delta_own": d_own, "com_share": sel_peer.mean(),
+            "p_share": sel_own.mean()}
 
 
 def boundary_consistency(s1: torch.Tensor, s2: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -189,13 +189,18 @@ class Method:
         validate_options(self.config, self.name)
 
 
+def option_flag(f: dataclasses.Field) -> str:
+    """The command-line flag of an option field (``--name-with-dashes``, or its ``flag`` metadata)."""
+    return "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+
+
 def validate_options(config: Any, owner: str) -> None:
     """Finite numbers within each field's ``min``/``max`` and one of its ``choices``."""
     import math
 
     for f in dataclasses.fields(config):
         v = getattr(config, f.name)
-        flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+        flag = option_flag(f)
         if v is None or isinstance(v, bool):
             continue
         if isinstance(v, (int, float)):

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from mclner._cli_util import DefaultsHelpFormatter
 from mclner.errors import UserError
+from mclner.methods.base import option_flag
 from mclner.training.config import TrainConfig
 from mclner.training.guards import check_device, finite_float
 
@@ -88,7 +89,7 @@ def _finite_float(text: str) -> float:
 def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field, owners: str = "") -> None:
     """One option from a config field. Its argparse default is None so that an option given on the
     command line is told apart from one left out, whatever its value (a preset never swallows it)."""
-    flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+    flag = option_flag(f)
     default = f.default if f.default is not dataclasses.MISSING else None
     flag_only = f.metadata.get("flag_only", False)  # a plain switch, no --no- form (e.g. --fused, an alias)
     if flag_only:
@@ -179,7 +180,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             if v is None:
                 continue
             if f.name not in own:
-                flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+                flag = option_flag(f)
                 raise UserError(f"{flag} is an option of {other_name}, not of --method {args.method}")
             cfg.method_options[f.name] = v
     if (cfg.target or "").lower() in ("", "none"):

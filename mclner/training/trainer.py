@@ -36,7 +36,7 @@ import torch.distributed as dist
 from mclner.data.batches import to_device
 from mclner.errors import UserError
 from mclner.evaluation import evaluate, format_scores
-from mclner.methods.base import Context, Method, Stage
+from mclner.methods.base import Context, Method, Stage, option_flag
 from mclner.nn.encoder import hf_encoders
 from mclner.schema import entity_types
 from mclner.training.checkpoint import (
@@ -413,10 +413,6 @@ def run_args(cfg: TrainConfig, method: Any) -> Dict[str, Any]:
     return {**cfg.to_dict(), "method_config": json.loads(json.dumps(dataclasses.asdict(method.config)))}
 
 
-def _flag(f: dataclasses.Field) -> str:
-    return "--" + f.metadata.get("flag", f.name.replace("_", "-"))
-
-
 def check_resume_args(run_dir: Path, args: Dict[str, Any], method: Any) -> None:
     """--resume continues the recorded run only with the options it was trained with: a UserError that
     names each option that differs (a changed option would silently make another run)."""
@@ -428,13 +424,13 @@ def check_resume_args(run_dir: Path, args: Dict[str, Any], method: Any) -> None:
         return
     now = json.loads(json.dumps(args))  # as the record has it (tuples as lists)
     common = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in _RESUME_FREE}
-    diff = [(_flag(common[k]), rec[k], now[k]) for k in common if k in rec and k in now and rec[k] != now[k]]
+    diff = [(option_flag(common[k]), rec[k], now[k]) for k in common if k in rec and k in now and rec[k] != now[k]]
     if rec.get("method") == now.get("method"):
         own = {f.name: f for f in dataclasses.fields(method.config)}
         # a run recorded before method_config existed: compare its explicitly given method options
         was = rec.get("method_config")
         was = was if isinstance(was, dict) else rec.get("method_options") or {}
-        diff += [(_flag(own[k]), v, now["method_config"][k]) for k, v in was.items()
+        diff += [(option_flag(own[k]), v, now["method_config"][k]) for k, v in was.items()
                  if k in own and k in now["method_config"] and v != now["method_config"][k]]
     if diff:
         what = ", ".join(f"{flag} {new!r} (the run: {old!r})" for flag, old, new in diff)

@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from mclner.errors import UserError
-
-
-def _flag(f: dataclasses.Field) -> str:
-    return "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+from mclner.methods.base import option_flag
 
 
 def _option_words(f: dataclasses.Field, value: Any) -> List[str]:
     if isinstance(f.default, bool):
-        return [_flag(f) if value else "--no-" + _flag(f)[2:]]
-    return [_flag(f), str(value)]
+        return [option_flag(f) if value else "--no-" + option_flag(f)[2:]]
+    return [option_flag(f), str(value)]
 
 
 def train_command(args: Dict[str, Any]) -> List[str]:

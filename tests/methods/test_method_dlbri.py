@@ -215,6 +215,40 @@ def test_combination_ignores_padding():
     assert a[0].shape == (1, 5, 3) and a[1].shape == (1, 5, 4)
 
 
+def test_combination_starts_from_student_pair_1():
+    """The combine stage starts its classifiers as student pair 1's heads on the label-attended own
+    features (the co-attended half at zero), and every part of them still gets a gradient."""
+    from mclner.methods.dlbri.model import Combination
+
+    tok = tiny_tokenizer()
+    sents = synthetic_en(3, seed=6)
+    lm = LabelMap.from_tags([s.tags for s in sents])
+    m = DLBriMethod()
+    torch.manual_seed(1)
+    model = m.build_model(tiny_encoder(len(tok)), lm).eval()
+    batch = m.make_collator(tok, lm, 128)(sents)
+    before = model.comb.span_out.weight.detach().clone()
+    m.prepare_stage(model, Stage("combine", {"kd": 1.0}, streams=("target",), teacher=True))
+    assert model.config.decode_with == "combination" and not torch.equal(before, model.comb.span_out.weight)
+    h_sp, h_tp = model.words(0, batch), model.words(2, batch)
+    sp, tp = model.combined_logits(batch)
+    for got, h, head in ((sp, h_sp, model.span_head[0]), (tp, h_tp, model.type_head[0])):
+        want = head(Combination.label_attention(h, head.weight))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # like a zero-initialised residual branch: the co-attended half gets a gradient at once, and the
+    # co-attention scores (U) once that half has moved
+    (sp.square().sum() + tp.square().sum()).backward()
+    d = model.span_head[0].in_features
+    assert model.comb.span_out.weight.grad[:, d:].abs().sum() > 0 and model.comb.U.grad.abs().sum() == 0
+    with torch.no_grad():
+        for out in (model.comb.span_out, model.comb.type_out):
+            out.weight -= 0.1 * out.weight.grad
+    model.zero_grad()
+    sp, tp = model.combined_logits(batch)
+    (sp.square().sum() + tp.square().sum()).backward()
+    assert model.comb.U.grad.abs().sum() > 0
+
+
 # ----------------------------------------------------------------------------- decoding
 
 

@@ -207,6 +207,10 @@ class DLBriMethod(Method):
     def prepare_stage(self, model: DLBriModel, stage: Stage) -> None:
         self.stage_name = stage.name
         model.config.decode_with = "combination" if stage.name == "combine" else "student"
+        if stage.name == "combine":
+            # the classifiers start from student pair 1's heads (docs/METHOD.md, "Combination"); a
+            # resume inside the stage loads its own weights after this
+            model.comb.start_from(model.span_head[0], model.type_head[0])
         if stage.name == "source" and self.config.bridging:
             # the bridged encoders initialise the students: bridge k → span and type student k
             # (one bridge: all four)

@@ -67,6 +67,18 @@ class Combination(nn.Module):
         self.span_out = nn.Linear(2 * dim, num_span)
         self.type_out = nn.Linear(2 * dim, num_type)
 
+    @torch.no_grad()
+    def start_from(self, span_head: nn.Linear, type_head: nn.Linear) -> None:
+        """Start the span and type classifiers as the given student heads on the first half of their
+        input (the label-attended own features) and zero on the co-attended half: the stage then starts
+        near the students it is distilled from, instead of from random classifiers that have to learn
+        the rare classes (I, and types) from a KL dominated by O words."""
+        for out, head in ((self.span_out, span_head), (self.type_out, type_head)):
+            d = head.in_features
+            out.weight.zero_()
+            out.weight[:, :d].copy_(head.weight)
+            out.bias.copy_(head.bias)
+
     @staticmethod
     def label_attention(h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return h + torch.softmax(h @ labels.to(h.dtype).t(), -1) @ labels.to(h.dtype)

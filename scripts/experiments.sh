@@ -61,6 +61,12 @@ run() {  # run ROW SEED
       ${ROWS[$row]} ${MCLNER_TRAIN_ARGS:-} $( [ -d "$out" ] && echo --resume )
   fi
   score "$out/msra_full.json"
+  # a tagger, or a grid whose calibrated bias is 0, already decoded with plain argmax: the same numbers
+  # (`mclner evaluate` writes which decoding it used), so the second pass over MSRA is skipped
+  if [ ! -f "$out/msra_full_argmax.json" ] && grep -qE '"decoding": "decoding: (argmax per word|NONE bias 0 \(plain argmax\))' \
+      "$out/msra_full.json"; then
+    cp "$out/msra_full.json" "$out/msra_full_argmax.json.tmp" && mv "$out/msra_full_argmax.json.tmp" "$out/msra_full_argmax.json"
+  fi
   score "$out/msra_full_argmax.json" --none-bias 0
 }
 score() {  # score FILE [EVALUATE OPTIONS]: the whole MSRA test set, unless FILE exists

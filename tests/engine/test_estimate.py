@@ -136,3 +136,34 @@ def test_experiments_sh_estimate_mode_passes_its_rows(tmp_path):
     r = subprocess.run(["bash", str(tmp_path / "scripts" / "experiments.sh"), "full"], env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "MCLNER_ROWS names no row" in r.stderr
+
+
+@pytest.mark.parametrize(("decoding", "passes"), [
+    ("decoding: argmax per word (the method has no decoding bias)", 1),
+    ("decoding: NONE bias 0 (plain argmax)", 1),
+    ("decoding: NONE bias 0.5 (calibrated on the source dev set, kept in the checkpoint)", 2),
+])
+def test_experiments_sh_scores_once_when_the_own_decoding_is_argmax(tmp_path, decoding, passes):
+    """Each run is scored on the whole MSRA test set with its own decoding and with argmax; when the
+    first pass already was plain argmax (a tagger, a calibrated bias of 0) its file is copied instead of
+    a second pass (a stand-in python records the calls)."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "experiments.sh", tmp_path / "scripts")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(
+        '#!/bin/sh\n'
+        'case "$3" in\n'
+        '  train) while [ "$1" != "--output-dir" ]; do shift; done; mkdir -p "$2"; echo "{}" > "$2/results.json";;\n'
+        '  evaluate) echo "$*" >> "$CALLS"; printf \'{"f1": 0.5, "decoding": "%s"}\\n\' "$DECODING";;\n'
+        'esac\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"),
+           "DECODING": decoding, "MCLNER_ROWS": "tc"}
+    subprocess.run(["bash", str(tmp_path / "scripts" / "experiments.sh"), "quick", "42"], env=env, check=True,
+                   cwd=tmp_path, timeout=60)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == passes and ("--none-bias 0" in calls[-1]) == (passes == 2)
+    run = tmp_path / "runs" / "quick" / "tc-s42"
+    own, arg = (json.loads((run / f).read_text()) for f in ("msra_full.json", "msra_full_argmax.json"))
+    assert own == arg == {"f1": 0.5, "decoding": decoding}

@@ -35,10 +35,12 @@ declare -A ROWS=(
   [dlbri-no-lp]="--method dlbri --no-lp"
   [dlbri-no-boundary]="--method dlbri --no-boundary"
   [dlbri-no-combination]="--method dlbri --no-combination"
+  [dlbri-lp-delta]="--method dlbri --lp-threshold delta"
 )
 MAIN=(tc mclner concner dlbri)
 ABLATIONS=(grid cs cs-sc mclner-src concner-no-lcl concner-no-tcl concner-no-kd
-           dlbri-no-bridging dlbri-one-bridge dlbri-delta0 dlbri-no-lp dlbri-no-boundary dlbri-no-combination)
+           dlbri-no-bridging dlbri-one-bridge dlbri-delta0 dlbri-no-lp dlbri-no-boundary dlbri-no-combination
+           dlbri-lp-delta)
 read -r -a only <<< "${MCLNER_ROWS:-}"
 wanted() { [ ${#only[@]} -eq 0 ] && return 0; local r; for r in "${only[@]}"; do [ "$r" = "$1" ] && return 0; done; return 1; }
 if [ "${MCLNER_ESTIMATE:-0}" = 1 ]; then

@@ -60,10 +60,10 @@ class DLBriConfig:
                                           "(default: per mini-batch, mean + std of the max probability)",
                                     min=0.0, max=1.0)
     lp: bool = option(True, "the self-penalisation loss L_P on a student's own unconfident words")
-    lp_threshold: str = option("delta", "which words L_P penalises under the adaptive δ: 'delta' = max probability "
-                                        "below δ = mean + std (Eq. 4 as printed; most words), 'lower' = below "
-                                        "mean - std of the student's own max probabilities (the low tail; "
-                                        "docs/METHOD.md)", choices=LP_THRESHOLDS)
+    lp_threshold: str = option("lower", "which words L_P penalises under the adaptive δ: 'lower' = max probability "
+                                        "below mean - std of the student's own max probabilities (the low tail), "
+                                        "'delta' = below δ = mean + std (Eq. 4 as printed: most words, all of "
+                                        "them when δ > 1; docs/METHOD.md)", choices=LP_THRESHOLDS)
     boundary: bool = option(True, "the span students' boundary-consistency loss (source and target)")
     combination: bool = option(True, "step 3: subtask combination (off: decode with the better student pair on the "
                                      "source dev set)")

@@ -137,6 +137,15 @@ class Method:
     def stages(self) -> List[Stage]:
         raise NotImplementedError
 
+    def late_options(self) -> Dict[str, str]:
+        """Options of the method that no earlier stage reads: option name -> the first stage whose
+        training depends on it. ``mclner train --reuse-stages-from`` takes a finished stage from another
+        run only when every option that differs is first read by a later stage. An option not named
+        here counts as read from the first stage on (and by data preparation and model set-up), so
+        naming too few only costs retraining; naming one too many would reuse a wrong stage, which
+        tests/engine/test_reuse_stages.py checks against training from scratch. Default: none."""
+        return {}
+
     def prepare_stage(self, model: NERModel, stage: Stage) -> None:
         """Called for every stage in order before it runs, after the previous stage's best weights are
         loaded and before the teacher is copied (also for stages a resumed run skips, so that settings

@@ -154,6 +154,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--overwrite", action="store_true",
                    help="start again in an existing run folder: deletes what mclner wrote there (after the options, "
                    "data and encoder were checked); a non-empty folder that is not a run folder is refused")
+    r.add_argument("--reuse-stages-from", metavar="RUN",
+                   help="start this new run with the finished stages of the run folder RUN that this run's options "
+                   "cannot change (hard links, no retraining): RUN must agree in every option the stages read, e.g. "
+                   "a DLBri ablation with --no-lp takes bridging and source stages from the full run "
+                   "(docs/TRAINING.md, \"Reusing finished stages\")")
     r.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.set_defaults(func=_run_train)
 
@@ -197,7 +202,7 @@ def _run_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     # --output-dir is checked, locked and (with --overwrite) cleared by the trainer, after it has
     # validated the data and the encoder (mclner/training/rundir.py)
-    summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    summary = train(cfg, resume=args.resume, overwrite=args.overwrite, reuse_from=args.reuse_stages_from)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     # without --json the trainer has printed where the model, results and log went

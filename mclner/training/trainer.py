@@ -8,9 +8,11 @@ DDP, resume and logging, and asks the method for the loss of each micro-batch. E
 ``<output_dir>/best``.
 
 Exact resume: the data order of an epoch is a permutation drawn from a generator seeded by
-(seed, stage, epoch), resumable checkpoints are written only between optimizer steps, and they hold
-the optimizer, scheduler, grad scaler, the position in the epoch and every RNG state of every rank
-(each DDP process draws its own dropout masks).
+(seed, stage, epoch); every stage after the first starts its random stream from a seed of (seed,
+stage), so that a resume at a stage boundary, or a stage reused from another run, changes nothing;
+resumable checkpoints are written only between optimizer steps, and they hold the optimizer,
+scheduler, grad scaler, the position in the epoch and every RNG state of every rank (each DDP process
+draws its own dropout masks).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch.distributed as dist
 from mclner.data.batches import to_device
 from mclner.errors import UserError
 from mclner.evaluation import evaluate, format_scores
-from mclner.methods.base import Context, Method, Stage, option_flag
+from mclner.methods.base import Context, Method, Stage
 from mclner.nn.encoder import hf_encoders
 from mclner.schema import entity_types
 from mclner.training.checkpoint import (
@@ -54,6 +56,7 @@ from mclner.training.checkpoint import (
 )
 from mclner.training.config import TrainConfig, recorded_impl
 from mclner.training.guards import NonFiniteGuard, json_safe
+from mclner.training.reuse import link_stages, option_diff, plan_reuse
 from mclner.training.rundir import RunDir
 
 
@@ -422,18 +425,9 @@ def check_resume_args(run_dir: Path, args: Dict[str, Any], method: Any) -> None:
         return  # no record to compare: the run folder is checked, with its own errors, when the run starts
     if not isinstance(rec, dict):
         return
-    now = json.loads(json.dumps(args))  # as the record has it (tuples as lists)
-    common = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in _RESUME_FREE}
-    diff = [(option_flag(common[k]), rec[k], now[k]) for k in common if k in rec and k in now and rec[k] != now[k]]
-    if rec.get("method") == now.get("method"):
-        own = {f.name: f for f in dataclasses.fields(method.config)}
-        # a run recorded before method_config existed: compare its explicitly given method options
-        was = rec.get("method_config")
-        was = was if isinstance(was, dict) else rec.get("method_options") or {}
-        diff += [(option_flag(own[k]), v, now["method_config"][k]) for k, v in was.items()
-                 if k in own and k in now["method_config"] and v != now["method_config"][k]]
+    diff = option_diff(rec, args, method, _RESUME_FREE)
     if diff:
-        what = ", ".join(f"{flag} {new!r} (the run: {old!r})" for flag, old, new in diff)
+        what = ", ".join(f"{d.flag} {d.new!r} (the run: {d.old!r})" for d in diff)
         raise UserError(f"--resume: {run_dir} was trained with other options: {what}; resume with the run's "
                         "values, or start a new run in another --output-dir")
 
@@ -448,7 +442,8 @@ def _run_impl(run_dir: Path) -> Optional[str]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
+                 reuse_from: Optional[str] = None) -> None:
         cfg.validate()
         self.cfg = cfg
         self.method = cfg.method_instance()
@@ -475,6 +470,15 @@ class Trainer:
         self.cfg = replace(cfg, impl=self.impl)
         if resume:
             check_resume_args(self.out, run_args(self.cfg, self.method), self.method)
+        # --reuse-stages-from: the stages taken from another run (mclner/training/reuse.py)
+        self.reuse_from = Path(reuse_from) if reuse_from else None
+        self.reused: List[str] = []
+        if self.reuse_from is not None:
+            if resume:
+                raise UserError("--reuse-stages-from starts a new run; it cannot be combined with --resume")
+            if self.reuse_from.resolve() == self.out.resolve():
+                raise UserError(f"--reuse-stages-from {reuse_from} is the --output-dir itself")
+            self.reused = plan_reuse(self.reuse_from, run_args(self.cfg, self.method), self.method, _RESUME_FREE)
         seed_everything(cfg.seed + self.env.rank)
 
     # -- helpers
@@ -519,15 +523,23 @@ class Trainer:
             if init_report:
                 self.logger.log({"event": "init", **init_report})
             self._banner()
+            if self.reused:
+                link_stages(self.reuse_from, self.out, self.reused, run_args(cfg, self.method))
+                self.logger.log({"event": "reused_stages", "from": str(self.reuse_from), "stages": self.reused})
+                print(f"reusing the finished stage(s) {', '.join(self.reused)} of {self.reuse_from}")
+        _barrier(env)
         summary: Dict[str, Any] = {"method": self.method.name, "target_segmentation": data.segmentation.to_dict(),
                                    "stages": {}}
+        if self.reused:
+            summary["reused_stages"] = {"from": str(self.reuse_from), "stages": self.reused}
         prev_best: Optional[Path] = None
         # what the run trains (e.g. without frozen embeddings); a stage may narrow it (Method.trainable)
         base_trainable = {n: p.requires_grad for n, p in model.named_parameters()}
         try:
-            for stage in self.method.stages():
+            stages = self.method.stages()
+            for stage in stages:
                 sdir = self.out / "stages" / stage.name
-                done = read_done(sdir) if self.resume else None
+                done = read_done(sdir) if (self.resume or stage.name in self.reused) else None
                 if done is not None:
                     self.method.prepare_stage(model, stage)
                     if self._calibrate(model, stage, sdir, done) and env.is_main:
@@ -535,6 +547,12 @@ class Trainer:
                     summary["stages"][stage.name] = done
                     prev_best = sdir / "best"
                     continue
+                if stage is not stages[0]:
+                    # every later stage draws from its own stream (dropout, sampling), seeded by (seed,
+                    # stage): the same whether the stage follows its predecessor in one process, a resume
+                    # at the boundary or stages reused from another run. The first stage continues the
+                    # stream that initialised the model.
+                    seed_everything(stage_seed(cfg.seed, stage.name) + env.rank)
                 teacher, target = None, None
                 if prev_best is not None:
                     self._load_weights(model, prev_best)
@@ -901,7 +919,15 @@ def hash_stage(stage: str) -> int:
     return sum((i + 1) * ord(c) for i, c in enumerate(stage))
 
 
-def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
+def stage_seed(seed: int, stage: str) -> int:
+    """The seed of a stage's random stream (distinct from its data-order generators' seeds)."""
+    return seed * 1_000_003 + hash_stage("rng/" + stage) * 7919
+
+
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
+          reuse_from: Optional[str] = None) -> Dict[str, Any]:
     """Train as configured; returns the summary also written to ``<output_dir>/results.json``.
-    ``overwrite`` clears an existing run folder (only what mclner wrote) once everything is validated."""
-    return Trainer(cfg, resume=resume, overwrite=overwrite).run()
+    ``overwrite`` clears an existing run folder (only what mclner wrote) once everything is validated;
+    ``reuse_from`` starts with the finished stages of that run that this run's options cannot change
+    (mclner/training/reuse.py)."""
+    return Trainer(cfg, resume=resume, overwrite=overwrite, reuse_from=reuse_from).run()

@@ -100,6 +100,9 @@ class ConCNERMethod(Method):
             out.append(Stage("kd", {"mse": 1.0}, streams=("target",), teacher=True, max_steps=c.kd_max_steps))
         return out
 
+    def late_options(self) -> Dict[str, str]:
+        return {"kd": "kd", "kd_max_steps": "kd"}
+
     def teacher_outputs(self, teacher: torch.nn.Module, batch: Dict[str, Any], stage: Stage,
                         impl: str) -> Dict[str, Any]:
         if "tgt" not in batch:

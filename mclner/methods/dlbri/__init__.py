@@ -204,6 +204,13 @@ class DLBriMethod(Method):
             out.append(Stage("combine", {"kd": 1.0}, streams=("target",), teacher=True, max_steps=c.combine_max_steps))
         return out
 
+    def late_options(self) -> Dict[str, str]:
+        # step 2's losses and length; step 3 (without it the student stage's calibration, which a
+        # reused stage also gets, picks the decoding pair)
+        out = {k: "students" for k in ("delta", "lp", "lp_threshold", "boundary", "w_sbc", "students_max_steps")}
+        out.update({k: "combine" for k in ("combination", "combine_max_steps")})
+        return out
+
     def prepare_stage(self, model: DLBriModel, stage: Stage) -> None:
         self.stage_name = stage.name
         model.config.decode_with = "combination" if stage.name == "combine" else "student"

@@ -167,6 +167,9 @@ class MCLNERMethod(Method):
                              streams=("source", "target"), teacher=True, max_steps=c.st_max_steps))
         return out
 
+    def late_options(self) -> Dict[str, str]:
+        return {k: "st1" for k in ("self_training_rounds", "st_max_steps", "w_tc_st", "w_mse", "st_threshold")}
+
     def target_data(self, stage: Stage, teacher: Optional[torch.nn.Module], sentences: Sequence[Any],
                     collator: Any, ctx: Context) -> Tuple[List[Any], Dict[str, Any]]:
         from mclner.methods.mclner.selftrain import pseudo_label

@@ -1,0 +1,136 @@
+"""`mclner train --reuse-stages-from RUN`: a run that takes another run's finished stages ends with the
+weights of the same run trained from scratch, bit for bit, and leaves the other run as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from golden_losses import make_inputs  # noqa: E402
+
+from mclner.errors import UserError  # noqa: E402
+
+_TINY = {
+    "dlbri": ["--bridge-max-steps", "2", "--source-max-steps", "2", "--students-max-steps", "3",
+              "--combine-max-steps", "2"],
+    "concner": ["--kd-max-steps", "2"],
+    "mclner": ["--self-training-rounds", "1", "--st-threshold", "0", "--st-max-steps", "2", "--biaffine-dim", "16",
+               "--cln-hidden", "16", "--proj-dim", "8", "--tc-max-pairs", "64"],
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reuse")
+    return root, make_inputs(root)
+
+
+def _cfg(inputs, out: Path, method: str, *extra: str):
+    from mclner.cli import build_parser
+    from mclner.training.cli import config_from_args
+
+    _, paths = inputs
+    args = ["train", "--method", method, "--source", paths["en"], "--target", paths["zh"], "--target-lang", "zh",
+            "--lexicon", paths["lex"], "--encoder", paths["enc"], "--output-dir", str(out), "--max-steps", "3",
+            "--batch-size", "4", "--effective-batch-size", "4", "--eval-every", "2", "--no-progress", "--seed", "3",
+            *_TINY[method], *extra]
+    return config_from_args(build_parser().parse_args(args))
+
+
+def _train(inputs, name: str, method: str, *extra: str, reuse: Path = None) -> Path:
+    from mclner.training.trainer import train
+
+    out = inputs[0] / name
+    if not (out / "results.json").is_file():
+        train(_cfg(inputs, out, method, *extra), reuse_from=str(reuse) if reuse else None)
+    return out
+
+
+def _tree_digest(path: Path) -> Dict[str, str]:
+    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _same_weights(a: Path, b: Path, ckpts: List[str]) -> None:
+    from mclner.training.checkpoint import read_weights
+
+    for ckpt in ckpts:
+        wa, wb = read_weights(a / ckpt), read_weights(b / ckpt)
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), (ckpt, k)
+
+
+@pytest.mark.parametrize("method,variant,taken,compare", [
+    ("dlbri", ["--no-lp"], ["bridge1", "bridge2", "bridge3", "source"],
+     ["stages/students/last", "stages/combine/last", "best"]),
+    ("dlbri", ["--no-combination"], ["bridge1", "bridge2", "bridge3", "source", "students"], ["best"]),
+    ("concner", ["--no-kd"], ["teacher"], ["best"]),
+    ("mclner", ["--w-mse", "0.5"], ["source"], ["stages/st1/last", "best"]),
+])
+def test_reused_stages_equal_training_from_scratch(inputs, method, variant, taken, compare):
+    from mclner.inference import load_model
+
+    base = _train(inputs, f"{method}-base", method)
+    before = _tree_digest(base)
+    tag = "-".join(v.strip("-") for v in variant)
+    scratch = _train(inputs, f"{method}-{tag}-scratch", method, *variant)
+    reused = _train(inputs, f"{method}-{tag}-reused", method, *variant, reuse=base)
+    res = json.loads((reused / "results.json").read_text())
+    assert res["reused_stages"] == {"from": str(base), "stages": taken}
+    assert sorted(p.name for p in (reused / "stages").iterdir()) == sorted(
+        p.name for p in (scratch / "stages").iterdir())
+    _same_weights(scratch, reused, compare)
+    # the final model decodes the same way (e.g. the student pair the calibration picked)
+    cfg = [json.loads((r / "best" / "config.json").read_text())["model"] for r in (scratch, reused)]
+    assert cfg[0] == cfg[1]
+    # the reused checkpoints record this run's options and still pass their checksums
+    args = json.loads((reused / "stages" / taken[-1] / "best" / "training_args.json").read_text())
+    assert args == json.loads((reused / "training_args.json").read_text())
+    load_model(reused / "best", device="cpu")
+    assert _tree_digest(base) == before  # nothing written through a hard link
+
+
+def test_what_cannot_be_reused_is_named(inputs, tmp_path):
+    from mclner.training.trainer import train
+
+    base = _train(inputs, "dlbri-base", "dlbri")
+    cases = [
+        (["--seed", "4"], "differ in options every stage reads: --seed 4 (the run: 3)"),
+        (["--no-bridging"], "nothing to reuse: stage source: the stage reads options that differ: "
+                            "--bridging False (the run: True)"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            train(_cfg(inputs, tmp_path / "new", "dlbri", *extra), reuse_from=str(base))
+    with pytest.raises(UserError, match="cannot be combined with --resume"):
+        train(_cfg(inputs, tmp_path / "new", "dlbri"), resume=True, reuse_from=str(base))
+    with pytest.raises(UserError, match="not an mclner run folder"):
+        train(_cfg(inputs, tmp_path / "new", "dlbri"), reuse_from=str(tmp_path))
+    with pytest.raises(UserError, match="--method 'concner' .the run: 'dlbri'."):
+        train(_cfg(inputs, tmp_path / "new", "concner"), reuse_from=str(base))
+    assert not (tmp_path / "new").exists()  # refused before anything was written
+
+
+def test_resume_at_a_stage_boundary_is_exact(inputs, tmp_path):
+    """Killed after `source` finished and before `students` saved anything: the resumed run ends with
+    the uninterrupted run's weights (each later stage seeds its own random stream)."""
+    import shutil
+
+    from mclner.training.trainer import train
+
+    base = _train(inputs, "dlbri-base", "dlbri")
+    cut = tmp_path / "cut"
+    shutil.copytree(base, cut)
+    for name in ("stages/students", "stages/combine", "best", "results.json"):
+        p = cut / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    train(_cfg(inputs, cut, "dlbri"), resume=True)
+    _same_weights(base, cut, ["stages/students/last", "stages/combine/last", "best"])

@@ -37,6 +37,14 @@ declare -A ROWS=(
   [dlbri-no-combination]="--method dlbri --no-combination"
   [dlbri-lp-delta]="--method dlbri --lp-threshold delta"
 )
+# ablation rows whose options act only in late stages start from the finished earlier stages of the
+# same seed's main row when it is complete (`mclner train --reuse-stages-from`: the result equals
+# retraining those stages, docs/TRAINING.md "Reusing finished stages"), so the row differs from its
+# main row only where its option acts
+declare -A SHARES=(
+  [mclner-src]=mclner [concner-no-kd]=concner [dlbri-delta0]=dlbri [dlbri-no-lp]=dlbri
+  [dlbri-no-boundary]=dlbri [dlbri-no-combination]=dlbri [dlbri-lp-delta]=dlbri
+)
 MAIN=(tc mclner concner dlbri)
 ABLATIONS=(grid cs cs-sc mclner-src concner-no-lcl concner-no-tcl concner-no-kd
            dlbri-no-bridging dlbri-one-bridge dlbri-delta0 dlbri-no-lp dlbri-no-boundary dlbri-no-combination
@@ -58,9 +66,15 @@ run() {  # run ROW SEED
   local row=$1 seed=$2 out="$root/$1-s$2"
   wanted "$row" || return 0
   if [ ! -f "$out/results.json" ]; then
+    local start=()
+    if [ -d "$out" ]; then
+      start=(--resume)
+    elif [ -n "${SHARES[$row]:-}" ] && [ -f "$root/${SHARES[$row]}-s$seed/results.json" ]; then
+      start=(--reuse-stages-from "$root/${SHARES[$row]}-s$seed")
+    fi
     # shellcheck disable=SC2086
     python -m mclner train --preset "$preset" --seed "$seed" --output-dir "$out" --no-progress --fused \
-      ${ROWS[$row]} ${MCLNER_TRAIN_ARGS:-} $( [ -d "$out" ] && echo --resume )
+      ${ROWS[$row]} ${MCLNER_TRAIN_ARGS:-} "${start[@]}"
   fi
   score "$out/msra_full.json"
   # a tagger, or a grid whose calibrated bias is 0, already decoded with plain argmax: the same numbers

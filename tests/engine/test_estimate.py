@@ -167,3 +167,29 @@ def test_experiments_sh_scores_once_when_the_own_decoding_is_argmax(tmp_path, de
     run = tmp_path / "runs" / "quick" / "tc-s42"
     own, arg = (json.loads((run / f).read_text()) for f in ("msra_full.json", "msra_full_argmax.json"))
     assert own == arg == {"f1": 0.5, "decoding": decoding}
+
+
+def test_experiments_sh_ablations_reuse_the_stages_of_their_main_row(tmp_path):
+    """A late-stage ablation row (dlbri-no-lp) starts with --reuse-stages-from the same seed's main row
+    once that row is complete; a row whose option acts from the first stage (dlbri-no-bridging) and a
+    row whose main row is not complete train from scratch (a stand-in python records the calls)."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "experiments.sh", tmp_path / "scripts")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(
+        '#!/bin/sh\n'
+        'case "$3" in\n'
+        '  train) echo "$*" >> "$CALLS"; while [ "$1" != "--output-dir" ]; do shift; done; mkdir -p "$2";'
+        ' echo "{}" > "$2/results.json";;\n'
+        '  evaluate) printf \'{"f1": 0.5, "decoding": "decoding: argmax per word"}\\n\';;\n'
+        'esac\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"),
+           "MCLNER_ROWS": "dlbri dlbri-no-lp dlbri-no-bridging concner-no-kd"}
+    subprocess.run(["bash", str(tmp_path / "scripts" / "experiments.sh"), "quick", "42"], env=env, check=True,
+                   cwd=tmp_path, timeout=60)
+    calls = {c.split("--output-dir ")[1].split()[0]: c for c in (tmp_path / "calls").read_text().splitlines()}
+    assert "--reuse-stages-from runs/quick/dlbri-s42" in calls["runs/quick/dlbri-no-lp-s42"]
+    for run in ("dlbri-s42", "dlbri-no-bridging-s42", "concner-no-kd-s42"):  # concner-s42 was not trained
+        assert "--reuse-stages-from" not in calls[f"runs/quick/{run}"] and "--resume" not in calls[f"runs/quick/{run}"]

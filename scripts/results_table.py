@@ -1,6 +1,7 @@
 """Markdown table of the runs of scripts/experiments.sh: per row (runs named ROW-sSEED) the mean ± std
 over seeds of the whole-MSRA-test F1 with argmax decoding and with the checkpoint's own decoding,
-the source dev F1, the steps per stage and the training minutes. "span F1" and "type acc" split the
+the source dev F1, the steps per stage and the training minutes (of the stages the run trained: a
+row that took stages from its main row with --reuse-stages-from says how many). "span F1" and "type acc" split the
 own-decoding test score into span extraction (boundaries only) and type prediction (accuracy on the
 exactly found spans; typed F1 = span F1 × type acc), from msra_full.json; files written before
 `mclner evaluate` reported the split show —.
@@ -59,7 +60,7 @@ def table(root: Path) -> str:
            "|---|---|---|---|---|---|---|---|---|"]
     for name, runs in rows.items():
         arg, own, span, typ, dev, mins = [], [], [], [], [], []
-        steps = ""
+        steps, reused = "", 0
         for r in runs:
             res = json.loads((r / "results.json").read_text())
             dev.append(res["final"].get("source_dev", {}).get("f1", 0.0))
@@ -73,9 +74,10 @@ def table(root: Path) -> str:
                     span.append(full["span"]["f1"])
                     typ.append(full["type"]["accuracy"])
             mins.append(_minutes(r))
+            reused = max(reused, len(res.get("reused_stages", {}).get("stages", [])))
         seeds = ",".join(re.fullmatch(r".+-s(\d+)", r.name).group(1) for r in runs)
         out.append(f"| {name} | {seeds} | {_ms(arg)} | {_ms(own)} | {_ms(span)} | {_ms(typ)} | {_ms(dev)} | {steps} | "
-                   f"{statistics.mean(mins):.0f} |")
+                   f"{statistics.mean(mins):.0f}{f' (+{reused} reused stages)' if reused else ''} |")
     return "\n".join(out)
 
 

@@ -192,3 +192,14 @@ def test_results_table_leaves_out_a_file_being_written(tmp_path, capsys):
     row = [c.strip() for c in lines[2].strip("|").split("|")]
     assert row[2] == "20.0" and row[3] == "—"  # argmax read, the empty own-decoding file left out
     assert "msra_full.json: not readable JSON" in capsys.readouterr().err
+
+
+def test_results_table_says_when_stages_were_reused(tmp_path):
+    _fake_run(tmp_path / "dlbri-no-lp-s42", {"f1": 0.2}, 0.2, 0.7, 12)
+    res = json.loads((tmp_path / "dlbri-no-lp-s42" / "results.json").read_text())
+    res["reused_stages"] = {"from": "runs/quick/dlbri-s42", "stages": ["source"]}
+    (tmp_path / "dlbri-no-lp-s42" / "results.json").write_text(json.dumps(res))
+    _fake_run(tmp_path / "tc-s42", {"f1": 0.1}, 0.1, 0.8, 5)
+    rows = {r[0]: r for r in ([c.strip() for c in x.strip("|").split("|")]
+                              for x in _results_table().table(tmp_path).splitlines()[2:])}
+    assert rows["dlbri-no-lp"][8] == "12 (+1 reused stages)" and rows["tc"][8] == "5"

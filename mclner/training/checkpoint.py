@@ -556,6 +556,19 @@ def read_config(path: Path) -> Dict[str, Any]:
     return cfg
 
 
+def replace_recorded_file(folder: Path, name: str, text: str, cfg: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``text`` as file ``name`` of a checkpoint folder made of hard links (the link is removed
+    first: never written through) and record its new SHA-256 in ``checksums.json`` (also a fresh file)."""
+    folder = Path(folder)
+    (folder / name).unlink()
+    (folder / name).write_text(text, encoding="utf-8")
+    recorded = _checksums(folder, cfg)
+    if recorded is not None:
+        recorded[name] = _sha256(folder / name)
+        (folder / CHECKSUMS).unlink()
+        (folder / CHECKSUMS).write_text(json.dumps({"algorithm": "sha256", "files": recorded}, indent=2))
+
+
 def update_model_config(path: Path, **fields: Any) -> None:
     """Set ``fields`` of the model config in a checkpoint's ``config.json``, e.g. the decoding bias that
     calibration picks after the checkpoint was saved. The folder is re-made as a hard-linked copy with
@@ -566,13 +579,7 @@ def update_model_config(path: Path, **fields: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         shutil.copytree(path, tmp, copy_function=_link_or_copy)
-        (tmp / "config.json").unlink()  # a hard link: never write through it
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, default=float))
-        recorded = _checksums(tmp, cfg)
-        if recorded is not None:
-            recorded["config.json"] = _sha256(tmp / "config.json")
-            (tmp / CHECKSUMS).unlink()
-            (tmp / CHECKSUMS).write_text(json.dumps({"algorithm": "sha256", "files": recorded}, indent=2))
+        replace_recorded_file(tmp, "config.json", json.dumps(cfg, indent=2, default=float), cfg)
         atomic_replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

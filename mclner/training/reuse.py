@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, NamedTuple
 
 from mclner.errors import UserError
-from mclner.training.checkpoint import CHECKSUMS, _link_or_copy, _sha256, read_done
+from mclner.training.checkpoint import _link_or_copy, read_done, replace_recorded_file
 
 
 class OptionDiff(NamedTuple):
@@ -113,20 +113,9 @@ def link_stages(run_dir: Path, out: Path, names: List[str], args: Dict[str, Any]
         shutil.copytree(Path(run_dir) / "stages" / name, tmp, copy_function=_link_or_copy,
                         ignore=shutil.ignore_patterns(".*"))
         for ckpt in sorted(p for p in tmp.iterdir() if (p / "training_args.json").is_file()):
-            _rewrite(ckpt, "training_args.json", text)
+            replace_recorded_file(ckpt, "training_args.json", text)
         target = dest / name
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
 
-
-def _rewrite(ckpt: Path, name: str, text: str) -> None:
-    (ckpt / name).unlink()  # a hard link: never write through it
-    (ckpt / name).write_text(text, encoding="utf-8")
-    sums = ckpt / CHECKSUMS
-    if sums.is_file():
-        data = json.loads(sums.read_text(encoding="utf-8"))
-        if name in data.get("files", {}):
-            data["files"][name] = _sha256(ckpt / name)
-        sums.unlink()
-        sums.write_text(json.dumps(data, indent=2), encoding="utf-8")

@@ -138,6 +138,29 @@ def test_experiments_sh_estimate_mode_passes_its_rows(tmp_path):
     assert r.returncode == 2 and "MCLNER_ROWS names no row" in r.stderr
 
 
+def _experiments_sh(tmp_path, rows: str, decoding: str = "decoding: argmax per word"):
+    """Run a copy of experiments.sh (quick, seed 42) for ``rows`` with a stand-in python: `train` makes
+    the run folder with a results.json, `evaluate` prints scores with ``decoding``. Returns the train
+    and the evaluate command lines, in order."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "experiments.sh", tmp_path / "scripts")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(
+        '#!/bin/sh\n'
+        'case "$3" in\n'
+        '  train) echo "$*" >> "$TRAINS"; while [ "$1" != "--output-dir" ]; do shift; done; mkdir -p "$2";'
+        ' echo "{}" > "$2/results.json";;\n'
+        '  evaluate) echo "$*" >> "$CALLS"; printf \'{"f1": 0.5, "decoding": "%s"}\\n\' "$DECODING";;\n'
+        'esac\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TRAINS": str(tmp_path / "trains"),
+           "CALLS": str(tmp_path / "calls"), "DECODING": decoding, "MCLNER_ROWS": rows}
+    subprocess.run(["bash", str(tmp_path / "scripts" / "experiments.sh"), "quick", "42"], env=env, check=True,
+                   cwd=tmp_path, timeout=60)
+    return [(tmp_path / f).read_text().splitlines() if (tmp_path / f).is_file() else [] for f in ("trains", "calls")]
+
+
 @pytest.mark.parametrize(("decoding", "passes"), [
     ("decoding: argmax per word (the method has no decoding bias)", 1),
     ("decoding: NONE bias 0 (plain argmax)", 1),
@@ -147,22 +170,7 @@ def test_experiments_sh_scores_once_when_the_own_decoding_is_argmax(tmp_path, de
     """Each run is scored on the whole MSRA test set with its own decoding and with argmax; when the
     first pass already was plain argmax (a tagger, a calibrated bias of 0) its file is copied instead of
     a second pass (a stand-in python records the calls)."""
-    (tmp_path / "scripts").mkdir()
-    shutil.copy(REPO / "scripts" / "experiments.sh", tmp_path / "scripts")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python").write_text(
-        '#!/bin/sh\n'
-        'case "$3" in\n'
-        '  train) while [ "$1" != "--output-dir" ]; do shift; done; mkdir -p "$2"; echo "{}" > "$2/results.json";;\n'
-        '  evaluate) echo "$*" >> "$CALLS"; printf \'{"f1": 0.5, "decoding": "%s"}\\n\' "$DECODING";;\n'
-        'esac\n')
-    (bin_dir / "python").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"),
-           "DECODING": decoding, "MCLNER_ROWS": "tc"}
-    subprocess.run(["bash", str(tmp_path / "scripts" / "experiments.sh"), "quick", "42"], env=env, check=True,
-                   cwd=tmp_path, timeout=60)
-    calls = (tmp_path / "calls").read_text().splitlines()
+    _, calls = _experiments_sh(tmp_path, "tc", decoding)
     assert len(calls) == passes and ("--none-bias 0" in calls[-1]) == (passes == 2)
     run = tmp_path / "runs" / "quick" / "tc-s42"
     own, arg = (json.loads((run / f).read_text()) for f in ("msra_full.json", "msra_full_argmax.json"))
@@ -173,23 +181,8 @@ def test_experiments_sh_ablations_reuse_the_stages_of_their_main_row(tmp_path):
     """A late-stage ablation row (dlbri-no-lp) starts with --reuse-stages-from the same seed's main row
     once that row is complete; a row whose option acts from the first stage (dlbri-no-bridging) and a
     row whose main row is not complete train from scratch (a stand-in python records the calls)."""
-    (tmp_path / "scripts").mkdir()
-    shutil.copy(REPO / "scripts" / "experiments.sh", tmp_path / "scripts")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python").write_text(
-        '#!/bin/sh\n'
-        'case "$3" in\n'
-        '  train) echo "$*" >> "$CALLS"; while [ "$1" != "--output-dir" ]; do shift; done; mkdir -p "$2";'
-        ' echo "{}" > "$2/results.json";;\n'
-        '  evaluate) printf \'{"f1": 0.5, "decoding": "decoding: argmax per word"}\\n\';;\n'
-        'esac\n')
-    (bin_dir / "python").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"),
-           "MCLNER_ROWS": "dlbri dlbri-no-lp dlbri-no-bridging concner-no-kd"}
-    subprocess.run(["bash", str(tmp_path / "scripts" / "experiments.sh"), "quick", "42"], env=env, check=True,
-                   cwd=tmp_path, timeout=60)
-    calls = {c.split("--output-dir ")[1].split()[0]: c for c in (tmp_path / "calls").read_text().splitlines()}
+    trains, _ = _experiments_sh(tmp_path, "dlbri dlbri-no-lp dlbri-no-bridging concner-no-kd")
+    calls = {c.split("--output-dir ")[1].split()[0]: c for c in trains}
     assert "--reuse-stages-from runs/quick/dlbri-s42" in calls["runs/quick/dlbri-no-lp-s42"]
     for run in ("dlbri-s42", "dlbri-no-bridging-s42", "concner-no-kd-s42"):  # concner-s42 was not trained
         assert "--reuse-stages-from" not in calls[f"runs/quick/{run}"] and "--resume" not in calls[f"runs/quick/{run}"]

@@ -37,7 +37,9 @@ def option_diff(rec: Dict[str, Any], now: Dict[str, Any], method: Any, free: tup
     """The options in which ``now`` (run_args of this run) differs from ``rec`` (a run's recorded
     training_args.json), ignoring the common options named in ``free``. Method options are compared
     when both runs use the same method: the recorded ``method_config`` (resolved, defaults included),
-    or for a run recorded before it existed, its explicitly given ``method_options``."""
+    or for a run recorded before it existed, its explicitly given ``method_options``. A method option the
+    record lacks counts as its default: the run predates the option, and a new option's default keeps
+    the behaviour from before it."""
     from mclner.methods.base import option_flag
     from mclner.training.config import TrainConfig
 
@@ -48,10 +50,21 @@ def option_diff(rec: Dict[str, Any], now: Dict[str, Any], method: Any, free: tup
     if rec.get("method") == now.get("method"):
         own = {f.name: f for f in dataclasses.fields(method.config)}
         was = rec.get("method_config")
-        was = was if isinstance(was, dict) else rec.get("method_options") or {}
+        was = {**_defaults(own), **(was if isinstance(was, dict) else rec.get("method_options") or {})}
         out += [OptionDiff(k, option_flag(own[k]), v, now["method_config"][k], True) for k, v in was.items()
                 if k in own and k in now["method_config"] and v != now["method_config"][k]]
     return out
+
+
+def _defaults(fields: Dict[str, dataclasses.Field]) -> Dict[str, Any]:
+    """Each option's default, as a record holds it (JSON: tuples as lists)."""
+    out = {}
+    for k, f in fields.items():
+        if f.default is not dataclasses.MISSING:
+            out[k] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[k] = f.default_factory()
+    return json.loads(json.dumps(out))
 
 
 def _describe(diff: List[OptionDiff]) -> str:

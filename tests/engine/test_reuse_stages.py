@@ -134,3 +134,22 @@ def test_resume_at_a_stage_boundary_is_exact(inputs, tmp_path):
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     train(_cfg(inputs, cut, "dlbri"), resume=True)
     _same_weights(base, cut, ["stages/students/last", "stages/combine/last", "best"])
+
+
+def test_an_option_the_record_lacks_counts_as_its_default():
+    """A run recorded before a method option existed ran with the option's default: giving the new
+    option another value is a difference (its stages are not taken blindly), giving the default is not."""
+    from mclner.methods import get_method
+    from mclner.training.reuse import option_diff
+
+    method = get_method("dlbri")()
+    now = {"method": "dlbri", "method_config": {**json.loads(json.dumps(vars(method.config))),
+                                                "com_threshold": "mean"}}
+    old = dict(now["method_config"])
+    del old["com_threshold"]
+    rec = {"method": "dlbri", "method_config": old}
+    diff = option_diff(rec, now, method, ())
+    assert [(d.name, d.old, d.new, d.method_option) for d in diff] == [("com_threshold", "delta", "mean", True)]
+    now["method_config"]["com_threshold"] = "delta"
+    assert option_diff(rec, now, method, ()) == []
+

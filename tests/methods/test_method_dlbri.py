@@ -177,6 +177,34 @@ def test_self_penalisation_on_the_lower_tail():
         confidence_terms(logits, peer, mask, None, "upper")
 
 
+def test_co_matching_above_the_peer_mean():
+    """--com-threshold mean: co-matching follows the peer's argmax on the words whose peer max
+    probability is above the batch mean of the peer's max probabilities. With a confident peer (as after
+    the source stage) δ = mean + std is above 1 and 'delta' co-matches no word; 'mean' still does."""
+    sure = torch.full((1, 6, 3), -4.0)
+    sure[0, :, 0] = 4.0
+    sure[0, 4, 0], sure[0, 5, 0] = 1.0, 0.0
+    one = torch.ones(1, 6, dtype=torch.bool)
+    torch.manual_seed(5)
+    logits = torch.randn(1, 6, 3, requires_grad=True)
+    peer = sure.softmax(-1)
+    t = confidence_terms(logits, peer, one, None)
+    assert float(t["com_share"]) == 0.0 and float(t["com"]) == 0.0
+    m = confidence_terms(logits, peer, one, None, "lower", "mean")
+    pm, pa = peer[0].max(-1)
+    sel = pm > pm.mean()
+    assert int(sel.sum()) == 4 and float(m["com_share"]) == pytest.approx(4 / 6)
+    want = -float(logits[0].log_softmax(-1).gather(1, pa[:, None]).squeeze(1)[sel].sum()) / 6
+    assert float(m["com"]) == pytest.approx(want, rel=1e-5)
+    assert float(m["delta_peer"]) == pytest.approx(float(pm.mean()), rel=1e-6)
+    # the self-penalisation threshold does not depend on the co-matching one
+    assert float(m["p"]) == pytest.approx(float(confidence_terms(logits, peer, one, None, "lower")["p"]))
+    m["com"].backward()
+    assert logits.grad[0, ~sel].abs().sum() == 0 and logits.grad[0, sel].abs().sum() > 0
+    with pytest.raises(ValueError, match="com_threshold"):
+        confidence_terms(logits, peer, one, None, "lower", "upper")
+
+
 def test_boundary_score_and_consistency_formulas():
     torch.manual_seed(2)
     sc = BoundaryScorer(6, 4)

@@ -19,6 +19,7 @@ import torch
 from mclner.errors import UserError
 from mclner.methods.base import Context, Method, Stage, option, register
 from mclner.methods.dlbri.model import (
+    COM_THRESHOLDS,
     LP_THRESHOLDS,
     SPAN,
     SPAN_TAGS,
@@ -64,6 +65,10 @@ class DLBriConfig:
                                         "below mean - std of the student's own max probabilities (the low tail), "
                                         "'delta' = below δ = mean + std (Eq. 4 as printed: most words, all of "
                                         "them when δ > 1; docs/METHOD.md)", choices=LP_THRESHOLDS)
+    com_threshold: str = option("delta", "which peer words co-matching follows under the adaptive δ: 'delta' = "
+                                         "max probability above δ = mean + std of the peer's max probabilities "
+                                         "(Eq. 3 as printed: no word once the peer is confident, δ > 1), 'mean' = "
+                                         "above their mean (docs/METHOD.md)", choices=COM_THRESHOLDS)
     boundary: bool = option(True, "the span students' boundary-consistency loss (source and target)")
     combination: bool = option(True, "step 3: subtask combination (off: decode with the better student pair on the "
                                      "source dev set)")
@@ -207,7 +212,8 @@ class DLBriMethod(Method):
     def late_options(self) -> Dict[str, str]:
         # step 2's losses and length; step 3 (without it the student stage's calibration, which a
         # reused stage also gets, picks the decoding pair)
-        out = {k: "students" for k in ("delta", "lp", "lp_threshold", "boundary", "w_sbc", "students_max_steps")}
+        out = {k: "students" for k in ("delta", "lp", "lp_threshold", "com_threshold", "boundary", "w_sbc",
+                                       "students_max_steps")}
         out.update({k: "combine" for k in ("combination", "combine_max_steps")})
         return out
 
@@ -315,7 +321,8 @@ class DLBriMethod(Method):
             for k in (0, 1):
                 own, peer = logits[task][k], logits[task][1 - k].detach().float().softmax(-1)
                 distil = kl_sum(own, [batch[f"t_{task}{k}"]], mask)
-                terms = confidence_terms(own, peer, mask, self.config.delta, self.config.lp_threshold)
+                terms = confidence_terms(own, peer, mask, self.config.delta, self.config.lp_threshold,
+                                         self.config.com_threshold)
                 tag = f"{task}{k + 1}"
                 out[f"distil_{tag}"], out[f"com_{tag}"], out[f"p_{tag}"] = distil, terms["com"], terms["p"]
                 out[f"delta_{tag}"] = terms["delta_own"]

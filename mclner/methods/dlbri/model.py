@@ -208,26 +208,33 @@ def bridging_loss(h_a: torch.Tensor, ids_a: torch.Tensor, mask_a: torch.Tensor, 
 
 
 LP_THRESHOLDS = ("delta", "lower")
+COM_THRESHOLDS = ("delta", "mean")
 
 
 def adaptive_delta(max_prob: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
     """Confidence threshold of a mini-batch: mean + (population) standard deviation of the words'
-    maximum probabilities (``sign=-1``: mean − std, the lower tail)."""
+    maximum probabilities (``sign=-1``: mean − std, the lower tail; ``sign=0``: the mean)."""
     x = max_prob.detach().float()
     return x.mean() + sign * x.std(correction=0) if x.numel() > 1 else x.mean()
 
 
 def confidence_terms(logits: torch.Tensor, peer_probs: torch.Tensor, mask: torch.Tensor,
-                     delta: Optional[float], lp_threshold: str = "delta") -> Dict[str, torch.Tensor]:
+                     delta: Optional[float], lp_threshold: str = "delta",
+                     com_threshold: str = "delta") -> Dict[str, torch.Tensor]:
     """Co-matching (cross-entropy towards the peer's argmax where the peer's max probability exceeds
-    δ) and self-penalisation (−log(1 − p) of the model's own argmax where its max probability is
-    below its threshold), each a mean over the masked words (sum over the selected words / masked
-    words). δ is the given number or, when None, :func:`adaptive_delta` of the respective model on this
-    batch. The self-penalisation threshold is that δ (``lp_threshold="delta"``, Eq. 4 as printed) or,
-    with the adaptive δ and ``"lower"``, the mean − std of the model's own max probabilities (only the
-    low tail). Also the shares of the words each term selects (``com_share``, ``p_share``)."""
+    its threshold) and self-penalisation (−log(1 − p) of the model's own argmax where its max
+    probability is below its threshold), each a mean over the masked words (sum over the selected
+    words / masked words). δ is the given number or, when None, :func:`adaptive_delta` of the
+    respective model on this batch. Under the adaptive δ, the co-matching threshold is δ = mean + std
+    of the peer's max probabilities (``com_threshold="delta"``, Eq. 3 as printed) or their mean
+    (``"mean"``: the words the peer is surer of than on average), and the self-penalisation threshold
+    is that δ (``lp_threshold="delta"``, Eq. 4 as printed) or the mean − std of the model's own max
+    probabilities (``"lower"``, only the low tail). Also the shares of the words each term selects
+    (``com_share``, ``p_share``)."""
     if lp_threshold not in LP_THRESHOLDS:
         raise ValueError(f"lp_threshold must be one of {LP_THRESHOLDS}, not {lp_threshold!r}")
+    if com_threshold not in COM_THRESHOLDS:
+        raise ValueError(f"com_threshold must be one of {COM_THRESHOLDS}, not {com_threshold!r}")
     m = mask.bool()
     logp = logits.float().log_softmax(-1)[m]  # [W, C]
     peer = peer_probs.float()[m]
@@ -238,7 +245,7 @@ def confidence_terms(logits: torch.Tensor, peer_probs: torch.Tensor, mask: torch
     own_max, own_arg = logp.detach().exp().max(-1)
     peer_max, peer_arg = peer.max(-1)
     if delta is None:
-        d_peer = adaptive_delta(peer_max)
+        d_peer = adaptive_delta(peer_max, 0.0 if com_threshold == "mean" else 1.0)
         d_own = adaptive_delta(own_max, -1.0 if lp_threshold == "lower" else 1.0)
     else:
         d_peer = d_own = torch.tensor(float(delta), device=logp.device)

@@ -496,10 +496,25 @@ def save_checkpoint(
         write_checksums(tmp)
         apply_umask(tmp)
         atomic_replace_dir(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = _write_failure(exc)
+        if reason:
+            # e.g. a full disk: one line, not a traceback; nothing was replaced (atomic)
+            raise UserError(f"cannot write checkpoint {dest}: {reason}; the checkpoint there before (if any) is "
+                            "intact: free space and continue with --resume") from None
         raise
     return dest
+
+
+def _write_failure(exc: BaseException) -> Optional[str]:
+    """The reason when ``exc`` is a failed write (an OSError, or safetensors' I/O error), else None."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    text = str(exc)
+    if type(exc).__name__ == "SafetensorError" and "I/O error" in text:
+        return text.split("I/O error:", 1)[1].strip() or text
+    return None
 
 
 def copy_checkpoint(src: Path, dest: Path, with_training_state: bool = False) -> Path:

@@ -260,6 +260,39 @@ def test_kill_during_replacement_keeps_a_complete_checkpoint(tmp_path, monkeypat
     assert sorted(p.name for p in dest.parent.iterdir()) == ["last"]
 
 
+@pytest.mark.parametrize("failure", ["oserror", "safetensors"])
+def test_full_disk_is_one_line_and_keeps_the_old_checkpoint(tmp_path, monkeypatch, failure):
+    """A write that fails (a full disk: ENOSPC from the OS, or safetensors' I/O error) is a UserError
+    naming the checkpoint and the reason; the checkpoint there before is intact, no temporary is left."""
+    import errno
+
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    dest = tmp_path / "stages" / "source" / "last"
+    _save(dest, seed=0)
+    old_w = _weights(dest)
+    real_save = safetensors.torch.save_file
+
+    def full(t, f, metadata=None):
+        if f.endswith("training_state.safetensors") or f.endswith("model.safetensors"):
+            if failure == "oserror":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(t, f, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(UserError, match=r"cannot write checkpoint .*last: No space left on device.*--resume"):
+        _save(dest, seed=1)
+    monkeypatch.undo()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["last"]
+    assert _same(_weights(dest), old_w)
+    # any other error still propagates as itself
+    monkeypatch.setattr(safetensors.torch, "save_file", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad")))
+    with pytest.raises(ValueError, match="bad"):
+        _save(dest, seed=1)
+
+
 def test_resume_after_kill_between_renames_continues(tmp_path, monkeypatch, encoder_dir, capsys):
     """The old `last` sits under `.last.old-*` (and a half-written `.last.tmp-*` beside it): --resume
     continues from it instead of silently starting again at step 1."""

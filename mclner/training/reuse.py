@@ -50,21 +50,11 @@ def option_diff(rec: Dict[str, Any], now: Dict[str, Any], method: Any, free: tup
     if rec.get("method") == now.get("method"):
         own = {f.name: f for f in dataclasses.fields(method.config)}
         was = rec.get("method_config")
-        was = {**_defaults(own), **(was if isinstance(was, dict) else rec.get("method_options") or {})}
+        defaults = json.loads(json.dumps(dataclasses.asdict(method.Config())))  # as a record holds them
+        was = {**defaults, **(was if isinstance(was, dict) else rec.get("method_options") or {})}
         out += [OptionDiff(k, option_flag(own[k]), v, now["method_config"][k], True) for k, v in was.items()
                 if k in own and k in now["method_config"] and v != now["method_config"][k]]
     return out
-
-
-def _defaults(fields: Dict[str, dataclasses.Field]) -> Dict[str, Any]:
-    """Each option's default, as a record holds it (JSON: tuples as lists)."""
-    out = {}
-    for k, f in fields.items():
-        if f.default is not dataclasses.MISSING:
-            out[k] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[k] = f.default_factory()
-    return json.loads(json.dumps(out))
 
 
 def _describe(diff: List[OptionDiff]) -> str:

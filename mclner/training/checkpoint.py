@@ -509,10 +509,12 @@ def save_checkpoint(
 
 def _write_failure(exc: BaseException) -> Optional[str]:
     """The reason when ``exc`` is a failed write (an OSError, or safetensors' I/O error), else None."""
+    from safetensors import SafetensorError
+
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     text = str(exc)
-    if type(exc).__name__ == "SafetensorError" and "I/O error" in text:
+    if isinstance(exc, SafetensorError) and "I/O error" in text:
         return text.split("I/O error:", 1)[1].strip() or text
     return None
 

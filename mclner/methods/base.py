@@ -185,7 +185,8 @@ class Method:
 
     # -- decoding
     def calibrates(self) -> bool:
-        """Whether :meth:`calibrate` chooses anything (the trainer skips it otherwise)."""
+        """Whether :meth:`calibrate` chooses anything for the current stage (the one of the last
+        :meth:`prepare_stage`); the trainer skips it otherwise, without loading the stage's best."""
         return False
 
     def calibrate(self, model: NERModel, dev: Sequence[Any], collator: Any, ctx: Context) -> Optional[Dict[str, Any]]:

@@ -5,6 +5,7 @@ trains only each stage's parts."""
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
@@ -341,6 +342,20 @@ def test_stage_list_follows_the_flags():
     steps = {s.name: s.max_steps for s in DLBriMethod(DLBriConfig(**{k: v for k, v in DLBriMethod.presets[
         "quick"].items() if k.endswith("_max_steps")})).stages()}
     assert sum(steps.values()) == 350  # as mCL-NER's quick run (250 + 100)
+
+
+def test_only_the_student_stage_calibrates_and_only_without_combination():
+    """Calibration (choosing the decoding student pair) belongs to the student stage: the trainer
+    reloads a finished stage's best to calibrate it, so no other stage may claim to."""
+    model = types.SimpleNamespace(config=types.SimpleNamespace(), comb=None, span_head=None, type_head=None)
+    for combination in (True, False):
+        m = DLBriMethod(DLBriConfig(combination=combination, bridging=False))
+        got = {}
+        for st in m.stages():
+            if st.name != "combine":
+                m.prepare_stage(model, st)
+                got[st.name] = m.calibrates()
+        assert got == {"source": False, "students": not combination}
 
 
 def test_trained_parts_per_stage():

@@ -354,7 +354,8 @@ class DLBriMethod(Method):
 
     # -- decoding
     def calibrates(self) -> bool:
-        return not self.config.combination
+        # only the student stage picks a pair: a resume then need not reload every earlier stage's best
+        return not self.config.combination and self.stage_name == "students"
 
     def calibrate(self, model: DLBriModel, dev: Sequence[Any], collator: Any, ctx: Context) -> Optional[Dict[str, Any]]:
         """Without combination: decode with the student pair (span k + type k) that scores better on the

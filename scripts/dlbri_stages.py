@@ -51,6 +51,8 @@ def main() -> int:
                             "predicted_entities": sum(len(p) for p in preds), "gold_entities": r.get("support")}
                 print(f"{key:24s} F1 {100 * r['f1']:5.1f}  P {100 * r['precision']:5.1f}  R {100 * r['recall']:5.1f}"
                       f"  predicted {out[key]['predicted_entities']}", flush=True)
+        if not out:
+            raise UserError(f"{run}: no stages/source, students or combine with a best checkpoint (not a DLBri run?)")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

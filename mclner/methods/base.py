@@ -94,7 +94,9 @@ class DictConfig:
 
 def option(default: Any, help: str, **meta: Any) -> Any:
     """A method option: a dataclass field whose help text (and ``choices``, ``flag``) the command
-    line uses. ``min``/``max`` bound numbers (validated, non-finite values are always refused)."""
+    line uses. ``min``/``max`` bound numbers (validated, non-finite values are always refused).
+    ``before`` is what runs recorded before the option existed did, when that is not the default (a
+    default changed after the option was added): `--resume` and `--reuse-stages-from` compare with it."""
     return field(default=default, metadata={"help": help, **meta})
 
 

@@ -38,8 +38,8 @@ def option_diff(rec: Dict[str, Any], now: Dict[str, Any], method: Any, free: tup
     training_args.json), ignoring the common options named in ``free``. Method options are compared
     when both runs use the same method: the recorded ``method_config`` (resolved, defaults included),
     or for a run recorded before it existed, its explicitly given ``method_options``. A method option the
-    record lacks counts as its default: the run predates the option, and a new option's default keeps
-    the behaviour from before it."""
+    record lacks counts as its default (the run predates the option, and a new option's default keeps
+    the behaviour from before it), or as its ``before`` value when the default changed later."""
     from mclner.methods.base import option_flag
     from mclner.training.config import TrainConfig
 
@@ -51,6 +51,8 @@ def option_diff(rec: Dict[str, Any], now: Dict[str, Any], method: Any, free: tup
         own = {f.name: f for f in dataclasses.fields(method.config)}
         was = rec.get("method_config")
         defaults = json.loads(json.dumps(dataclasses.asdict(method.Config())))  # as a record holds them
+        # an option whose default changed after it was added: older runs did what it says in `before`
+        defaults.update({k: f.metadata["before"] for k, f in own.items() if "before" in f.metadata})
         was = {**defaults, **(was if isinstance(was, dict) else rec.get("method_options") or {})}
         out += [OptionDiff(k, option_flag(own[k]), v, now["method_config"][k], True) for k, v in was.items()
                 if k in own and k in now["method_config"] and v != now["method_config"][k]]

@@ -136,20 +136,24 @@ def test_resume_at_a_stage_boundary_is_exact(inputs, tmp_path):
     _same_weights(base, cut, ["stages/students/last", "stages/combine/last", "best"])
 
 
-def test_an_option_the_record_lacks_counts_as_its_default():
-    """A run recorded before a method option existed ran with the option's default: giving the new
-    option another value is a difference (its stages are not taken blindly), giving the default is not."""
+def test_an_option_the_record_lacks_counts_as_its_default_or_its_before_value():
+    """A run recorded before a method option existed did what the option's ``before`` says when its
+    default changed later (`--com-threshold`: added with the default `delta`, now `mean`), and the
+    default otherwise (`--w-sbc` here): a value other than that is a difference (its stages are not
+    taken blindly), that value is not."""
     from mclner.methods import get_method
     from mclner.training.reuse import option_diff
 
     method = get_method("dlbri")()
-    now = {"method": "dlbri", "method_config": {**json.loads(json.dumps(vars(method.config))),
-                                                "com_threshold": "mean"}}
+    assert method.config.com_threshold == "mean"
+    now = {"method": "dlbri", "method_config": json.loads(json.dumps(vars(method.config)))}
     old = dict(now["method_config"])
-    del old["com_threshold"]
+    del old["com_threshold"], old["w_sbc"]
     rec = {"method": "dlbri", "method_config": old}
     diff = option_diff(rec, now, method, ())
     assert [(d.name, d.old, d.new, d.method_option) for d in diff] == [("com_threshold", "delta", "mean", True)]
     now["method_config"]["com_threshold"] = "delta"
     assert option_diff(rec, now, method, ()) == []
+    now["method_config"]["w_sbc"] = 0.5
+    assert [(d.name, d.old, d.new) for d in option_diff(rec, now, method, ())] == [("w_sbc", 1.0, 0.5)]
 

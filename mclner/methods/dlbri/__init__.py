@@ -65,10 +65,11 @@ class DLBriConfig:
                                         "below mean - std of the student's own max probabilities (the low tail), "
                                         "'delta' = below δ = mean + std (Eq. 4 as printed: most words, all of "
                                         "them when δ > 1; docs/METHOD.md)", choices=LP_THRESHOLDS)
-    com_threshold: str = option("delta", "which peer words co-matching follows under the adaptive δ: 'delta' = "
-                                         "max probability above δ = mean + std of the peer's max probabilities "
-                                         "(Eq. 3 as printed: no word once the peer is confident, δ > 1), 'mean' = "
-                                         "above their mean (docs/METHOD.md)", choices=COM_THRESHOLDS)
+    com_threshold: str = option("mean", "which peer words co-matching follows under the adaptive δ: 'mean' = "
+                                        "max probability above the mean of the peer's max probabilities, 'delta' "
+                                        "= above δ = mean + std (Eq. 3 as printed: no word once the peer is "
+                                        "confident, δ > 1; docs/METHOD.md)", choices=COM_THRESHOLDS,
+                                before="delta")  # the default until the three-seed comparison (docs/RESULTS.md)
     boundary: bool = option(True, "the span students' boundary-consistency loss (source and target)")
     combination: bool = option(True, "step 3: subtask combination (off: decode with the better student pair on the "
                                      "source dev set)")

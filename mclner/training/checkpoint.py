@@ -515,7 +515,8 @@ def _write_failure(exc: BaseException) -> Optional[str]:
         return exc.strerror or str(exc)
     text = str(exc)
     if isinstance(exc, SafetensorError) and "I/O error" in text:
-        return text.split("I/O error:", 1)[1].strip() or text
+        # partition, not split()[1]: a message without the colon must not raise IndexError here
+        return text.partition("I/O error")[2].lstrip(":").strip() or text
     return None
 
 

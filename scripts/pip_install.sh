@@ -24,4 +24,9 @@ EOF
 then
   python -m pip install -q "cmake>=3.24" ninja
 fi
+# seqeval ships only an sdist whose setup.py fetches setuptools_scm as an egg; built without
+# isolation inside this venv, that egg (setuptools_scm 10, missing its vcs_versioning dependency)
+# makes the metadata say version 0.0.0 and pip refuses it. Built with isolation it installs cleanly,
+# so install it first and the --no-build-isolation step below finds it already satisfied.
+python -m pip install -q "seqeval>=1.2.2"
 python -m pip install -q --no-build-isolation ".${extras:+[$extras]}"

@@ -18,6 +18,6 @@ preload="$("${CXX:-g++}" -print-file-name=libasan.so) $("${CXX:-g++}" -print-fil
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:detect_stack_use_after_return=0:abort_on_error=1}
 export MCLNER_CUDA_EMULATE=$emu OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # Only the CUDA cases: the impl="cuda" parameters of every op's tests, the CUDA binding checks and
-# tests/test_cuda_emulated.py.
-LD_PRELOAD=$preload python -m pytest -q -p no:cacheprovider -k "cuda" tests/test_op_*.py tests/test_native_*.py \
-  tests/test_cuda_emulated.py "$@"
+# tests/ops/test_cuda_emulated.py.
+LD_PRELOAD=$preload python -m pytest -q -p no:cacheprovider -k "cuda" tests/ops/test_op_*.py tests/ops/test_native_*.py \
+  tests/ops/test_cuda_emulated.py "$@"

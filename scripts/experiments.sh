@@ -12,6 +12,10 @@
 #   MCLNER_ESTIMATE=1 MCLNER_TRAIN_ARGS="--device cuda" bash scripts/experiments.sh full
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `python -m mclner` from the checkout would import ./mclner, which has no native modules (they are
+# built into the installed package), so `--fused` would quietly run the reference ops: keep the
+# working directory off sys.path (Python >= 3.11; older Pythons show "impl auto (reference here)").
+export PYTHONSAFEPATH=1
 preset=${1:-quick}; shift || true
 seeds=("$@"); [ ${#seeds[@]} -gt 0 ] || seeds=(13 42 87)
 root=runs/$preset

@@ -9,7 +9,7 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 MCLNER_CUDA=ON MCLNER_CUDA_ARCHS=${MCLNER_CUDA_ARCHS:-90} scripts/dev_build.sh 2>&1 | tail -3
 python -m mclner ops | tee "$out/impls.txt"
-python -m pytest -q -p no:cacheprovider tests -m "not network" -x --deselect tests/test_build.py 2>&1 \
+python -m pytest -q -p no:cacheprovider tests -m "not network" -x --deselect tests/ops/test_build.py 2>&1 \
   | tee "$out/tests.log" | tail -15
 python benchmarks/gpu_ceilings.py --out "$out/ceilings.json"
 # On a GPU bench_ops.py adds its GPU sizes (CASES there), among them info_nce at M=65,536 and sup_con at

@@ -235,6 +235,13 @@ def register(cls: Type[Method]) -> Type[Method]:
     """Class decorator: add a method to the registry under ``cls.name``."""
     if not cls.name or cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"method name {cls.name!r} is empty or already registered")
+    # a `before` value is what old runs are compared as (resume, reuse): it must be one the option takes
+    for f in dataclasses.fields(cls.Config):
+        if "before" in f.metadata:
+            try:
+                validate_options(dataclasses.replace(cls.Config(), **{f.name: f.metadata["before"]}), cls.name)
+            except UserError as e:
+                raise ValueError(f"method {cls.name!r}: 'before' of {option_flag(f)} is not valid: {e}") from None
     _REGISTRY[cls.name] = cls
     return cls
 

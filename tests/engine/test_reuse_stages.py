@@ -157,3 +157,23 @@ def test_an_option_the_record_lacks_counts_as_its_default_or_its_before_value():
     now["method_config"]["w_sbc"] = 0.5
     assert [(d.name, d.old, d.new) for d in option_diff(rec, now, method, ())] == [("w_sbc", 1.0, 0.5)]
 
+
+
+@pytest.mark.parametrize("meta", [{"choices": ("a", "b"), "before": "c"}, {"min": 0.0, "before": -1.0}])
+def test_a_before_value_the_option_does_not_take_is_refused_at_registration(meta):
+    """Old runs are compared as their ``before`` value: one the option could not have been is a bug of
+    the method's declaration, caught when the method registers (not at the first resume)."""
+    import dataclasses
+
+    from mclner.methods.base import Method, option, register, registry
+
+    default = "a" if "choices" in meta else 1.0
+
+    @dataclasses.dataclass
+    class Config:
+        x: object = option(default, "an option", **meta)
+
+    cls = type("BadBefore", (Method,), {"name": "bad-before-test", "Config": Config})
+    with pytest.raises(ValueError, match=r"'before' of --x is not valid: --x must be"):
+        register(cls)
+    assert "bad-before-test" not in registry()

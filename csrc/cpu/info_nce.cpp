@@ -137,7 +137,7 @@ struct Tasks {
 template <class T>
 void pack(Packed<T>& pk, const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int64_t P, double temperature,
           bool symmetric, int threads) {
-  constexpr int W = 64 / sizeof(T);  // lanes of one 64-byte vector (info_nce_gemm.h)
+  constexpr int W = 64 / sizeof(T);  // lanes of one 64-byte vector (simd_gemm.h)
   pk.M = M;
   pk.P = P;
   pk.Mp = (M + kBN - 1) / kBN * kBN;  // kBN is a multiple of kBM

@@ -158,7 +158,6 @@ def test_an_option_the_record_lacks_counts_as_its_default_or_its_before_value():
     assert [(d.name, d.old, d.new) for d in option_diff(rec, now, method, ())] == [("w_sbc", 1.0, 0.5)]
 
 
-
 @pytest.mark.parametrize("meta", [{"choices": ("a", "b"), "before": "c"}, {"min": 0.0, "before": -1.0}])
 def test_a_before_value_the_option_does_not_take_is_refused_at_registration(meta):
     """Old runs are compared as their ``before`` value: one the option could not have been is a bug of

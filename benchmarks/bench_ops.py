@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import record
-from memory import cpu_peak_supported, peak_extra_bytes
+from mclner_memory import cpu_peak_supported, peak_extra_bytes
 
 from mclner.ops import available_impls, biaffine, cln_head, info_nce, sup_con
 

@@ -3,7 +3,7 @@ and without --fused, at N = 128 and 256 words per sentence.
 
     PYTHONPATH=. python -m pytest benchmarks/bench_train_step.py --benchmark-only
 
-extra_info: impl actually selected per op, peak extra memory of one step (benchmarks/memory.py: CUDA
+extra_info: impl actually selected per op, peak extra memory of one step (benchmarks/mclner_memory.py: CUDA
 allocator peak on a GPU, the step's own peak RSS on the CPU), B, N, D, M (L_tc pairs); the step
 also appears in the fused/reference ratio table. The encoder is a randomly initialised 2-layer
 BERT of the default encoder's width (384) so that the step is dominated by what --fused changes:
@@ -18,7 +18,7 @@ import os
 import pytest
 import torch
 from conftest import record
-from memory import peak_extra_bytes
+from mclner_memory import peak_extra_bytes
 
 from mclner import ops
 from mclner.methods.mclner import MCLNERConfig, MCLNERMethod

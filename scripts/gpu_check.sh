@@ -11,7 +11,7 @@ MCLNER_CUDA=ON MCLNER_CUDA_ARCHS=${MCLNER_CUDA_ARCHS:-90} scripts/dev_build.sh 2
 python -m mclner ops | tee "$out/impls.txt"
 python -m pytest -q -p no:cacheprovider tests -m "not network" -x --deselect tests/ops/test_build.py 2>&1 \
   | tee "$out/tests.log" | tail -15
-python benchmarks/gpu_ceilings.py --out "$out/ceilings.json"
+python benchmarks/mclner_gpu_ceilings.py --out "$out/ceilings.json"
 # On a GPU bench_ops.py adds its GPU sizes (CASES there), among them info_nce at M=65,536 and sup_con at
 # M=65,536 and M=131,072 (LCL-like: 10 label classes; TCL-like: M/2 pair labels), reference/triton/cuda.
 python -m pytest -q -p no:cacheprovider benchmarks/bench_ops.py --benchmark-only \

@@ -33,7 +33,7 @@ _EMU_OUTCOMES: dict = {}
 
 @pytest.fixture(autouse=True)
 def _emulated_case():
-    import helpers
+    import mclner_helpers as helpers
 
     helpers.EMULATED["active"] = None
     yield
@@ -41,14 +41,14 @@ def _emulated_case():
 
 
 def pytest_runtest_logreport(report):
-    import helpers
+    import mclner_helpers as helpers
 
     if report.nodeid in helpers.EMULATED["tests"] and (report.when == "call" or report.outcome != "passed"):
         _EMU_OUTCOMES[report.nodeid] = report.outcome
 
 
 def pytest_terminal_summary(terminalreporter):
-    import helpers
+    import mclner_helpers as helpers
 
     from mclner import _native
 
@@ -71,13 +71,13 @@ def pytest_terminal_summary(terminalreporter):
 
 
 # ----------------------------------------------------------------------------- shared fixtures
-# (their building blocks, the synthetic en→zh task and the tiny encoder, are in tests/fixtures.py)
+# (their building blocks, the synthetic en→zh task and the tiny encoder, are in tests/mclner_fixtures.py)
 
 
 @pytest.fixture(scope="session")
 def encoder_dir(tmp_path_factory):
     """A tiny Hugging Face encoder folder (1-layer BERT, hidden 32, the synthetic task's tokenizer)."""
-    from fixtures import make_tiny_encoder_dir
+    from mclner_fixtures import make_tiny_encoder_dir
 
     return make_tiny_encoder_dir(tmp_path_factory.mktemp("enc") / "tiny")
 
@@ -86,7 +86,7 @@ def encoder_dir(tmp_path_factory):
 def task_files(tmp_path_factory):
     """(root, paths): the synthetic task as CoNLL files (en train/dev/test, zh train/test), a lexicon
     file and the tiny encoder folder, as `mclner train` reads them."""
-    from golden_losses import make_inputs
+    from mclner_golden_losses import make_inputs
 
     root = tmp_path_factory.mktemp("task")
     return root, make_inputs(root)

@@ -9,7 +9,7 @@ import random
 
 import pytest
 import torch
-from fixtures import FILL, LOC_EN, PER_EN, make_tiny_encoder_dir, tiny_tokenizer
+from mclner_fixtures import FILL, LOC_EN, PER_EN, make_tiny_encoder_dir, tiny_tokenizer
 
 from mclner.cli import main
 from mclner.data.collate import RelationCollator, window_sentences

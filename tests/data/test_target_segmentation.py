@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fixtures import LEX, patch_training_data, synthetic_zh, train_config
+from mclner_fixtures import LEX, patch_training_data, synthetic_zh, train_config
 
 from mclner.data.codeswitch import CodeSwitcher
 from mclner.data.lexicon import Candidate, Lexicon

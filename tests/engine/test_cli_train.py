@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fixtures import (
+from mclner_fixtures import (
     make_tiny_encoder_dir,
     synthetic_en,
     synthetic_zh,

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fixtures import patch_training_data
+from mclner_fixtures import patch_training_data
 
 from mclner.training.estimate import format_table, main, plan_row, probe_row, train_config
 from mclner.training.trainer import train

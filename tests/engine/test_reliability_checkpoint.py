@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import make_tiny_encoder_dir, patch_training_data
+from mclner_fixtures import make_tiny_encoder_dir, patch_training_data
 
 from mclner.errors import UserError
 
@@ -40,7 +40,7 @@ def _model(seed: int = 0):
     """An untrained relation model on the tiny encoder (as `mclner train` builds it)."""
     import tempfile
 
-    from fixtures import relation_model
+    from mclner_fixtures import relation_model
 
     from mclner.data.grid import LabelMap
 
@@ -136,7 +136,7 @@ def test_training_state_round_trips_without_pickle(tmp_path):
 
 
 def _cfg(tmp_path: Path, encoder: str, **kw):
-    from fixtures import train_config
+    from mclner_fixtures import train_config
 
     base = dict(source="synthetic-en", target="synthetic-zh", lexicon="synthetic", encoder=encoder,
                 output_dir=str(tmp_path / "run"), batch_size=8, effective_batch_size=8, max_steps=4, eval_every=100,

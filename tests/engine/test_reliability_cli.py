@@ -8,7 +8,7 @@ import json
 import os
 
 import pytest
-from fixtures import make_tiny_encoder_dir
+from mclner_fixtures import make_tiny_encoder_dir
 
 from mclner.cli import main
 
@@ -17,7 +17,7 @@ from mclner.cli import main
 def ckpt(tmp_path_factory):
     """An (untrained) relation-model checkpoint on the tiny encoder: enough to exercise the CLI."""
     import torch
-    from fixtures import relation_model
+    from mclner_fixtures import relation_model
 
     from mclner.data.grid import LabelMap
     from mclner.training.checkpoint import save_checkpoint

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import patch_training_data
+from mclner_fixtures import patch_training_data
 
 from mclner.errors import UserError
 
@@ -56,7 +56,7 @@ def test_cuda_without_gpu_is_refused():
                                          ("tau_sc", math.inf), ("seed", 2**70), ("max_length", 1),
                                          ("device", "meta"), ("weight_decay", math.nan)])
 def test_train_config_validate_checks_every_float(field, value):
-    from fixtures import train_config
+    from mclner_fixtures import train_config
 
     cfg = train_config(**{field: value})
     with pytest.raises(UserError, match=field.replace("_", "-") if field != "device" else "device"):
@@ -108,7 +108,7 @@ def test_json_safe_log_records():
 
 
 def test_nan_loss_stops_the_run_and_keeps_finite_checkpoints(tmp_path, monkeypatch, encoder_dir):
-    from fixtures import train_config
+    from mclner_fixtures import train_config
     from safetensors.torch import load_file
 
     from mclner.methods.mclner import MCLNERMethod

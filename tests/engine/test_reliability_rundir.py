@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures import patch_training_data
-from helpers import NEUTRAL_CWD, subprocess_env
+from mclner_fixtures import patch_training_data
+from mclner_helpers import NEUTRAL_CWD, subprocess_env
 
 from mclner.cli import main
 from mclner.errors import UserError
 
 
 def _cfg(out: Path, encoder: str, **kw):
-    from fixtures import train_config
+    from mclner_fixtures import train_config
 
     base = dict(source="synthetic-en", target="synthetic-zh", lexicon="synthetic", encoder=encoder,
                 output_dir=str(out), batch_size=8, effective_batch_size=8, max_steps=2, eval_every=100,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from golden_losses import make_inputs  # noqa: E402
+from mclner_golden_losses import make_inputs  # noqa: E402
 
 from mclner.errors import UserError  # noqa: E402
 

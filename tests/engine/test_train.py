@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import patch_training_data, train_config
+from mclner_fixtures import patch_training_data, train_config
 
 from mclner.training.checkpoint import read_weights
 from mclner.training.config import TrainConfig
@@ -103,7 +103,7 @@ def test_self_training_round(tmp_path, monkeypatch):
     """The self-training stage reads the teacher's pseudo-labels: real filter counts from a short-trained
     teacher, then (the filter replaced by one that keeps every sentence with gold-like tags, since a
     10-step teacher finds no entity) the L_ce(tgt) and L_mse terms on them."""
-    from fixtures import synthetic_zh
+    from mclner_fixtures import synthetic_zh
 
     from mclner.methods.mclner import selftrain
 
@@ -179,7 +179,7 @@ def test_shift_none_is_a_none_logit_shift():
 
 
 def test_calibrate_none_bias_is_saved_and_used(tmp_path, monkeypatch):
-    from fixtures import synthetic_en
+    from mclner_fixtures import synthetic_en
 
     from mclner.evaluation import NONE_BIAS_GRID, evaluate
     from mclner.methods.mclner import MCLNERMethod

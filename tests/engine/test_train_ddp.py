@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fixtures import LEX, make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
+from mclner_fixtures import LEX, make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
 
 ROOT = Path(__file__).resolve().parents[2]
 

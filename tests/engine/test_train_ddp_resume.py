@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import torch
-from fixtures import make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
+from mclner_fixtures import make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
 from safetensors.torch import load_file
 from test_train_ddp import ROOT, _free_port, write_cedict
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from golden_losses import make_inputs
+from mclner_golden_losses import make_inputs
 from safetensors.torch import load_file
 from test_method_contract import _args
 

@@ -1,5 +1,5 @@
 """Refactors keep behaviour: the first steps' losses of every method on the tiny encoder with a fixed
-seed equal the recorded ones (tests/golden_losses.py records them)."""
+seed equal the recorded ones (tests/mclner_golden_losses.py records them)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from golden_losses import CASES, GOLDEN, run_case
+from mclner_golden_losses import CASES, GOLDEN, run_case
 
 
 @pytest.mark.parametrize("name", list(CASES))

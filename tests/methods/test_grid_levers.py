@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from golden_losses import make_inputs
+from mclner_golden_losses import make_inputs
 from test_method_contract import _args
 from test_method_mclner import _losses_and_grads, _runnable, make, setup  # noqa: F401 (setup: a fixture)
 
@@ -148,7 +148,7 @@ def test_decoded_only_reads_the_cells_decoding_reads(grid):
     both = grid_ce(logits, labels, decoded_only=True, none_weight=0.3, focal_gamma=1.5)
     assert float(both) == pytest.approx(hand(logits, labels, w_none=0.3, gamma=1.5, keep=decoded), rel=1e-6)
     # every gold relation of a grid is in the decoded cells
-    from fixtures import synthetic_en
+    from mclner_fixtures import synthetic_en
 
     from mclner.data.grid import LabelMap, encode_grid
     from mclner.nn.losses import decoded_cells
@@ -165,7 +165,7 @@ def test_decoded_only_reads_the_cells_decoding_reads(grid):
 def test_prior_init_is_the_constant_optimum_of_the_loss(setup, levers):  # noqa: F811
     """--prior-init counts the cells the loss reads (--ce-cells), NONE scaled by --none-weight and
     --none-keep: the class distribution that minimises that loss for a constant prediction."""
-    from fixtures import synthetic_en
+    from mclner_fixtures import synthetic_en
 
     from mclner.data.batches import build_examples
     from mclner.data.grid import encode_grid

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures import TableLexicon, synthetic_en, tiny_encoder, tiny_tokenizer, write_conll
+from mclner_fixtures import TableLexicon, synthetic_en, tiny_encoder, tiny_tokenizer, write_conll
 
 from mclner.data.grid import LabelMap
 from mclner.errors import UserError

@@ -52,7 +52,7 @@ def test_a_few_steps_lower_the_loss(run):
 
 
 def test_save_load_gives_identical_predictions(run, tmp_path):
-    from fixtures import synthetic_zh
+    from mclner_fixtures import synthetic_zh
 
     from mclner.evaluation import predict_entities
     from mclner.inference import load_model

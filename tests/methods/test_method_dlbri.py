@@ -9,7 +9,7 @@ import types
 
 import pytest
 import torch
-from fixtures import TableLexicon, synthetic_en, tiny_encoder, tiny_tokenizer
+from mclner_fixtures import TableLexicon, synthetic_en, tiny_encoder, tiny_tokenizer
 
 from mclner.data.grid import LabelMap, iob2_to_entities
 from mclner.methods.base import Stage
@@ -397,7 +397,7 @@ def test_bridged_encoders_initialise_the_students(bridges):
 def test_a_short_run_trains_only_each_stages_parts(tmp_path):
     """Bridging with one bridge leaves encoders 2–4 at their pretrained weights; the run ends with the
     better student pair chosen on the dev set (no combination)."""
-    from golden_losses import make_inputs
+    from mclner_golden_losses import make_inputs
 
     from mclner.cli import main
     from mclner.training.checkpoint import read_weights
@@ -432,7 +432,7 @@ def test_a_short_run_trains_only_each_stages_parts(tmp_path):
 def test_resume_inside_the_student_stage_is_exact(tmp_path):
     """Killed at step 7 of `students` (after three bridging stages and `source` finished), resumed:
     every checkpoint equals the uninterrupted run's, and the final model decodes with the combination."""
-    from golden_losses import make_inputs
+    from mclner_golden_losses import make_inputs
 
     from mclner.cli import build_parser
     from mclner.training.checkpoint import read_weights

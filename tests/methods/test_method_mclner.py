@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures import LEX, _CodeSwitcher, _Lexicon, synthetic_en, tiny_encoder, tiny_tokenizer
+from mclner_fixtures import LEX, _CodeSwitcher, _Lexicon, synthetic_en, tiny_encoder, tiny_tokenizer
 
 from mclner import ops
 from mclner.data.batches import build_examples, collate_examples

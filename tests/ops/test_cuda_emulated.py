@@ -8,7 +8,7 @@ gradient in float32/float16/bfloat16) are the impl="cuda" parameters of tests/te
 
 import pytest
 import torch
-from helpers import compare_to_reference, cuda_emulated, impl_device, impl_dtypes, mark_emulated
+from mclner_helpers import compare_to_reference, cuda_emulated, impl_device, impl_dtypes, mark_emulated
 
 from mclner import _native
 from mclner.ops import biaffine, biaffine_reference, cln_head, cln_head_reference, info_nce, info_nce_reference

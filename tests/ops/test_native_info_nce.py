@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import NEUTRAL_CWD, subprocess_env
+from mclner_helpers import NEUTRAL_CWD, subprocess_env
 
 from mclner import _native
 from mclner.ops import info_nce, info_nce_reference

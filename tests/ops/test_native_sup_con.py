@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 import torch
-from helpers import NEUTRAL_CWD, subprocess_env
+from mclner_helpers import NEUTRAL_CWD, subprocess_env
 from test_op_sup_con import make_inputs
 
 from mclner import _native

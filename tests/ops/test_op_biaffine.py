@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers import FUSED_IMPLS, compare_to_reference, impl_device, impl_dtypes
+from mclner_helpers import FUSED_IMPLS, compare_to_reference, impl_device, impl_dtypes
 
 from mclner.ops import biaffine, biaffine_reference
 

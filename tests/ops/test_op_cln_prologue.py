@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import impl_device
+from mclner_helpers import impl_device
 
 from mclner.ops import cln_head, cln_head_reference, cln_pair_features, cln_pair_features_at, cln_prologue
 

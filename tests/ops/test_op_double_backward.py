@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import impl_device
+from mclner_helpers import impl_device
 
 from mclner.ops import (
     biaffine,

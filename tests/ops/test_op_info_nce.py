@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import FUSED_IMPLS, compare_to_reference, impl_device, impl_dtypes
+from mclner_helpers import FUSED_IMPLS, compare_to_reference, impl_device, impl_dtypes
 
 from mclner.ops import info_nce, info_nce_reference
 

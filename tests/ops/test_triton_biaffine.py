@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 import torch
-from helpers import NEUTRAL_CWD, compare_to_reference, impl_device, subprocess_env
+from mclner_helpers import NEUTRAL_CWD, compare_to_reference, impl_device, subprocess_env
 from test_op_biaffine import make_inputs
 
 from mclner.ops import biaffine, biaffine_reference

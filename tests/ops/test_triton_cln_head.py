@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import compare_to_reference, impl_device
+from mclner_helpers import compare_to_reference, impl_device
 from test_op_cln_head import NAMES, make_inputs
 
 from mclner.ops import cln_head, cln_head_reference

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 import torch
-from helpers import compare_to_reference, impl_device
+from mclner_helpers import compare_to_reference, impl_device
 from test_op_sup_con import make_inputs, split
 from test_triton_biaffine import compile_for_gpu
 

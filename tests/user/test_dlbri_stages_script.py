@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from golden_losses import make_inputs  # noqa: E402
+from mclner_golden_losses import make_inputs  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "dlbri_stages.py"
 

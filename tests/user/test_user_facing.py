@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from golden_losses import make_inputs
+from mclner_golden_losses import make_inputs
 
 from mclner.cli import main
 

@@ -452,7 +452,7 @@ def test_plot_without_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
 def test_plots_from_a_tiny_encoder_run(tmp_path, capsys):
     """A real run written by `mclner train` (tiny encoder, 4 steps): the curves and the comparison read
     what the trainer wrote, and the figures hold exactly those numbers."""
-    from fixtures import make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
+    from mclner_fixtures import make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
 
     enc = make_tiny_encoder_dir(tmp_path / "enc")
     for split, n, seed in (("train", 16, 0), ("dev", 6, 1), ("test", 6, 2)):

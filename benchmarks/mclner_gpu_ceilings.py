@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        raise SystemExit("gpu_ceilings: no CUDA device")
+        raise SystemExit("mclner_gpu_ceilings: no CUDA device")
     torch.backends.cuda.matmul.allow_tf32 = False
     result = {
         "device": torch.cuda.get_device_name(),

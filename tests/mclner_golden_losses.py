@@ -2,7 +2,7 @@
 seed, recorded before a refactor and compared after it (`test_golden_losses.py`).
 
 Regenerate (only when a change of the numbers is intended, and say why in the commit):
-    PYTHONPATH=. python tests/golden_losses.py --write
+    PYTHONPATH=. python tests/mclner_golden_losses.py --write
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ CASES: Dict[str, List[str]] = {
 
 def make_inputs(root: Path) -> Dict[str, str]:
     sys.path.insert(0, str(HERE))
-    from fixtures import LEX, make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
+    from mclner_fixtures import LEX, make_tiny_encoder_dir, synthetic_en, synthetic_zh, write_conll
 
     for split, n, seed in (("train", 24, 0), ("dev", 8, 1), ("test", 8, 2)):
         write_conll(root / "en" / f"{split}.txt", synthetic_en(n, seed))

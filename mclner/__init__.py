@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 __version__ = "0.1.0"
@@ -17,27 +19,38 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     ) from exc
 
 
-def _register_source_kernels() -> None:
-    """In a source checkout the Triton kernels live in the top-level kernels/ folder; an installed
-    wheel has them as mclner/kernels. Make `mclner.kernels` resolve in both cases, lazily (importing
-    it does not import triton)."""
+class NativeModuleWarning(UserWarning):
+    """mclner was imported without its native CPU module: ``impl="auto"`` runs the PyTorch reference."""
+
+
+def _source_checkout_setup() -> None:
+    """A source checkout (the repository root on sys.path: ``python -c`` / ``python -m`` from it) has
+    the Triton kernels in the top-level kernels/ folder, which has no __init__.py so that it never
+    hides an installed package named ``kernels``; an installed wheel has them as mclner/kernels. Make
+    ``mclner.kernels`` resolve in both cases (importing it does not import triton). Without the built
+    native module, say so once: ``impl="auto"`` would otherwise quietly run the slow reference."""
     here = Path(__file__).resolve().parent
-    if (here / "kernels" / "__init__.py").is_file() or "mclner.kernels" in sys.modules:
+    if importlib.util.find_spec("mclner._C") is None:
+        warnings.warn(
+            f"mclner is imported from {here} without its native CPU module, so impl='auto' runs the "
+            "PyTorch reference ops: install it (`pip install .` or `bash scripts/pip_install.sh`), or build "
+            "it in place (`bash scripts/dev_build.sh`), or run from outside the source tree",
+            NativeModuleWarning,
+            stacklevel=2,
+        )
+    if (here / "kernels").is_dir() or "mclner.kernels" in sys.modules:
         return
-    src = here.parent / "kernels" / "__init__.py"
-    if not src.is_file():
+    src = here.parent / "kernels"
+    if not (src / "_common.py").is_file():
         return
-    spec = importlib.util.spec_from_file_location(
-        "mclner.kernels", src, submodule_search_locations=[str(src.parent)]
-    )
-    if spec is None or spec.loader is None:
-        return
+    spec = importlib.machinery.ModuleSpec("mclner.kernels", None, is_package=True)
+    spec.submodule_search_locations = [str(src)]
     module = importlib.util.module_from_spec(spec)
+    module.__doc__ = "Triton kernels of mclner (in a source checkout: the top-level kernels/ folder)."
     sys.modules["mclner.kernels"] = module
-    spec.loader.exec_module(module)
 
 
-_register_source_kernels()
+_source_checkout_setup()
 
 from mclner import ops  # noqa: E402
 
@@ -51,4 +64,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'mclner' has no attribute {name!r}")
 
 
-__all__ = ["NERPredictor", "ops", "__version__"]
+__all__ = ["NERPredictor", "NativeModuleWarning", "ops", "__version__"]

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=${1:-}
-python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12"
+python -m pip install -q "scikit-build-core>=0.10,<2" "pybind11>=2.12,<4"
 # scikit-build-core needs CMake >= 3.24 and ninja: use the system's when new enough, else the wheels.
 if ! python - <<'EOF'
 import re, shutil, subprocess, sys
@@ -28,5 +28,5 @@ fi
 # isolation inside this venv, that egg (setuptools_scm 10, missing its vcs_versioning dependency)
 # makes the metadata say version 0.0.0 and pip refuses it. Built with isolation it installs cleanly,
 # so install it first and the --no-build-isolation step below finds it already satisfied.
-python -m pip install -q "seqeval>=1.2.2"
+python -m pip install -q "seqeval>=1.2.2,<2"
 python -m pip install -q --no-build-isolation ".${extras:+[$extras]}"

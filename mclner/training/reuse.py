@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, Dict, List, NamedTuple
 
 from mclner.errors import UserError
-from mclner.training.checkpoint import _link_or_copy, read_done, replace_recorded_file
+from mclner.store.checksums import replace_recorded_file
+from mclner.store.links import link_or_copy
+from mclner.training.checkpoint import read_done
 
 
 class OptionDiff(NamedTuple):
@@ -115,7 +117,7 @@ def link_stages(run_dir: Path, out: Path, names: List[str], args: Dict[str, Any]
     for name in names:
         tmp = dest / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
         # temporaries of an interrupted write (".name.tmp-…") are not part of the stage
-        shutil.copytree(Path(run_dir) / "stages" / name, tmp, copy_function=_link_or_copy,
+        shutil.copytree(Path(run_dir) / "stages" / name, tmp, copy_function=link_or_copy,
                         ignore=shutil.ignore_patterns(".*"))
         for ckpt in sorted(p for p in tmp.iterdir() if (p / "training_args.json").is_file()):
             replace_recorded_file(ckpt, "training_args.json", text)

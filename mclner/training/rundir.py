@@ -194,7 +194,7 @@ class RunDir:
         if self.overwrite:
             clear_run(self.path)
         if self.resume:
-            from mclner.training.checkpoint import recover_tree
+            from mclner.store.atomic import recover_tree
 
             for line in recover_tree(self.path):
                 print(f"resume: {line}")

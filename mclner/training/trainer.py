@@ -44,13 +44,9 @@ from mclner.schema import entity_types
 from mclner.training.checkpoint import (
     checkpoint_exists,
     copy_checkpoint,
-    has_training_state,
-    load_training_state,
     load_weights,
     read_done,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
     update_model_config,
     write_done,
 )
@@ -58,6 +54,7 @@ from mclner.training.config import TrainConfig, recorded_impl
 from mclner.training.guards import NonFiniteGuard, json_safe
 from mclner.training.reuse import link_stages, option_diff, plan_reuse
 from mclner.training.rundir import RunDir
+from mclner.training.state import has_training_state, load_training_state, rng_state, set_rng_state
 
 
 @dataclass

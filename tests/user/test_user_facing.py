@@ -169,7 +169,7 @@ def test_checkpoint_encoder_is_a_hugging_face_folder_stored_once(runs):
     from transformers import AutoModel
 
     from mclner.inference import load_model
-    from mclner.training.checkpoint import verify_files
+    from mclner.store.checksums import verify_files
 
     ckpt = runs["rel"] / "best"
     enc = AutoModel.from_pretrained(str(ckpt / "encoder"))
@@ -192,7 +192,8 @@ def test_format_3_checkpoints_still_load(runs, tmp_path):
     from safetensors.torch import save_file
 
     from mclner.inference import load_model
-    from mclner.training.checkpoint import read_weights, write_checksums
+    from mclner.inference.checkpoint import read_weights
+    from mclner.store.checksums import write_checksums
 
     old = tmp_path / "old"
     shutil.copytree(runs["tag"] / "best", old)

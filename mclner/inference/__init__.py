@@ -1,8 +1,10 @@
 """Loading a checkpoint of any method for inference: model, tokenizer, label map and the collator
-that turns sentences into the model's batches."""
+that turns sentences into the model's batches. The checkpoint folder itself is read by
+:mod:`mclner.inference.checkpoint`."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -32,25 +34,17 @@ def load_model(checkpoint: Union[str, Path], device: Optional[Union[str, torch.d
                max_length: Optional[int] = None) -> LoadedModel:
     """Load a checkpoint folder written by `mclner train` (any method; read from its config.json).
     ``max_length`` (sub-word pieces per sentence) defaults to the one the model was trained with."""
-    from mclner.methods import get_method
-    from mclner.methods.base import config_from_dict
-    from mclner.training.checkpoint import load_checkpoint
+    from mclner.data.collate import usable_max_length
+    from mclner.inference.checkpoint import open_checkpoint
 
     dev = resolve_device(device)
-    model, tokenizer, label_map, cfg = load_checkpoint(Path(checkpoint), dev)
-    cls = get_method(cfg["method"])
-    method = cls(config_from_dict(cls, cfg.get("method_config", {})))
+    ck = open_checkpoint(Path(checkpoint), dev)
     if max_length is None:
-        args = Path(checkpoint) / "training_args.json"
-        import json
-
         try:
-            max_length = int(json.loads(args.read_text()).get("max_length", 512))
-        except (OSError, ValueError, TypeError):
+            max_length = int(json.loads((Path(checkpoint) / "training_args.json").read_text()).get("max_length", 512))
+        except (OSError, ValueError, TypeError, AttributeError):
             max_length = 512
-    from mclner.data.collate import usable_max_length
-
     # never more pieces than the encoder's positions (the tokenizer records that limit; long sentences
     # are windowed by predict_entities)
-    collator = method.make_collator(tokenizer, label_map, usable_max_length(tokenizer, max_length))
-    return LoadedModel(method, model, tokenizer, label_map, collator, cfg, dev)
+    collator = ck.method.make_collator(ck.tokenizer, ck.label_map, usable_max_length(ck.tokenizer, max_length))
+    return LoadedModel(ck.method, ck.model, ck.tokenizer, ck.label_map, collator, ck.config, dev)

@@ -1,0 +1,40 @@
+"""Copies made of hard links (a checkpoint copied to ``best/``, stages reused from another run) and
+file modes that follow the user's umask."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """A ``copy_function`` for :func:`shutil.copytree`: a hard link, or a copy where links cannot be
+    made (another file system). Whoever changes a file of such a copy unlinks it first."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def umask() -> int:
+    """The process's umask (read without changing it where /proc tells it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(folder: Path) -> None:
+    """Give every file and folder under ``folder`` the modes the user's umask asks for (0666/0777 minus
+    it): some writers (safetensors) create their files 0600 whatever the umask."""
+    mask = umask()
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            os.chmod(Path(dirpath) / name, 0o666 & ~mask)
+        os.chmod(dirpath, 0o777 & ~mask)

@@ -45,18 +45,20 @@ def encoder_path(name: str) -> Path:
 
 
 def load_encoder(name_or_path: str) -> Tuple[object, object]:
-    """``(tokenizer, model)`` for an embedded name, a local folder or a Hugging Face model name."""
-    from transformers import AutoModel, AutoTokenizer
+    """``(tokenizer, model)`` for an embedded name, a local folder or a Hugging Face model name. A
+    folder that names custom code, or holds no safetensors weights, is refused (:mod:`mclner.hf_load`)."""
+    from mclner.hf_load import load_pretrained_model, load_tokenizer
 
     p = Path(name_or_path).expanduser()
-    target = str(encoder_path(name_or_path)) if name_or_path in EMBEDDED or p.is_dir() else name_or_path
+    local = name_or_path in EMBEDDED or p.is_dir()
+    target = str(encoder_path(name_or_path)) if local else name_or_path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(target)
-        model = AutoModel.from_pretrained(target)
-    except OSError as exc:
+        tokenizer = load_tokenizer(target, local)
+        model = load_pretrained_model(target, local)
+    except (OSError, ValueError) as exc:
         raise UserError(
-            f"cannot load the encoder {name_or_path!r} ({str(exc).splitlines()[0]}). Without Hugging Face hub "
-            f"access use an embedded encoder ({', '.join(EMBEDDED)}) or a local folder."
+            f"cannot load the encoder {name_or_path!r} ({str(exc).splitlines()[0] if str(exc) else exc}). Without "
+            f"Hugging Face hub access use an embedded encoder ({', '.join(EMBEDDED)}) or a local folder."
         ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"the encoder {name_or_path!r} has no fast tokenizer; mclner needs word-to-piece alignment")

@@ -152,8 +152,7 @@ class Checkpoint(NamedTuple):
 def open_checkpoint(path: Path, device: Optional[torch.device] = None) -> Checkpoint:
     """The method, model, tokenizer, label map and config of a checkpoint folder of any registered
     method (the method is read from config.json), every file verified, the model in eval mode."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
+    from mclner.hf_load import load_config, load_tokenizer, model_from_config
     from mclner.methods import get_method
     from mclner.methods.base import config_from_dict
 
@@ -166,11 +165,8 @@ def open_checkpoint(path: Path, device: Optional[torch.device] = None) -> Checkp
         method = cls(config_from_dict(cls, cfg.get("method_config", {})))
     except TypeError as exc:
         raise UserError(f"{path / 'config.json'}: bad method options ({exc})") from None
-    try:
-        enc_cfg = AutoConfig.from_pretrained(str(path / ENCODER_DIR))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path / ENCODER_DIR}: cannot read the encoder config ({str(exc).splitlines()[0]})") from None
-    encoder = AutoModel.from_config(enc_cfg)
+    # an encoder config that names custom code or an unknown model type is refused (never run)
+    encoder = model_from_config(load_config(path / ENCODER_DIR))
     model = method.build_model(encoder, label_map)
     try:  # decoding settings chosen after training (e.g. the calibrated NONE bias)
         model.config = type(model.config).from_dict(cfg["model"])
@@ -191,7 +187,9 @@ def open_checkpoint(path: Path, device: Optional[torch.device] = None) -> Checkp
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = load_tokenizer(path, local=True)
+    except UserError:
+        raise
     except Exception as exc:  # a corrupt or absent tokenizer is the user's checkpoint problem
         raise UserError(f"{path}: cannot load the tokenizer ({exc})") from None
     from mclner.data.collate import fit_tokenizer_to_encoder

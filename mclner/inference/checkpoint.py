@@ -23,6 +23,7 @@ import torch
 from mclner.errors import UserError
 from mclner.store.atomic import recover_dir
 from mclner.store.checksums import verify_files
+from mclner.store.links import refuse_links_out
 
 FORMAT = "mclner-checkpoint"
 # 3: config.json records the method and its options (model weights named after the shared parts),
@@ -48,6 +49,7 @@ def read_config(path: Path) -> Dict[str, Any]:
     recover_dir(path)
     if not path.is_dir():
         raise UserError(f"checkpoint {path} does not exist or is not a folder")
+    refuse_links_out(path, "checkpoint")
     f = path / "config.json"
     try:
         cfg = json.loads(f.read_text(encoding="utf-8"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
@@ -63,6 +64,8 @@ def verify_files(folder: Path, names: Optional[Iterable[str]] = None, required: 
     recorded = read_checksums(folder, required)
     if recorded is None:
         return
+    if names is None:
+        refuse_unlisted(folder, recorded)
     todo = list(recorded) if names is None else list(names)
     for name in todo:
         p = folder / name
@@ -77,6 +80,20 @@ def verify_files(folder: Path, names: Optional[Iterable[str]] = None, required: 
                 f"{p}: SHA-256 differs from the one recorded when the checkpoint was saved (the file is "
                 "corrupt or was changed)"
             )
+
+
+def refuse_unlisted(folder: Path, recorded: Dict[str, str]) -> None:
+    """A UserError naming the first file of ``folder`` that ``checksums.json`` does not list: a folder is
+    read only from the files it recorded (transformers would read an added ``special_tokens_map.json``
+    and tokenise differently). Links are not followed."""
+    folder = Path(folder)
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in sorted(files):
+            p = Path(dirpath) / name
+            rel = p.relative_to(folder).as_posix()
+            if rel != CHECKSUMS and rel not in recorded:
+                raise UserError(f"{p}: not listed in {folder / CHECKSUMS} (added after saving); a checkpoint is read "
+                                "only from the files it recorded: remove it")
 
 
 def replace_recorded_file(folder: Path, name: str, text: str, required: bool = False) -> None:

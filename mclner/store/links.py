@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from mclner.errors import UserError
+
 
 def link_or_copy(src: str, dst: str) -> None:
     """A ``copy_function`` for :func:`shutil.copytree`: a hard link, or a copy where links cannot be
@@ -38,3 +40,23 @@ def apply_umask(folder: Path) -> None:
         for name in files:
             os.chmod(Path(dirpath) / name, 0o666 & ~mask)
         os.chmod(dirpath, 0o777 & ~mask)
+
+
+def refuse_links_out(root: Path, what: str) -> None:
+    """A UserError naming the first symbolic link under ``root`` that leads outside it, nowhere, or in
+    a loop: a folder mclner reads (a checkpoint, a reused stage) is read from its own files only. Links
+    are never followed while looking; ``root`` itself may be a link."""
+    root = Path(root)
+    real_root = Path(os.path.realpath(root))
+    for dirpath, dirs, files in os.walk(root):
+        for name in sorted(dirs + files):
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                continue
+            try:
+                target = Path(os.path.realpath(p, strict=True))
+            except (OSError, RuntimeError):
+                raise UserError(f"{p}: a symbolic link that leads nowhere or in a loop, inside the {what}") from None
+            if target != real_root and real_root not in target.parents:
+                raise UserError(f"{p}: a symbolic link to {target}, outside the {what} (it is read only from its own "
+                                "files)")

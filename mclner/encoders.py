@@ -11,32 +11,72 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Tuple
+from typing import Dict, Tuple
 
 from mclner.e5 import CONVERTER_VERSION, convert_e5, make_tiny
 from mclner.errors import UserError
+from mclner.store.checksums import CHECKSUMS
 
 EMBEDDED = ("multilingual-e5-small", "tiny-multilingual")
 
 
 # ------------------------------------------------------------------------------------------ public API
 def _up_to_date(d: Path) -> bool:
+    """Whether ``d`` is a finished conversion of this converter version (with the checksum list that
+    conversions write since they are verified at use; an older folder is converted again)."""
     try:
         info = json.loads((d / "mclner_converted.json").read_text())
     except (OSError, ValueError):
         return False
-    return info.get("converter_version") == CONVERTER_VERSION and (d / "config.json").is_file()
+    return (isinstance(info, dict) and info.get("converter_version") == CONVERTER_VERSION
+            and (d / "config.json").is_file() and (d / CHECKSUMS).is_file())
+
+
+_VERIFIED: Dict[str, tuple] = {}  # converted folder -> (name, size, mtime) of its files when hashed
+
+
+def verify_converted(d: Path) -> None:
+    """Check a converted encoder folder before it is used: no link out of it, no file its
+    ``checksums.json`` does not list, each file of the recorded size (every use) and SHA-256 (once
+    per process and file version). A folder that fails was changed after the conversion."""
+    from mclner.store.checksums import read_checksums, recorded_sizes, refuse_unlisted, verify_files
+    from mclner.store.links import refuse_links_out
+
+    again = f"; delete {d} and it is converted again from the verified source"
+    try:
+        refuse_links_out(d, "converted encoder folder")
+        recorded = read_checksums(d, required=True)
+        assert recorded is not None
+        refuse_unlisted(d, recorded)
+        sizes = recorded_sizes(d) or {}
+        seen = []
+        for name in sorted(recorded):
+            st = (d / name).stat()
+            if name in sizes and st.st_size != sizes[name]:
+                raise UserError(f"{d / name}: {st.st_size} bytes, {sizes[name]} when it was converted")
+            seen.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+        if _VERIFIED.get(str(d)) != tuple(seen):
+            verify_files(d, None, required=True)
+            _VERIFIED[str(d)] = tuple(seen)
+    except UserError as exc:
+        raise UserError(f"{exc}{again}") from None
+    except OSError as exc:
+        raise UserError(f"{d}: cannot read the converted encoder ({exc.strerror}){again}") from None
 
 
 def encoder_path(name: str) -> Path:
-    """Folder of an embedded encoder (fetched and converted on first use) or of a local encoder."""
-    from mclner.data.sources import mclner_home, source_file
+    """Folder of an embedded encoder (fetched and converted on first use, verified at each use) or of
+    a local encoder."""
+    from mclner.data.sources import check_home, mclner_home, source_file
 
     if name in EMBEDDED:
-        d = mclner_home() / "encoders" / name
+        home = mclner_home()
+        check_home(home)
+        d = home / "encoders" / name
         if not _up_to_date(d):
             src = source_file("multilingual-e5-small")
             (convert_e5 if name == "multilingual-e5-small" else make_tiny)(src, d)
+        verify_converted(d)
         return d
     p = Path(name).expanduser()
     if p.is_dir():

@@ -36,7 +36,19 @@ def write_checksums(folder: Path) -> None:
 
 
 def _write(folder: Path, files: Dict[str, str]) -> None:
-    (Path(folder) / CHECKSUMS).write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=2))
+    # the sizes let a reader check cheaply on every use and hash once per process (recorded_sizes)
+    sizes = {name: (Path(folder) / name).stat().st_size for name in files}
+    doc = {"algorithm": "sha256", "files": files, "sizes": sizes}
+    (Path(folder) / CHECKSUMS).write_text(json.dumps(doc, indent=2))
+
+
+def recorded_sizes(folder: Path) -> Optional[Dict[str, int]]:
+    """The file sizes ``checksums.json`` records (None when it records none: written by an older mclner)."""
+    try:
+        sizes = json.loads((Path(folder) / CHECKSUMS).read_text(encoding="utf-8")).get("sizes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return sizes if isinstance(sizes, dict) else None
 
 
 def read_checksums(folder: Path, required: bool) -> Optional[Dict[str, str]]:
@@ -45,7 +57,7 @@ def read_checksums(folder: Path, required: bool) -> Optional[Dict[str, str]]:
     f = Path(folder) / CHECKSUMS
     if not f.is_file():
         if required:
-            raise UserError(f"{folder} is an incomplete checkpoint: {CHECKSUMS} is missing")
+            raise UserError(f"{folder} is incomplete: {CHECKSUMS} is missing")
         return None
     try:
         data = json.loads(f.read_text(encoding="utf-8"))
@@ -53,7 +65,7 @@ def read_checksums(folder: Path, required: bool) -> Optional[Dict[str, str]]:
         if not isinstance(files, dict):
             raise TypeError
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        raise UserError(f"{f}: not a valid checksum list (the checkpoint is corrupt)") from None
+        raise UserError(f"{f}: not a valid checksum list (the folder is corrupt)") from None
     return files
 
 
@@ -70,14 +82,14 @@ def verify_files(folder: Path, names: Optional[Iterable[str]] = None, required: 
     for name in todo:
         p = folder / name
         if name not in recorded:
-            raise UserError(f"{p}: not listed in {folder / CHECKSUMS} (the checkpoint was changed after saving)")
+            raise UserError(f"{p}: not listed in {folder / CHECKSUMS} (the folder was changed after it was written)")
         if not p.is_file():
             if names is None and name.startswith("training_state."):
                 continue  # a model-only copy (e.g. <output-dir>/best) drops the training state
-            raise UserError(f"{folder} is an incomplete checkpoint: {name} is missing")
+            raise UserError(f"{folder} is incomplete: {name} is missing")
         if sha256_file(p) != recorded[name]:
             raise UserError(
-                f"{p}: SHA-256 differs from the one recorded when the checkpoint was saved (the file is "
+                f"{p}: SHA-256 differs from the one recorded when the folder was written (the file is "
                 "corrupt or was changed)"
             )
 
@@ -92,8 +104,8 @@ def refuse_unlisted(folder: Path, recorded: Dict[str, str]) -> None:
             p = Path(dirpath) / name
             rel = p.relative_to(folder).as_posix()
             if rel != CHECKSUMS and rel not in recorded:
-                raise UserError(f"{p}: not listed in {folder / CHECKSUMS} (added after saving); a checkpoint is read "
-                                "only from the files it recorded: remove it")
+                raise UserError(f"{p}: not listed in {folder / CHECKSUMS} (added after the folder was written); "
+                                "mclner reads only the files it recorded: remove it")
 
 
 def replace_recorded_file(folder: Path, name: str, text: str, required: bool = False) -> None:

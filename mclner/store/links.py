@@ -44,8 +44,9 @@ def apply_umask(folder: Path) -> None:
 
 def refuse_links_out(root: Path, what: str) -> None:
     """A UserError naming the first symbolic link under ``root`` that leads outside it, nowhere, or in
-    a loop: a folder mclner reads (a checkpoint, a reused stage) is read from its own files only. Links
-    are never followed while looking; ``root`` itself may be a link."""
+    a loop (to a folder that holds the link: copied by following links, it nests without end): a
+    folder mclner reads (a checkpoint, a reused stage) is read from its own files only. Links are
+    never followed while looking; ``root`` itself may be a link."""
     root = Path(root)
     real_root = Path(os.path.realpath(root))
     for dirpath, dirs, files in os.walk(root):
@@ -60,3 +61,6 @@ def refuse_links_out(root: Path, what: str) -> None:
             if target != real_root and real_root not in target.parents:
                 raise UserError(f"{p}: a symbolic link to {target}, outside the {what} (it is read only from its own "
                                 "files)")
+            here = Path(os.path.realpath(p.parent))
+            if target == here or target in here.parents:
+                raise UserError(f"{p}: a symbolic link to {target}, a folder that holds it (a loop), inside the {what}")

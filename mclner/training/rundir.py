@@ -62,6 +62,33 @@ def is_run_dir(path: Path) -> bool:
     return any(_json_field(c / "config.json", "format") == FORMAT for c in ckpts)
 
 
+RECORD = "training_args.json"
+
+
+def read_run_record(path: Path) -> Optional[Dict[str, Any]]:
+    """The options a run folder recorded (``training_args.json``), None when it has none. A record that
+    cannot be read (cut short by an older mclner killed while writing it, edited) is a UserError: the
+    options of a resumed run are checked against it, never skipped."""
+    f = Path(path) / RECORD
+    try:
+        if f.stat().st_size > 64 << 20:
+            raise UserError(f"{f}: {f.stat().st_size} bytes, too large for a run record")
+        rec = json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UserError(f"{f}: not a readable run record ({str(exc)[:80]}); each stage checkpoint keeps a copy "
+                        f"(stages/<stage>/last/{RECORD}): put one back to resume") from None
+    if not isinstance(rec, dict):
+        raise UserError(f"{f}: not a run record (a JSON object)")
+    return rec
+
+
+def write_run_record(path: Path, record: Dict[str, Any]) -> None:
+    """Write ``training_args.json`` atomically (a kill never leaves half a record)."""
+    write_json_atomic(Path(path) / RECORD, record)
+
+
 def _foreign_entries(path: Path) -> list:
     return sorted(p.name for p in path.iterdir() if p.name not in (LOCK,))
 

@@ -41,6 +41,8 @@ from mclner.evaluation import evaluate, format_scores
 from mclner.methods.base import Context, Method, Stage
 from mclner.nn.encoder import hf_encoders
 from mclner.schema import entity_types
+from mclner.store.atomic import write_json_atomic
+from mclner.store.jsonl import JsonlAppender
 from mclner.training.checkpoint import (
     checkpoint_exists,
     copy_checkpoint,
@@ -53,7 +55,7 @@ from mclner.training.checkpoint import (
 from mclner.training.config import TrainConfig, recorded_impl
 from mclner.training.guards import NonFiniteGuard, json_safe
 from mclner.training.reuse import link_stages, option_diff, plan_reuse
-from mclner.training.rundir import RunDir
+from mclner.training.rundir import RunDir, read_run_record, write_run_record
 from mclner.training.state import has_training_state, load_training_state, rng_state, set_rng_state
 
 
@@ -340,7 +342,9 @@ class StepLogger:
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.f = open(out_dir / "log.jsonl", "a", encoding="utf-8")
+        self.f = JsonlAppender(out_dir / "log.jsonl")  # a torn last line of a killed run is repaired first
+        if self.f.repaired:
+            print(f"note: {self.f.repaired}")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -351,8 +355,7 @@ class StepLogger:
     def log(self, record: Dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self.f.write(json.dumps(json_safe(record)) + "\n")  # valid JSON: no bare NaN/Infinity
-        self.f.flush()
+        self.f.append(json_safe(record))  # valid JSON: no bare NaN/Infinity
         if self.tb is not None and "step" in record:
             prefix = record.get("stage", "train")
             for k, v in record.items():
@@ -416,12 +419,9 @@ def run_args(cfg: TrainConfig, method: Any) -> Dict[str, Any]:
 def check_resume_args(run_dir: Path, args: Dict[str, Any], method: Any) -> None:
     """--resume continues the recorded run only with the options it was trained with: a UserError that
     names each option that differs (a changed option would silently make another run)."""
-    try:
-        rec = json.loads((run_dir / "training_args.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    rec = read_run_record(run_dir)  # an unreadable record is an error, never a skipped check
+    if rec is None:
         return  # no record to compare: the run folder is checked, with its own errors, when the run starts
-    if not isinstance(rec, dict):
-        return
     diff = option_diff(rec, args, method, _RESUME_FREE)
     if diff:
         what = ", ".join(f"{d.flag} {d.new!r} (the run: {d.old!r})" for d in diff)
@@ -432,10 +432,8 @@ def check_resume_args(run_dir: Path, args: Dict[str, Any], method: Any) -> None:
 def _run_impl(run_dir: Path) -> Optional[str]:
     """The implementation recorded in ``run_dir/training_args.json`` (None when there is none to read:
     the run folder is checked, with its own errors, when the run starts)."""
-    try:
-        return recorded_impl(json.loads((run_dir / "training_args.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None
+    rec = read_run_record(run_dir)
+    return None if rec is None else recorded_impl(rec)
 
 
 class Trainer:
@@ -511,7 +509,7 @@ class Trainer:
         self.logger = StepLogger(self.out, env.is_main)
         if env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "training_args.json").write_text(json.dumps(run_args(cfg, self.method), indent=2))
+            write_run_record(self.out, run_args(cfg, self.method))
             self.logger.log({"event": "data", "method": self.method.name, "train": len(data.train),
                              "dev": len(data.dev), "target_test": len(data.target_test),
                              "target_unlabeled": len(data.target_unlabeled), "types": list(data.label_map.types),
@@ -579,7 +577,7 @@ class Trainer:
             if env.is_main:
                 copy_checkpoint(prev_best, self.out / "best")
                 summary["final"] = self._final_eval(model)
-                (self.out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+                write_json_atomic(self.out / "results.json", summary)
                 self._where()
         finally:
             self.logger.close()

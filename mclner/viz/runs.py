@@ -23,28 +23,17 @@ METRICS = ("precision", "recall", "f1")
 
 def read_log(path: PathLike) -> List[Dict[str, Any]]:
     """The records of a ``log.jsonl`` (a run folder or the file itself); a bad line is a UserError
-    naming file and line."""
+    naming file and line, a torn last line (a killed run) is skipped with a warning."""
+    from mclner.store.jsonl import read_jsonl
+
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such run folder or file")
     if path.is_dir():
         path = path / "log.jsonl"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file (is it a run folder written by `mclner train`?)") from None
-    records = []
-    for k, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{k}: not a JSON record ({exc.msg})") from None
-        if not isinstance(rec, dict):
-            raise UserError(f"{path}:{k}: not a JSON object")
-        records.append(rec)
-    return records
+        if not path.is_file():
+            raise UserError(f"{path}: no such file (is it a run folder written by `mclner train`?)")
+    return read_jsonl(path)  # a torn last line (a killed run) is skipped with a warning
 
 
 @dataclass

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from mclner._cli_util import DefaultsHelpFormatter
 from mclner.errors import UserError
@@ -297,9 +298,11 @@ def _read_predict_input(args: argparse.Namespace) -> List[Any]:
     return [s for s, _, _ in _read_predict_items(args)]
 
 
-def _read_predict_items(args: argparse.Namespace) -> List[Any]:
+def _read_predict_items(args: argparse.Namespace) -> Iterator[Any]:
     """``(sentence, text, spans)`` per input sentence: the words, the line they come from and each
-    word's character offsets in it (a CoNLL file's words are joined as they are written)."""
+    word's character offsets in it (a CoNLL file's words are joined as they are written). Raw text
+    is read line by line, each line and sentence bounded (mclner.data.lines)."""
+    from mclner.data.lines import MAX_LINE_CHARS, check_sentence, iter_lines, too_long
     from mclner.data.readers import Sentence
     from mclner.data.text import split_lines, tokenize_line, words_to_text
 
@@ -308,40 +311,55 @@ def _read_predict_items(args: argparse.Namespace) -> List[Any]:
     if getattr(args, "text", None):
         if src != "-" or fmt != "text":
             raise UserError("--text gives the input: it cannot be combined with --input or --input-format conll")
-        lines = list(args.text)
-    elif fmt == "conll":
+        for k, text in enumerate(args.text, 1):  # each --text is one sentence, as given
+            if len(text) > MAX_LINE_CHARS:
+                raise too_long(f"--text {k}")
+            tw = tokenize_line(text)
+            check_sentence(len(tw.words), f"--text {k}")
+            yield Sentence(tw.words, None, args.lang or "xx"), tw.text, tw.spans
+        return
+    if fmt == "conll":
         from mclner.data.readers import read_conll
 
         if src == "-":
             raise UserError("--input-format conll needs a file path, not stdin")
         # The words are the first column; any other column (tags, known or not) is ignored, and a
         # file of words alone is fine.
-        out = []
         for s in read_conll(src, tag_col=None):
             tw = words_to_text(list(s.tokens))
-            out.append((Sentence(list(s.tokens), None, args.lang or s.lang), tw.text, tw.spans))
-        return out
+            yield Sentence(list(s.tokens), None, args.lang or s.lang), tw.text, tw.spans
+        return
+    if src == "-":
+        stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin  # bytes: decoded line by line
+        lines: Iterator[Tuple[int, str]] = iter_lines(stdin, "stdin")
     else:
-        if src == "-":
-            text = sys.stdin.read()
-        else:
-            try:
-                text = Path(src).read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise UserError(f"{src}: no such file") from None
-            except IsADirectoryError:
-                raise UserError(f"{src}: is a folder, expected a text file") from None
-            except UnicodeDecodeError as exc:
-                raise UserError(f"{src}: not UTF-8 text ({exc.reason})") from None
-            except OSError as exc:
-                raise UserError(f"{src}: cannot read ({exc.strerror})") from None
-        # split_lines drops a leading byte order mark: it is not part of the first word
-        lines = split_lines(text)
-    out = []
-    for line in lines:
-        tw = tokenize_line(line)
-        out.append((Sentence(tw.words, None, args.lang or "xx"), tw.text, tw.spans))
-    return out
+        lines = _file_lines(src)
+    for k, line in lines:
+        # split_lines drops blank lines and a leading byte order mark: it is not part of the first word
+        for part in split_lines(line):
+            tw = tokenize_line(part)
+            check_sentence(len(tw.words), f"{'stdin' if src == '-' else src}:{k}")
+            yield Sentence(tw.words, None, args.lang or "xx"), tw.text, tw.spans
+
+
+def _file_lines(src: str) -> Iterator[Tuple[int, str]]:
+    from mclner.data.lines import iter_lines
+
+    try:
+        f = open(src, "rb")
+    except FileNotFoundError:
+        raise UserError(f"{src}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{src}: is a folder, expected a text file") from None
+    except OSError as exc:
+        raise UserError(f"{src}: cannot read ({exc.strerror})") from None
+    with f:
+        try:
+            yield from iter_lines(f, src)
+        except IsADirectoryError:
+            raise UserError(f"{src}: is a folder, expected a text file") from None
+        except OSError as exc:
+            raise UserError(f"{src}: cannot read ({exc.strerror})") from None
 
 
 def _check_output(output: str) -> Optional[Path]:
@@ -381,27 +399,32 @@ def _run_predict(args: argparse.Namespace) -> int:
     model, builder, label_map, dev = _load(args.checkpoint, device)  # before waiting on stdin
     impl = _impl(args, dev)
     keep = _parse_types(args.types, list(label_map.types))
-    items = _read_predict_items(args)
-    nonempty = [k for k, (s, _, _) in enumerate(items) if s.tokens]
-    scored = predict_scored(model, [items[k][0] for k in nonempty], builder, label_map, batch_size=args.batch_size,
-                            device=dev, impl=impl, none_bias=args.none_bias)
-    preds: List[List[Any]] = [[] for _ in items]
-    for k, ents in zip(nonempty, scored):
-        preds[k] = [e for e in ents if keep is None or e[2] in keep]
+    stream = _read_predict_items(args)
     tmp = None if dest is None else dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         out = sys.stdout if tmp is None else open(tmp, "w", encoding="utf-8")
     except OSError as exc:
         raise UserError(f"--output {args.output}: cannot write ({exc.strerror})") from None
     try:
-        for (s, text, spans), ents in zip(items, preds):
-            if args.output_format == "jsonl":
-                rec = {"text": text, "tokens": s.tokens, "entities": entity_dicts(text, spans, ents)}
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            else:
-                for tok, tag in zip(s.tokens, entities_to_iob2([e[:3] for e in ents], len(s.tokens))):
-                    out.write(f"{tok}\t{tag}\n")
-                out.write("\n")
+        # in chunks: the input is streamed, so memory does not grow with its number of lines
+        while True:
+            items = list(itertools.islice(stream, 64 * args.batch_size))
+            if not items:
+                break
+            nonempty = [k for k, (s, _, _) in enumerate(items) if s.tokens]
+            scored = predict_scored(model, [items[k][0] for k in nonempty], builder, label_map,
+                                    batch_size=args.batch_size, device=dev, impl=impl, none_bias=args.none_bias)
+            preds: List[List[Any]] = [[] for _ in items]
+            for k, ents in zip(nonempty, scored):
+                preds[k] = [e for e in ents if keep is None or e[2] in keep]
+            for (s, text, spans), ents in zip(items, preds):
+                if args.output_format == "jsonl":
+                    rec = {"text": text, "tokens": s.tokens, "entities": entity_dicts(text, spans, ents)}
+                    out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                else:
+                    for tok, tag in zip(s.tokens, entities_to_iob2([e[:3] for e in ents], len(s.tokens))):
+                        out.write(f"{tok}\t{tag}\n")
+                    out.write("\n")
     except BaseException:
         if tmp is not None:
             out.close()

@@ -177,7 +177,13 @@ def load_weights(model: torch.nn.Module, path: Path, device: Any = None) -> None
     path = Path(path)
     cfg = read_config(path)
     verify_files(path, weight_files(cfg), checksums_required(cfg))
-    model.load_state_dict(read_weights(path, str(device) if device is not None else None, cfg))
+    state = read_weights(path, str(device) if device is not None else None, cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # a shape or a name that differs (an edited or mixed-up file)
+        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+        raise UserError(f"{path}: weights do not match the model of this run ({detail})") from None
 
 
 # ----------------------------------------------------------------------------- stage records

@@ -32,11 +32,17 @@ def rng_state() -> Dict[str, Any]:
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    """Restore the states of :func:`rng_state`; one that cannot be restored (an edited training state)
+    is a UserError."""
+    try:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"the training state holds an RNG state that cannot be restored ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:100] if str(exc) else ''}); the file was edited") from None
 
 
 _MARKERS = ("__tensor__", "__tuple__", "__dict__", "__float__", "__ndarray__")
@@ -157,3 +163,54 @@ def load_training_state(folder: Path) -> Dict[str, Any]:
         return _decode(doc["state"], tensors, f)
     except (TypeError, ValueError, RecursionError) as exc:  # a structure _encode never writes
         raise UserError(f"{f}: not an mclner training state ({type(exc).__name__})") from None
+
+
+def _counter_ok(value: Any, default: Any) -> bool:
+    """Whether a counter read back is of the kind the run keeps (``default``: its initial value)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(default, int):
+        return isinstance(value, int) and value >= min(default, 0)
+    return isinstance(value, (int, float)) and math.isfinite(value) and -1.0 <= value <= 1.0  # a score
+
+
+def restore_training_state(folder: Path, ts: Dict[str, Any], model: torch.nn.Module, opt: Any, sched: Any,
+                           scaler: Any, counters: Dict[str, Any]) -> None:
+    """Load a training state read by :func:`load_training_state` into the optimizer, scheduler, grad
+    scaler and ``counters`` (updated in place; its values are the run's initial ones, which fix each
+    counter's kind). Whatever does not fit (a counter edited to a string, an optimizer tensor of
+    another shape than its parameter) is a UserError naming the file, before anything trains."""
+    f = Path(folder) / STATE_JSON
+    got = ts.get("counters")
+    if not isinstance(got, dict):
+        raise UserError(f"{f}: no counters")
+    for k, default in counters.items():
+        if k in got and not _counter_ok(got[k], default):
+            kind = "an integer >= 0" if isinstance(default, int) and default >= 0 else (
+                "an integer >= -1" if isinstance(default, int) else "a score in [-1, 1]")
+            raise UserError(f"{f}: counter {k!r} is {got[k]!r}, expected {kind} (the file was edited)")
+    saved = ts.get("optimizer")
+    try:
+        ids = [i for g in saved["param_groups"] for i in g["params"]]
+        state = saved["state"]
+    except (KeyError, TypeError):
+        raise UserError(f"{f}: no optimizer state") from None
+    names = {id(p): n for n, p in model.named_parameters()}
+    params = [p for g in opt.param_groups for p in g["params"]]
+    if len(ids) != len(params):
+        raise UserError(f"{f}: an optimizer state of {len(ids)} parameters, this run trains {len(params)}")
+    by_id = dict(zip(ids, params))
+    for i, entry in (state.items() if isinstance(state, dict) else ()):
+        p = by_id.get(i)
+        for key, t in (entry.items() if isinstance(entry, dict) else ()):
+            if p is not None and isinstance(t, torch.Tensor) and t.dim() and t.shape != p.shape:
+                raise UserError(f"{f}: the optimizer state {key} of {names.get(id(p), i)} has shape {list(t.shape)}, "
+                                f"the parameter {list(p.shape)} (the file was edited or belongs to another model)")
+    for what, obj, key in (("optimizer", opt, "optimizer"), ("scheduler", sched, "scheduler"),
+                           ("grad scaler", scaler, "scaler")):
+        try:
+            obj.load_state_dict(ts[key])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise UserError(f"{f}: the {what} state does not fit this run ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:100] if str(exc) else ''})") from None
+    counters.update({k: got[k] for k in counters if k in got})

@@ -54,9 +54,16 @@ from mclner.training.checkpoint import (
 )
 from mclner.training.config import TrainConfig, recorded_impl
 from mclner.training.guards import NonFiniteGuard, json_safe
+from mclner.training.preflight import check_model_size
 from mclner.training.reuse import link_stages, option_diff, plan_reuse
 from mclner.training.rundir import RunDir, read_run_record, write_run_record
-from mclner.training.state import has_training_state, load_training_state, rng_state, set_rng_state
+from mclner.training.state import (
+    has_training_state,
+    load_training_state,
+    restore_training_state,
+    rng_state,
+    set_rng_state,
+)
 
 
 @dataclass
@@ -282,6 +289,8 @@ def load_encoder_or_fail(name: str):
 def build_model(cfg: TrainConfig, method: Method, label_map: Any) -> tuple:
     """(model, tokenizer) of ``method`` on the configured encoder."""
     tokenizer, encoder = load_encoder_or_fail(cfg.encoder)
+    # a model too large for the device is refused with its size, not an allocation traceback
+    check_model_size(method, encoder, label_map, cfg.device, cfg.freeze_embeddings)
     model = method.build_model(encoder, label_map)
     if cfg.freeze_embeddings:
         for enc in hf_encoders(model):
@@ -717,10 +726,7 @@ class Trainer:
         if self.resume and has_training_state(last):
             self._load_weights(model, last)
             ts = load_training_state(last)  # JSON + safetensors, verified; never unpickles
-            opt.load_state_dict(ts["optimizer"])
-            sched.load_state_dict(ts["scheduler"])
-            scaler.load_state_dict(ts["scaler"])
-            st.update(ts["counters"])
+            restore_training_state(last, ts, model, opt, sched, scaler, st)  # an edited state: one line
             _restore_rng(env, ts)  # every rank its own RNG state, as it was at the save
             if env.is_main:
                 print(f"[{name}] resumed from {last} at step {st['step']}")

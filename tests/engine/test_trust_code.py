@@ -111,6 +111,9 @@ def test_planted_embedded_encoder_never_runs(tmp_path, task_files):
     marker = tmp_path / "MARKER-home"
     _plant_encoder_config(planted, marker)
     _plant_tokenizer_config(planted, marker)
+    from mclner.store.checksums import write_checksums
+
+    write_checksums(planted)  # consistent, so that the folder is taken as a finished conversion
     out = tmp_path / "run"
     proc = _cli(["train", "--source", paths["en"], "--target", paths["zh"], "--target-lang", "zh", "--lexicon",
                  paths["lex"], "--encoder", "tiny-multilingual", "--output-dir", str(out), "--max-steps", "1",

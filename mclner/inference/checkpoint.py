@@ -6,7 +6,7 @@ fine-tuned encoder as a standard Hugging Face folder, ``config.json`` + ``model.
 ``transformers.AutoModel.from_pretrained(ckpt / "encoder")`` opens it; its weights are stored there
 only, not twice, and the loader puts the two files back together), the tokenizer files, ``label_map.json``,
 ``training_args.json``, ``checksums.json`` (SHA-256 of every other file, written last) and, for
-resumable checkpoints, the training state (:mod:`mclner.training.state`). Nothing is pickled: loading
+resumable checkpoints, the training state (:mod:`mclner.training.state_codec`). Nothing is pickled: loading
 a checkpoint never runs code from it.
 """
 
@@ -120,7 +120,7 @@ def read_safetensors(f: Path, device: Optional[str] = None) -> StateDict:
 def check_label_map(path: Path, cfg: Dict[str, Any]) -> Any:
     """The checkpoint's LabelMap; config.json and label_map.json must agree (type order included: the
     class ids follow it)."""
-    from mclner.data.grid import LabelMap
+    from mclner.data.labels import LabelMap
 
     try:
         label_map = LabelMap.from_dict(cfg["label_map"])

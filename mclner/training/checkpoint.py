@@ -31,7 +31,7 @@ from mclner.inference.checkpoint import (
 from mclner.store.atomic import atomic_replace_dir, recover_dir, tmp_sibling, write_json_atomic
 from mclner.store.checksums import replace_recorded_file, verify_files, write_checksums
 from mclner.store.links import apply_umask, link_or_copy
-from mclner.training.state import save_training_state
+from mclner.training.state_codec import save_training_state
 
 
 def _main_encoder(model: torch.nn.Module) -> Tuple[Any, str]:

@@ -76,7 +76,7 @@ def test_a_sentence_of_too_many_words_is_one_line(tmp_path):
 def test_lines_keep_their_meaning(tmp_path):
     """Bounded reading changes nothing else: \\r\\n, a byte order mark, no newline at the end, a
     decoding error named by line and column, an ASCII-incompatible encoding."""
-    from mclner.data.readers import _read_lines
+    from mclner.data.conll import _read_lines
 
     f = tmp_path / "t.txt"
     f.write_bytes(b"\xef\xbb\xbfa b\r\nc\n\nd")
@@ -102,7 +102,7 @@ def ckpt(tmp_path_factory):
     import torch
     from mclner_fixtures import make_tiny_encoder_dir, relation_model
 
-    from mclner.data.grid import LabelMap
+    from mclner.data.labels import LabelMap
     from mclner.training.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("bounds")

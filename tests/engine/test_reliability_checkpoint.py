@@ -42,7 +42,7 @@ def _model(seed: int = 0):
 
     from mclner_fixtures import relation_model
 
-    from mclner.data.grid import LabelMap
+    from mclner.data.labels import LabelMap
 
     if not _ENC:
         _ENC.append(make_tiny_encoder_dir(Path(tempfile.mkdtemp(prefix="mclner-enc-")) / "tiny"))
@@ -64,7 +64,7 @@ def _state(model):
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     live = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)  # an enabled scaler's state
     live.scale(torch.ones(()))  # initialises the scale tensor
-    from mclner.training.state import rng_state
+    from mclner.training.state_codec import rng_state
 
     return opt, sched, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                         "scaler_live": live.state_dict(),
@@ -95,7 +95,7 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def test_training_state_round_trips_without_pickle(tmp_path):
-    from mclner.training.state import load_training_state, set_rng_state
+    from mclner.training.state_codec import load_training_state, set_rng_state
 
     model, _, _ = _model()
     opt, sched, state = _state(model)
@@ -187,7 +187,7 @@ def test_flipped_byte_is_refused_naming_the_file(tmp_path, name):
 
 
 def test_flipped_byte_in_training_state_is_refused(tmp_path):
-    from mclner.training.state import load_training_state
+    from mclner.training.state_codec import load_training_state
 
     _save(tmp_path / "ck")
     _flip(tmp_path / "ck" / "training_state.safetensors")
@@ -215,7 +215,7 @@ def test_checksummed_folder_loads_and_best_copy_verifies(tmp_path):
 def test_kill_during_replacement_keeps_a_complete_checkpoint(tmp_path, monkeypatch, kill_at):
     from mclner.inference.checkpoint import load_checkpoint
     from mclner.store.atomic import recover_tree
-    from mclner.training.state import has_training_state, load_training_state
+    from mclner.training.state_codec import has_training_state, load_training_state
 
     dest = tmp_path / "stages" / "source" / "last"
     _save(dest, seed=0)
@@ -387,7 +387,7 @@ def test_swapped_label_map_is_refused(tmp_path):
 @pytest.mark.parametrize("state", [{"__dict__": 5}, {"__tuple__": 3}, {"a": {"__tensor__": "t999"}}, "[" * 100000])
 def test_malformed_training_state_is_one_line(tmp_path, state):
     from mclner.store.checksums import write_checksums
-    from mclner.training.state import STATE_FORMAT, load_training_state
+    from mclner.training.state_codec import STATE_FORMAT, load_training_state
 
     _save(tmp_path / "ck")
     f = tmp_path / "ck" / "training_state.json"

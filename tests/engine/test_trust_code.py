@@ -30,7 +30,7 @@ def ckpt(tmp_path):
     import torch
     from mclner_fixtures import relation_model
 
-    from mclner.data.grid import LabelMap
+    from mclner.data.labels import LabelMap
     from mclner.training.checkpoint import save_checkpoint
 
     enc = make_tiny_encoder_dir(tmp_path / "enc")

@@ -49,7 +49,7 @@ def test_the_size_estimate_counts_what_is_built(encoder_dir):
     number (so training after it is unchanged)."""
     import torch
 
-    from mclner.data.grid import LabelMap
+    from mclner.data.labels import LabelMap
     from mclner.encoders import load_encoder
     from mclner.methods import get_method, registry
     from mclner.training.preflight import _meta_model, training_bytes

@@ -19,6 +19,21 @@ class LoadedModel:
     collator: Any
     config: Dict[str, Any]  # the checkpoint's config.json
     device: torch.device
+    path: Optional[Path] = None  # the checkpoint folder
+
+
+def check_checkpoint_path(checkpoint: Union[str, Path]) -> Path:
+    """A one-line error for the common mix-up of a run folder with its checkpoint (``RUN/best``)."""
+    from mclner.errors import UserError
+
+    path = Path(checkpoint)
+    if path.is_dir() and not (path / "config.json").exists():
+        if (path / "best" / "config.json").is_file():
+            raise UserError(f"{path} is a run folder, not a checkpoint: use {path / 'best'}")
+        if (path / "training_args.json").is_file() or (path / "stages").is_dir():
+            raise UserError(f"{path} is a run folder without a final checkpoint yet (no {path / 'best'}); "
+                            f"use a stage's checkpoint, e.g. {path / 'stages' / '<stage>' / 'best'}")
+    return path
 
 
 def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
@@ -36,6 +51,7 @@ def load_model(checkpoint: Union[str, Path], device: Optional[Union[str, torch.d
     from mclner.methods.base import config_from_dict
     from mclner.training.checkpoint import load_checkpoint
 
+    check_checkpoint_path(checkpoint)
     dev = resolve_device(device)
     model, tokenizer, label_map, cfg = load_checkpoint(Path(checkpoint), dev)
     cls = get_method(cfg["method"])
@@ -53,4 +69,4 @@ def load_model(checkpoint: Union[str, Path], device: Optional[Union[str, torch.d
     # never more pieces than the encoder's positions (the tokenizer records that limit; long sentences
     # are windowed by predict_entities)
     collator = method.make_collator(tokenizer, label_map, usable_max_length(tokenizer, max_length))
-    return LoadedModel(method, model, tokenizer, label_map, collator, cfg, dev)
+    return LoadedModel(method, model, tokenizer, label_map, collator, cfg, dev, Path(checkpoint))

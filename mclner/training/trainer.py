@@ -56,6 +56,7 @@ from mclner.training.checkpoint import (
 )
 from mclner.training.config import TrainConfig, recorded_impl
 from mclner.training.guards import NonFiniteGuard, json_safe
+from mclner.training.model_card import refresh_model_card
 from mclner.training.reuse import link_stages, option_diff, plan_reuse
 from mclner.training.rundir import RunDir
 
@@ -220,7 +221,8 @@ def read_sentences(cfg: TrainConfig, method: Method) -> RunSentences:
         if not spec:
             raise UserError(f"method {method.name!r} ({', '.join(s.name for s in method.stages())}) needs "
                             "unlabelled target text: pass --target-unlabeled or --target")
-        raw = _load(spec, "train", cfg.target_lang)
+        raw_text = cfg.target_unlabeled_format == "text" and cfg.target_unlabeled
+        raw = raw_target_text(cfg, tgt_test_all) if raw_text else _load(spec, "train", cfg.target_lang)
         unl = [type(s)(list(s.tokens), None, getattr(s, "lang", cfg.target_lang)) for s in raw]
         if cfg.max_words:
             unl = [s for s in unl if 0 < len(s.tokens) <= cfg.max_words]
@@ -254,6 +256,13 @@ def stage_steps(stage: Stage, cfg: TrainConfig, n_examples: int, world: int = 1)
     return stage.max_steps or cfg.max_steps or cfg.epochs * steps_per_epoch, steps_per_epoch
 
 
+def raw_target_text(cfg: TrainConfig, test: List[Any]) -> List[Any]:
+    """--target-unlabeled as raw text (--target-unlabeled-format text), split like the target corpus."""
+    from mclner.data.segmenters import read_raw_text
+
+    return read_raw_text(cfg.target_unlabeled, cfg.target_lang, cfg.target_segmentation, cfg.target_segmenter, test)
+
+
 def _target_segmentation(cfg: TrainConfig, unlabeled: List[Any], test: List[Any]) -> Any:
     """--target-segmentation resolved on the run's target text: the unlabelled target text (read for
     ``auto`` even when no stage uses it, if --target-unlabeled names it), else the whole target test set."""
@@ -261,7 +270,9 @@ def _target_segmentation(cfg: TrainConfig, unlabeled: List[Any], test: List[Any]
 
     mode = cfg.target_segmentation or "auto"
     spec = cfg.target_unlabeled or cfg.target
-    if not unlabeled and cfg.target_unlabeled and mode == "auto":
+    if cfg.target_unlabeled and cfg.target_unlabeled_format == "text":
+        unlabeled = []  # split by the segmentation decided on the test set: no evidence of its own
+    elif not unlabeled and cfg.target_unlabeled and mode == "auto":
         unlabeled = _load(cfg.target_unlabeled, "train", cfg.target_lang)
     if unlabeled:
         return resolve_segmentation(mode, cfg.target_lang, unlabeled, f"the unlabelled target text ({spec})")
@@ -493,8 +504,11 @@ class Trainer:
                        segmentation=self.data.segmentation)
 
     def _save(self, dest: Path, model: torch.nn.Module, **kw: Any) -> None:
+        from mclner.data.segmenters import text_record
+
+        text = text_record(self.data.segmentation.mode, self.cfg.target_lang, self.cfg.target_segmenter)
         save_checkpoint(dest, model, self.tokenizer, self.data.label_map, run_args(self.cfg, self.method),
-                        method=self.method, **kw)
+                        method=self.method, text=text, **kw)
 
     def run(self) -> Dict[str, Any]:
         # checks --output-dir and locks it for the run; nothing in it is deleted before prepare()
@@ -583,6 +597,7 @@ class Trainer:
                 copy_checkpoint(prev_best, self.out / "best")
                 summary["final"] = self._final_eval(model)
                 (self.out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+                refresh_model_card(self.out / "best", summary["final"])  # the card shows the final scores
                 self._where()
         finally:
             self.logger.close()

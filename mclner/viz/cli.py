@@ -48,15 +48,26 @@ def _run_per_type(args: argparse.Namespace) -> int:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from mclner.viz.runs import compare_markdown
+    import sys
+
+    from mclner.viz.runs import compare_markdown, load_results, run_info, run_names, runs_markdown, scored_apart
 
     table = _table(args.run_dirs, args.split)
+    names = run_names(args.run_dirs)
+    infos = [run_info(d, load_results(d), args.split) for d in args.run_dirs]
+    apart = scored_apart(infos)
+    if apart:
+        print("warning: the runs were scored on different data (" + "; ".join(
+            f"{n}: {i['data']}, {i.get('sentences', '?')} sentences, {i.get('support', '?')} entities"
+            for n, i in zip(names, infos)) + "): their scores are not directly comparable", file=sys.stderr)
     if args.json:
         print(json.dumps({"split": table.split, "runs": table.runs, "types": table.types,
                           "values": {m: [[None if v != v else v for v in row] for row in a.tolist()]
                                      for m, a in table.values.items()},
-                          "support": table.support.tolist()}, indent=2))
+                          "support": table.support.tolist(), "run_info": dict(zip(names, infos)),
+                          "scored_on_different_data": apart}, indent=2))
     else:
+        print(runs_markdown(names, infos))
         print(compare_markdown(table, digits=args.digits), end="")
     if args.plot:
         from mclner.viz.plots import plot_per_type
@@ -131,8 +142,7 @@ def _labelled(spec: str, split: str, lang, what: str) -> list:
 
 def _run_heatmap(args: argparse.Namespace) -> int:
     from mclner.data.grid import iob2_to_entities
-    from mclner.viz.model import relation_similarity
-    from mclner.viz.plots import MatrixPanel, plot_matrices
+    from mclner.viz.figures import relation_heatmap
 
     torch_seed(args.seed)
     targs = _training_args(args.checkpoint)
@@ -148,32 +158,18 @@ def _run_heatmap(args: argparse.Namespace) -> int:
         k = args.index
     src = sents[k]
     lm, impl = _load_model(args)
-    spans = None
+    other, where_other = None, ""
     if args.target:
         tgt = _labelled(args.target, args.target_split, args.target_lang or targs.get("target_lang"), "--target")
         if not 0 <= args.target_index < len(tgt):
             raise UserError(f"--target-index {args.target_index}: {args.target} has {len(tgt)} labelled sentences")
         other = tgt[args.target_index]
-    else:
-        from mclner.data.codeswitch import CodeSwitcher
-        from mclner.data.lexicon import load_lexicon
-
-        lex = args.lexicon or targs.get("lexicon")
-        lang = args.target_lang or targs.get("target_lang") or "zh"
-        if not lex:
-            raise UserError("--lexicon is needed for the code-switched counterpart (or give --target)")
-        ratio = lm.config.get("method_config", {}).get("cs_word_ratio", 0.3)
-        from mclner.data.segmentation import recorded_mode
-
-        seg = recorded_mode(targs, Path(args.checkpoint).resolve().parent)  # as the run split its translations
-        res = CodeSwitcher(load_lexicon(lex, lang), target_lang=lang, word_ratio=float(ratio),
-                           seed=args.seed, segmentation=seg).switch_detailed(src)
-        other, spans = res.sentence, list(res.spans)
-    maps = relation_similarity(lm.model, lm.collator, src, other, spans, impl=impl, device=lm.device)
-    panels = [MatrixPanel(m.matrix, m.words, m.words, m.title, "column word j", "row word i") for m in maps]
+        where_other = f"sentence {args.target_index} of {args.target} {args.target_split}"
     out = args.output or _default_out(args.checkpoint, "heatmap")
-    res_plot = plot_matrices(panels, out, title=args.title or f"relation similarity, sentence {k} of {spec}",
-                             cmap="RdBu_r", vmin=-1.0, vmax=1.0, colorbar_label="cosine similarity", seed=args.seed)
+    res_plot, _, other = relation_heatmap(lm, src, out, where=f"sentence {k} of {spec} {args.split}", train_args=targs,
+                                   run_dir=Path(args.checkpoint).resolve().parent, lexicon=args.lexicon,
+                                   target_lang=args.target_lang, target=other, target_where=where_other,
+                                   seed=args.seed, impl=impl, title=args.title)
     _extend_json(res_plot, {"kind": "relation_similarity", "sentence_index": k, "source_words": list(src.tokens),
                             "counterpart_words": list(other.tokens), "counterpart_lang": other.lang})
     _print_files(res_plot.files)

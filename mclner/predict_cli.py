@@ -206,6 +206,19 @@ def _parse_types(text: Optional[str], known: List[str]) -> Optional[set]:
     return types
 
 
+# Characters that JSON leaves unescaped but line-oriented readers (str.splitlines, many editors) take for
+# line breaks: escaped, so that a JSON Lines record is always one line.
+_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(rec: Any) -> str:
+    """``rec`` as one JSON line, non-ASCII text kept readable, line-break characters escaped."""
+    text = json.dumps(rec, ensure_ascii=False)
+    for ch, esc in _LINE_BREAKS.items():
+        text = text.replace(ch, esc)
+    return text
+
+
 def _segmenter(args: argparse.Namespace, lm: Any) -> Any:
     """The segmenter of raw text: --segmenter, else the one the checkpoint records."""
     from mclner.data.segmenters import Segmenter, checkpoint_segmenter
@@ -254,7 +267,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         for (s, text, spans), ents in zip(items, preds):
             if args.output_format == "jsonl":
                 rec = {"text": text, "tokens": s.tokens, "entities": entity_dicts(text, spans, ents)}
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                out.write(json_line(rec) + "\n")
             else:
                 for tok, tag in zip(s.tokens, entities_to_iob2([e[:3] for e in ents], len(s.tokens))):
                     out.write(f"{tok}\t{tag}\n")

@@ -392,6 +392,7 @@ def plot_matrices(panels: Sequence[MatrixPanel], out: PathLike, title: Optional[
         fig.suptitle(title)
     data = {
         "kind": "matrices",
+        "title": title or "",
         "vmin": lo,
         "vmax": hi,
         "panels": [{"title": p.title, "rows": list(p.row_labels), "cols": list(p.col_labels),

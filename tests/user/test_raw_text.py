@@ -167,3 +167,28 @@ def test_checkpoint_segmenter_of_old_checkpoints(tmp_path):
     assert rec == {"segmentation": "word", "lang": "ja", "segmenter": "fugashi", "recorded": False}
     cfg = {"text": {"segmentation": "word", "lang": "ja", "segmenter": "sudachipy"}}
     assert checkpoint_segmenter(ck, cfg)["segmenter"] == "sudachipy"
+
+
+def test_train_reads_raw_unlabelled_target_text_with_the_segmenter(tmp_path):
+    from mclner_golden_losses import make_inputs
+
+    from mclner.methods import get_method
+    from mclner.training.config import TrainConfig
+    from mclner.training.trainer import read_sentences
+
+    paths = make_inputs(tmp_path)
+    raw = tmp_path / "raw.txt"
+    raw.write_text("约翰 访问 伦敦。\n\n玛丽在巴黎\r\n", encoding="utf-8")
+    cfg = TrainConfig(method="concner", source=paths["en"], target=paths["zh"], target_lang="zh",
+                      target_unlabeled=str(raw), target_unlabeled_format="text", target_segmentation="word",
+                      target_segmenter="space", lexicon=paths["lex"], encoder=paths["enc"])
+    method = get_method("concner")()
+    unl = read_sentences(cfg, method).target_unlabeled
+    assert [s.tokens for s in unl] == [["约翰", "访问", "伦敦", "。"], ["玛丽在巴黎"]]
+    assert all(s.tags is None for s in unl)
+    cfg.target_segmenter = None  # the default for the resolved segmentation: word -> jieba for zh
+    cfg.target_segmentation = "char"
+    assert [s.tokens for s in read_sentences(cfg, method).target_unlabeled][1] == list("玛丽在巴黎")
+    cfg.target_unlabeled = str(tmp_path / "missing.txt")
+    with pytest.raises(UserError, match="missing.txt: no such file"):
+        read_sentences(cfg, method)

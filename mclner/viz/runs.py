@@ -15,8 +15,11 @@ from mclner.errors import UserError
 
 PathLike = Union[str, Path]
 
-# Numbers in a step record that are not loss terms (counters, schedule, diagnostics).
-NOT_LOSS_KEYS = frozenset({"step", "epoch", "grad_norm", "elapsed_s", "tc_pairs"})
+# Numbers in a step record that are not loss terms: the engine's counters, schedule and diagnostics.
+# A method's own statistics come in the record's "stats" object (never drawn as a loss); logs written
+# before that object existed carried one such statistic at the top level, listed in LEGACY_STATS.
+NOT_LOSS_KEYS = frozenset({"step", "epoch", "grad_norm", "elapsed_s"})
+LEGACY_STATS = frozenset({"tc_pairs"})
 EVAL_KEYS = ("dev_f1", "dev_precision", "dev_recall")
 METRICS = ("precision", "recall", "f1")
 
@@ -86,7 +89,7 @@ class TrainingCurves:
 
 def _is_loss_key(key: str, value: Any) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool) and key not in NOT_LOSS_KEYS
-            and not key.startswith("lr_") and math.isfinite(float(value)))
+            and key not in LEGACY_STATS and not key.startswith("lr_") and math.isfinite(float(value)))
 
 
 def training_curves(records: Iterable[Mapping[str, Any]], terms: Optional[Sequence[str]] = None) -> TrainingCurves:

@@ -223,7 +223,8 @@ def test_every_checkpoint_has_a_model_card_and_its_encoder_a_tokenizer(run):
     from mclner.training.checkpoint import verify_files
 
     results = json.loads((run["run"] / "results.json").read_text())
-    for ck in (run["ckpt"], *sorted((run["run"] / "stages").glob("*/best")), *sorted((run["run"] / "stages").glob("*/last"))):
+    stages = run["run"] / "stages"
+    for ck in (run["ckpt"], *sorted(stages.glob("*/best")), *sorted(stages.glob("*/last"))):
         card = (ck / "README.md").read_text(encoding="utf-8")
         for want in ("token-classification", "## Data", "Lexicon:", "## Scores", "## Command", "mclner train",
                      "## Intended use", "## Limits", "segmenter `space`"):

@@ -124,8 +124,7 @@ class NERPredictor:
         self.impl = impl
         self.batch_size = _check_batch_size(batch_size)
         self.none_bias = _check_none_bias(none_bias)
-        path = getattr(loaded, "path", None)
-        self.text = checkpoint_segmenter(path or ".", getattr(loaded, "config", None))
+        self.text = checkpoint_segmenter(getattr(loaded, "path", None), getattr(loaded, "config", None))
         self.segmenter = Segmenter(segmenter or self.text["segmenter"])
 
     @classmethod

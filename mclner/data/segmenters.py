@@ -138,6 +138,11 @@ def checkpoint_segmenter(path: Any, cfg: Optional[Dict[str, Any]] = None) -> Dic
     results; ``char`` when nothing says otherwise)."""
     from mclner.data.segmentation import recorded_mode
 
+    if path is None:  # a model loaded without its folder: only what config.json says
+        rec = (cfg or {}).get("text") if isinstance(cfg, dict) else None
+        if isinstance(rec, dict) and rec.get("segmenter") in SEGMENTERS:
+            return {**rec, "recorded": True}
+        return {**text_record("char", None), "recorded": False}
     path = Path(path)
     if cfg is None:
         try:

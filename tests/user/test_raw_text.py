@@ -167,6 +167,8 @@ def test_checkpoint_segmenter_of_old_checkpoints(tmp_path):
     assert rec == {"segmentation": "word", "lang": "ja", "segmenter": "fugashi", "recorded": False}
     cfg = {"text": {"segmentation": "word", "lang": "ja", "segmenter": "sudachipy"}}
     assert checkpoint_segmenter(ck, cfg)["segmenter"] == "sudachipy"
+    assert checkpoint_segmenter(None, cfg)["segmenter"] == "sudachipy"  # a model without its folder
+    assert checkpoint_segmenter(None, {})["segmenter"] == "char"
 
 
 def test_train_reads_raw_unlabelled_target_text_with_the_segmenter(tmp_path):

@@ -397,13 +397,15 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_run_compare)
 
 
-    r = sub.add_parser("report", help="write RUN_DIR/report.md: configuration, results per stage, figures, "
-                       "the commands to reproduce the run",
-                       description="A markdown report of a finished run: its options, the final and per-stage "
-                       "scores, the figures (training curves, per-type scores and, from RUN_DIR/best, the entity "
-                       "t-SNE, the target-test confusion and for relation methods the relation-similarity "
-                       "heatmap; written to RUN_DIR/plots/) and the `mclner train` / `mclner evaluate` commands "
-                       "that reproduce it.",
+    r = sub.add_parser("report", help="write RUN_DIR/report.html (one self-contained page) and report.md: scores, "
+                       "figures, sample predictions, the commands to reproduce the run",
+                       description="A page per finished run: RUN_DIR/report.html (figures embedded, no script, nothing "
+                       "fetched) and RUN_DIR/report.md (figures linked from RUN_DIR/plots/): its data and method, the "
+                       "final scores overall and per type, the stages, sample target sentences with gold and "
+                       "predicted entities highlighted, the figures (training curves, per-type scores and, from "
+                       "RUN_DIR/best, the entity t-SNE, the target-test confusion and for models with relation views "
+                       "the relation-similarity heatmap), the `mclner train` command that reproduces it into a new "
+                       "folder (never the run's own) with the matching `mclner evaluate`, and the run's options.",
                        formatter_class=DefaultsHelpFormatter)
     r.add_argument("run_dir", help="run folder written by `mclner train`")
     r.add_argument("--no-model", dest="with_model", action="store_false",

@@ -11,6 +11,19 @@ from mclner._cli_util import DefaultsHelpFormatter
 from mclner.errors import UserError
 
 
+def _given_out(out):
+    """An output path given on the command line (``-o``, ``--plot``): its folder must exist, as for
+    `mclner predict -o` (a mistyped ``-o /nonexistent/x`` is an error, never a new folder tree); the
+    default outputs (``RUN/plots/...``) are made as needed."""
+    if out is None:
+        return None
+    folder = Path(out).parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"{out}: the folder {folder} {what}")
+    return out
+
+
 def _print_files(files: Sequence[Path]) -> None:
     for f in files:
         print(f)
@@ -24,7 +37,7 @@ def _run_curves(args: argparse.Namespace) -> int:
     curves = training_curves(read_log(run), terms=args.terms)
     if not curves.terms and not curves.evals:
         raise UserError(f"{run}: the log has no training steps or evaluations yet")
-    out = args.output or (run if run.is_dir() else run.parent) / "plots" / "curves"
+    out = _given_out(args.output) or (run if run.is_dir() else run.parent) / "plots" / "curves"
     res = plot_training_curves(curves, out, title=args.title or f"training curves: {run.resolve().name}",
                                log_scale=args.log_scale, seed=args.seed)
     _print_files(res.files)
@@ -42,7 +55,8 @@ def _run_per_type(args: argparse.Namespace) -> int:
     from mclner.viz.plots import plot_per_type
 
     table = _table(args.run_dirs, args.split)
-    out = args.output or (Path(args.run_dirs[0]) / "plots" / "per_type" if len(args.run_dirs) == 1 else "per_type")
+    default = Path(args.run_dirs[0]) / "plots" / "per_type" if len(args.run_dirs) == 1 else "per_type"
+    out = _given_out(args.output) or default
     _print_files(plot_per_type(table, out, title=args.title, seed=args.seed).files)
     return 0
 
@@ -70,6 +84,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         print(runs_markdown(names, infos))
         print(compare_markdown(table, digits=args.digits), end="")
     if args.plot:
+        _given_out(args.plot)
         from mclner.viz.plots import plot_per_type
 
         _print_files(plot_per_type(table, args.plot, title=args.title, seed=args.seed).files)
@@ -165,7 +180,7 @@ def _run_heatmap(args: argparse.Namespace) -> int:
             raise UserError(f"--target-index {args.target_index}: {args.target} has {len(tgt)} labelled sentences")
         other = tgt[args.target_index]
         where_other = f"sentence {args.target_index} of {args.target} {args.target_split}"
-    out = args.output or _default_out(args.checkpoint, "heatmap")
+    out = _given_out(args.output) or _default_out(args.checkpoint, "heatmap")
     res_plot, _, other = relation_heatmap(lm, src, out, where=f"sentence {k} of {spec} {args.split}", train_args=targs,
                                    run_dir=Path(args.checkpoint).resolve().parent, lexicon=args.lexicon,
                                    target_lang=args.target_lang, target=other, target_where=where_other,
@@ -220,7 +235,7 @@ def _run_entities(args: argparse.Namespace) -> int:
         pts.append(p)
         langs += l_
         types += t
-    out = args.output or _default_out(args.checkpoint, "entities")
+    out = _given_out(args.output) or _default_out(args.checkpoint, "entities")
     method_name = lm.config.get("method", "")
     res = plot_embedding(np.concatenate(pts), langs, types, out, method=args.reduce, seed=args.seed,
                          title=args.title or f"entity representations ({method_name}, {args.split} sets)")
@@ -245,7 +260,7 @@ def _run_confusion(args: argparse.Namespace) -> int:
                                 impl=impl)
         except ValueError as exc:
             raise UserError(f"{args.gold}: {exc}") from None
-        out = args.output or _default_out(args.predictions, "confusion")
+        out = _given_out(args.output) or _default_out(args.predictions, "confusion")
         _show_confusion(conf, args, out)
         return 0
     preds = read_predictions(args.predictions)
@@ -261,7 +276,7 @@ def _run_confusion(args: argparse.Namespace) -> int:
         conf = entity_confusion([g.tags for g in gold], [e for _, e in preds], match=args.match)
     except ValueError as exc:
         raise UserError(f"{args.predictions}: {exc}") from None
-    out = args.output or Path(args.predictions).with_suffix("").as_posix() + ".confusion"
+    out = _given_out(args.output) or Path(args.predictions).with_suffix("").as_posix() + ".confusion"
     _show_confusion(conf, args, out)
     return 0
 

@@ -120,21 +120,17 @@ def _figure(figsize: Tuple[float, float], nrows: int = 1, ncols: int = 1, **kw: 
 
 
 def _out_stem(out: PathLike) -> Path:
-    """The output path without suffix; its folder is made when its parent exists (``RUN/plots``, a new
-    ``figs/``), never a whole missing tree (a mistyped ``-o /nonexistent/x`` is an error, not a folder)."""
+    """The output path without suffix; its folder is made when missing (``RUN/plots``, a script's
+    ``figs/``). The command line checks a path given with ``-o`` before it gets here."""
     out = Path(out)
     if out.suffix.lower() in (".png", ".svg", ".json"):
         out = out.with_suffix("")
-    parent = out.parent
-    if not parent.is_dir():
-        try:
-            parent.mkdir()
-        except FileNotFoundError:
-            raise UserError(f"{out}: the folder {parent.parent} does not exist") from None
-        except FileExistsError:
-            raise UserError(f"{out}: {parent} is a file, not a folder") from None
-        except OSError as exc:
-            raise UserError(f"{out}: cannot create the folder {parent} ({exc.strerror})") from None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{out}: {out.parent} is a file, not a folder") from None
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the folder {out.parent} ({exc.strerror})") from None
     return out
 
 

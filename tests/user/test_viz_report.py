@@ -139,21 +139,24 @@ def test_wrongly_typed_results_are_one_line(tmp_path, capsys, results, field):
         assert len(err.splitlines()) == 1 and "results.json" in err and field in err, (argv, err)
 
 
-def test_plot_output_in_a_missing_tree_is_refused_not_created(tmp_path, capsys):
+def test_plot_output_in_a_missing_folder_is_refused_not_created(tmp_path, capsys):
     write_run(tmp_path / "r", seed=1)
-    capsys.readouterr()
     missing = tmp_path / "nonexistent"
-    assert main(["plot", "curves", str(tmp_path / "r"), "-o", str(missing / "deeper" / "x")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"the folder {missing} does not exist" in err
-    assert not missing.exists()
+    for argv in (["plot", "curves", str(tmp_path / "r"), "-o", str(missing / "deeper" / "x")],
+                 ["plot", "curves", str(tmp_path / "r"), "-o", str(missing / "x")],
+                 ["plot", "per-type", str(tmp_path / "r"), "-o", str(missing / "x")],
+                 ["compare", str(tmp_path / "r"), "--plot", str(missing / "x")]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "does not exist" in err, err
+        assert not missing.exists()
     if not Path("/nonexistent").exists():
         assert main(["plot", "curves", str(tmp_path / "r"), "-o", "/nonexistent/x"]) == 2
         assert not Path("/nonexistent").exists()
-    # one new level is made: the default RUN/plots and a fresh figs/ folder
-    if importlib.util.find_spec("matplotlib") is not None:
-        assert main(["plot", "curves", str(tmp_path / "r"), "-o", str(tmp_path / "figs" / "x")]) == 0
-        assert (tmp_path / "figs" / "x.png").is_file()
+    if importlib.util.find_spec("matplotlib") is not None:  # the default output folder is made
+        assert main(["plot", "curves", str(tmp_path / "r")]) == 0
+        assert (tmp_path / "r" / "plots" / "curves.png").is_file()
 
 
 # ----------------------------------------------------------------------------- the HTML report

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 from mclner.errors import UserError
 
-SUBCOMMAND_MODULES = ("mclner.data_cli", "mclner.training.cli", "mclner.predict_cli", "mclner.ops.cli",
+SUBCOMMAND_MODULES = ("mclner.data_cli", "mclner.training.cli", "mclner.inference_cli", "mclner.ops.cli",
                       "mclner.viz.cli")
 
 

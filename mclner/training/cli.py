@@ -1,115 +1,19 @@
-"""`mclner train` and `mclner methods` (`evaluate`, `predict` and `export`: `mclner.predict_cli`)."""
+"""`mclner train` (options generated from `TrainConfig` and every registered method's ``Config``) and
+`mclner methods`."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import math
-from typing import Any, Dict, List
+from typing import Dict, List
 
+from mclner._cli_util import add_field
 from mclner.errors import UserError
 from mclner.methods.base import option_flag
 from mclner.training.config import TrainConfig
 
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {v}")
-    return v
-
-
-def _unit_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {v}")
-    return v
-
-
 # ----------------------------------------------------------------------------- train
-
-
-def _field_type(f: dataclasses.Field) -> Any:
-    """The argparse type of a config field from its default and bounds."""
-    kind = f.metadata.get("type")
-    if kind is None:
-        d = f.default
-        kind = type(d) if d is not None and not isinstance(d, bool) else None
-        if kind is None:  # Optional[...] fields default to None: read the annotation
-            ann = str(f.type)
-            kind = int if "int" in ann else float if "float" in ann else str
-    if kind is float:
-        return _finite_float
-    return kind
-
-
-def _finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
-    return v
-
-
-def _preset_note(name: str, methods: Dict[str, Any]) -> str:
-    """What ``--preset quick`` sets this option to, per method where they differ (the help otherwise
-    shows only the built-in default, which a preset overrides)."""
-    from mclner._cli_util import preset_values
-
-    return preset_values(name, {m: cls.presets.get("quick", {}) for m, cls in methods.items()}, "--preset quick")
-
-
-def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field, owners: str = "") -> None:
-    """One option from a config field. Its argparse default is None so that an option given on the
-    command line is told apart from one left out, whatever its value (a preset never swallows it)."""
-    flag = option_flag(f)
-    default = f.default if f.default is not dataclasses.MISSING else None
-    flag_only = f.metadata.get("flag_only", False)  # a plain switch, no --no- form (e.g. --fused, an alias)
-    if flag_only:
-        shown = ""
-    elif isinstance(default, bool):
-        shown = " (default: on)" if default else " (default: off)"
-    else:
-        shown = "" if default is None else f" (default: {default})"
-    from mclner.methods import registry
-
-    text = f.metadata.get("help", "") + (f" [{owners}]" if owners else "") + shown + _preset_note(f.name, registry())
-    if flag_only:
-        group.add_argument(flag, dest=f.name, action="store_true", default=None, help=text)
-    elif isinstance(f.default, bool):
-        group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
-    else:
-        group.add_argument(flag, dest=f.name, type=_field_type(f), default=None, choices=f.metadata.get("choices"),
-                           help=text)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -129,20 +33,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from mclner._cli_util import choice_type, one_line_errors, preset_values
+
+    one_line_errors(p)  # a mistyped value: one line, not the whole usage of every option
+
+    def quick(name: str) -> str:  # what --preset quick sets the option to (the help shows the plain default)
+        return preset_values(name, {m: cls.presets.get("quick", {}) for m, cls in methods.items()}, "--preset quick")
+
     groups = {"data": p.add_argument_group("data"), "optimisation": p.add_argument_group("optimisation")}
     for f in dataclasses.fields(TrainConfig):
         if "help" in f.metadata:
-            _add_field(groups[f.metadata["group"]], f)
+            add_field(groups[f.metadata["group"]], f, note=quick(f.name))
     m = p.add_argument_group("method")
-    from mclner._cli_util import choice_type, one_line_errors
-
-    one_line_errors(p)  # a mistyped value: one line, not the whole usage of every option
     m.add_argument("--method", type=choice_type(tuple(methods), "method"), default="mclner",
-                   metavar="{" + ",".join(methods) + "}", help="the method to train (default: mclner); its own options "
-                   "follow")
+                   metavar="{" + ",".join(methods) + "}",
+                   help="the method to train (default: mclner); its own options follow")
     presets = sorted({k for cls in methods.values() for k in cls.presets})
-    m.add_argument("--preset", type=choice_type(tuple(presets), "preset"), default=None, metavar="{" + ",".join(presets)
-                   + "}", help="the method's preset: quick = the whole method on a 2-core CPU in under 30 minutes (a "
+    m.add_argument("--preset", type=choice_type(tuple(presets), "preset"), default=None,
+                   metavar="{" + ",".join(presets) + "}",
+                   help="the method's preset: quick = the whole method on a 2-core CPU in under 30 minutes (a "
                    "subset, short sentences, frozen word embeddings); full = all data, 10 epochs (GPU). Each option "
                    "below says what quick sets it to; an option given on the command line wins")
     # Each method's options, generated from its Config; an option that several methods share is listed once.
@@ -157,7 +66,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         if own:
             g = p.add_argument_group(f"{name} options")
             for f in own:
-                _add_field(g, fields[f.name], ", ".join(seen[f.name]) if len(seen[f.name]) > 1 else "")
+                add_field(g, fields[f.name], ", ".join(seen[f.name]) if len(seen[f.name]) > 1 else "",
+                          note=quick(f.name))
     r = p.add_argument_group("run")
     r.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
     r.add_argument("--overwrite", action="store_true",
@@ -230,5 +140,6 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     _add_train(sub)
     p = sub.add_parser("methods", help="list the registered methods, one per line with a description",
                        description="The methods `mclner train --method` accepts (one folder each under "
-                       "mclner/methods/), each with a one-line description.")
+                       "mclner/methods/, or a package in the mclner.methods entry-point group), each with a "
+                       "one-line description.")
     p.set_defaults(func=_run_methods)

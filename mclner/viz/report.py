@@ -146,7 +146,8 @@ def _model_parts(rep: Report, ckpt: Path, max_sentences: int, seed: int, device:
 
     from mclner.data.readers import load_sentences
     from mclner.inference import load_model
-    from mclner.predictor import check_impl, resolve_impl
+    from mclner.ops.impl import check_impl
+    from mclner.ops.impl import choose_impl as resolve_impl
     from mclner.viz.model import confusion_of, entity_representations
     from mclner.viz.plots import plot_confusion, plot_embedding
 
@@ -194,7 +195,7 @@ def _model_parts(rep: Report, ckpt: Path, max_sentences: int, seed: int, device:
 
 
 def _samples(rep: Report, lm: Any, sents: List[Any], impl: str) -> None:
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
     from mclner.data.text import entity_dicts, words_to_text
     from mclner.evaluation import predict_entities
 
@@ -207,7 +208,7 @@ def _samples(rep: Report, lm: Any, sents: List[Any], impl: str) -> None:
 
 
 def _heatmap(rep: Report, lm: Any, src: list, seed: int, impl: str) -> None:
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
     from mclner.viz.figures import relation_heatmap
 
     k = next((i for i, s in enumerate(src) if iob2_to_entities(s.tags) and len(s.tokens) <= 15), 0)

@@ -25,7 +25,7 @@ ENGLISH = ["John Smith visited London today .", "Mary went to Paris with Anna Le
 
 def _word_segmented_zh(path: Path, n: int, seed: int) -> None:
     """The synthetic Chinese sentences with each entity (and the filler) as multi-character words."""
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
     from mclner.data.readers import Sentence
 
     out = []

@@ -176,7 +176,7 @@ def test_train_reads_raw_unlabelled_target_text_with_the_segmenter(tmp_path):
 
     from mclner.methods import get_method
     from mclner.training.config import TrainConfig
-    from mclner.training.trainer import read_sentences
+    from mclner.training.rundata import read_sentences
 
     paths = make_inputs(tmp_path)
     raw = tmp_path / "raw.txt"

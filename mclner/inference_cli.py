@@ -1,19 +1,21 @@
-"""`mclner evaluate`, `mclner predict` and `mclner export`: a trained checkpoint on labelled data, raw
-text or CoNLL files, and out of the toolkit as a Hugging Face token-classification folder."""
+"""`mclner evaluate`, `mclner predict` and `mclner export`: a checkpoint of any method on labelled data,
+raw text or CoNLL files, and a tagger out of the toolkit as a Hugging Face token-classification folder.
+The decoding options of the methods (`Method.DecodeConfig`) are generated from the registry."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from mclner._cli_util import DefaultsHelpFormatter
+from mclner._cli_util import DefaultsHelpFormatter, add_field
 from mclner.errors import UserError
-from mclner.training.guards import check_device, finite_float
+from mclner.training.guards import check_device
 
 
 def _positive_int(text: str) -> int:
@@ -33,24 +35,42 @@ def _load(checkpoint: str, device: Optional[str]) -> Any:
 
 
 def _impl(args: argparse.Namespace, device: Any) -> str:
-    from mclner.predictor import check_impl, resolve_impl
+    from mclner.ops.impl import check_impl, choose_impl
 
-    impl = resolve_impl(args.impl, args.fused)
+    impl = choose_impl(args.impl, args.fused)
     check_impl(impl, device)
     return impl
 
 
-def decoding_note(model: Any, none_bias: Optional[float]) -> str:
+def _decode_fields() -> Dict[str, Tuple[dataclasses.Field, List[str]]]:
+    """Every registered method's decoding options: name -> (field, the methods that have it)."""
+    from mclner.methods import registry
+
+    out: Dict[str, Tuple[dataclasses.Field, List[str]]] = {}
+    for name, cls in registry().items():
+        for f in dataclasses.fields(cls.DecodeConfig) if cls.DecodeConfig is not None else ():
+            out.setdefault(f.name, (f, []))[1].append(name)
+    return out
+
+
+def _add_decode_options(p: argparse.ArgumentParser) -> None:
+    """The methods' decoding options (`Method.DecodeConfig`), each naming the methods that have it; a
+    checkpoint of another method decodes as it always does."""
+    fields = _decode_fields()
+    if fields:
+        g = p.add_argument_group("decoding (the checkpoint's own setting unless given)")
+        for f, owners in fields.values():
+            add_field(g, f, ", ".join(owners))
+
+
+def decode_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The decoding options given on the command line (passed to the model's ``decode``)."""
+    return {k: getattr(args, k) for k in _decode_fields() if getattr(args, k, None) is not None}
+
+
+def decoding_note(model: Any, options: Dict[str, Any]) -> str:
     """Which decoding a checkpoint's model applies (printed by `evaluate`, kept in its JSON)."""
-    cfg = getattr(model, "config", None)
-    if not hasattr(cfg, "none_bias"):
-        return "decoding: argmax per word (the method has no decoding bias)"
-    if none_bias is not None:
-        return f"decoding: NONE bias {none_bias:g} (--none-bias)"
-    b = float(cfg.none_bias)
-    if b:
-        return f"decoding: NONE bias {b:g} (calibrated on the source dev set, kept in the checkpoint)"
-    return "decoding: NONE bias 0 (plain argmax)"
+    return "decoding: " + model.describe_decoding(**options)
 
 
 def segmentation_note(lm: Any, sentences: List[Any]) -> Optional[str]:
@@ -84,13 +104,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     sentences = sentences[: args.max_sentences or None]
     if not sentences:
         raise UserError(f"{args.data} ({args.split}) has no labelled sentences to score")
-    note = decoding_note(model, args.none_bias)
+    decode = decode_options(args)
+    note = decoding_note(model, decode)
     seg_note = segmentation_note(lm, sentences)
     if not args.json:
         print(f"{note}; impl {impl}; {len(sentences)} sentences", file=sys.stderr)
         if seg_note:
             print(f"note: {seg_note}", file=sys.stderr)
-    opts = dict(batch_size=args.batch_size, device=dev, impl=impl, none_bias=args.none_bias)
+    opts = dict(batch_size=args.batch_size, device=dev, impl=impl, **decode)
     # Long sets go in chunks with a progress bar (on a terminal); a short set is one call, batched
     # exactly as the trainer's final evaluation batches it.
     chunk = 64 * args.batch_size
@@ -229,7 +250,7 @@ def _segmenter(args: argparse.Namespace, lm: Any) -> Any:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from mclner.data.grid import entities_to_iob2
+    from mclner.data.iob2 import entities_to_iob2
     from mclner.data.text import entity_dicts
     from mclner.predictor import predict_scored
 
@@ -241,7 +262,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     keep = _parse_types(args.types, list(label_map.types))
     items = _read_predict_items(args, _segmenter(args, lm))
     nonempty = [k for k, (s, _, _) in enumerate(items) if s.tokens]
-    opts = dict(batch_size=args.batch_size, device=dev, impl=impl, none_bias=args.none_bias)
+    opts = dict(batch_size=args.batch_size, device=dev, impl=impl, **decode_options(args))
     # A long input goes in chunks with a progress bar on a terminal (stderr), as `evaluate` does.
     chunk = 16 * args.batch_size
     todo = [items[k][0] for k in nonempty]
@@ -284,13 +305,40 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_impl(p: argparse.ArgumentParser) -> None:
-    from mclner.predictor import FUSED_HELP, IMPL_CHOICES, IMPL_HELP
+    from mclner.ops.impl import FUSED_HELP, IMPL_CHOICES, IMPL_HELP
 
     p.add_argument("--impl", choices=IMPL_CHOICES, default=None, help=f"{IMPL_HELP} (default: auto)")
     p.add_argument("--fused", action="store_true", help=FUSED_HELP)
 
 
-def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
+def _run_export(args: argparse.Namespace) -> int:
+    from mclner.export import describe, export_token_classification
+    from mclner.inference import check_checkpoint_path
+
+    check_checkpoint_path(args.checkpoint)
+    out = export_token_classification(args.checkpoint, args.output, overwrite=args.overwrite)
+    d = describe(out)
+    print(f"{out}: {', '.join(d['architectures'] or ['?'])} with labels {', '.join(d['labels'])}; "
+          f'load it with transformers.pipeline("token-classification", model="{out}", '
+          'aggregation_strategy="simple")')
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a tagger checkpoint as a Hugging Face token-classification folder",
+                       description="Write the checkpoint of a tagger method (token-classification, concner) as a "
+                       "standard Hugging Face token-classification folder (config with id2label, weights, "
+                       "tokenizer, model card): AutoModelForTokenClassification and pipeline(\"token-"
+                       "classification\") load it without mclner. Relation-grid (mclner) and span (dlbri) models "
+                       "have no such head in transformers and are refused (docs/USAGE.md).",
+                       formatter_class=DefaultsHelpFormatter)
+    p.add_argument("checkpoint", help="checkpoint folder written by `mclner train` (e.g. runs/x/best)")
+    p.add_argument("output", help="the new folder")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT when it is a folder `mclner export` wrote")
+    p.set_defaults(func=_run_export)
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint on labelled data (seqeval P/R/F1 per type)",
                        description="Entity-level micro precision/recall/F1 (seqeval, strict IOB2), overall and "
                        "per type. Predicted types absent from the data's label set (e.g. MISC on MSRA) are "
@@ -309,9 +357,7 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="a progress bar on long sets (on a terminal)")
-    p.add_argument("--none-bias", type=finite_float, default=None,
-                   help="decode with this bias subtracted from the NONE logit (relation models; default: the "
-                   "checkpoint's calibrated value, 0 unless trained with --calibrate-none-bias)")
+    _add_decode_options(p)
     p.set_defaults(func=_run_evaluate)
 
     q = sub.add_parser("predict", help="tag raw text or a CoNLL file with a checkpoint",
@@ -346,45 +392,11 @@ def _add_eval_predict(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--batch-size", type=_positive_int, default=32, help="sentences per batch")
     q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="a progress bar on long inputs (on a terminal)")
-    q.add_argument("--none-bias", type=finite_float, default=None,
-                   help="decode with this bias subtracted from the NONE logit (relation models; default: the "
-                   "checkpoint's calibrated value, 0 unless trained with --calibrate-none-bias)")
     q.add_argument("--types", default=None, metavar="T1,T2",
                    help="keep only these entity types (comma-separated, e.g. PER,LOC)")
     _add_impl(q)
     q.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    _add_decode_options(q)
     q.set_defaults(func=_run_predict)
 
-
-
-
-def _run_export(args: argparse.Namespace) -> int:
-    from mclner.export import describe, export_token_classification
-    from mclner.inference import check_checkpoint_path
-
-    check_checkpoint_path(args.checkpoint)
-    out = export_token_classification(args.checkpoint, args.output, overwrite=args.overwrite)
-    d = describe(out)
-    print(f"{out}: {', '.join(d['architectures'] or ['?'])} with labels {', '.join(d['labels'])}; "
-          f'load it with transformers.pipeline("token-classification", model="{out}", '
-          'aggregation_strategy="simple")')
-    return 0
-
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a tagger checkpoint as a Hugging Face token-classification folder",
-                       description="Write the checkpoint of a tagger method (token-classification, concner) as a "
-                       "standard Hugging Face token-classification folder (config with id2label, weights, "
-                       "tokenizer, model card): AutoModelForTokenClassification and pipeline(\"token-"
-                       "classification\") load it without mclner. Relation-grid (mclner) and span (dlbri) models "
-                       "have no such head in transformers and are refused (docs/USAGE.md).",
-                       formatter_class=DefaultsHelpFormatter)
-    p.add_argument("checkpoint", help="checkpoint folder written by `mclner train` (e.g. runs/x/best)")
-    p.add_argument("output", help="the new folder")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT when it is a folder `mclner export` wrote")
-    p.set_defaults(func=_run_export)
-
-
-def add_subcommands(sub: argparse._SubParsersAction) -> None:
-    _add_eval_predict(sub)
     _add_export(sub)

@@ -91,6 +91,7 @@ def load_config(folder: Path) -> Any:
 
     folder = Path(folder)
     check_config_file(folder / "config.json", model_config=True)
+    check_folder(folder, model_config=True)  # its other configuration files (a tokenizer's) too
     try:
         return AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -82,7 +82,7 @@ def iter_lines(stream: IO, name: str, encoding: str = "utf-8",
             raise too_long(f"{name}:{k}", max_chars)
         if k == 1 and line.startswith("\ufeff"):
             line = line[1:]
-        yield k, line.rstrip("\r")
+        yield k, line[:-1] if line.endswith("\r") else line
 
 
 def read_lines(path: Union[str, os.PathLike], encoding: str = "utf-8", opener=open) -> List[str]:

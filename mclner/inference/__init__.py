@@ -21,6 +21,21 @@ class LoadedModel:
     collator: Any
     config: Dict[str, Any]  # the checkpoint's config.json
     device: torch.device
+    path: Optional[Path] = None  # the checkpoint folder
+
+
+def check_checkpoint_path(checkpoint: Union[str, Path]) -> Path:
+    """A one-line error for the common mix-up of a run folder with its checkpoint (``RUN/best``)."""
+    from mclner.errors import UserError
+
+    path = Path(checkpoint)
+    if path.is_dir() and not (path / "config.json").exists():
+        if (path / "best" / "config.json").is_file():
+            raise UserError(f"{path} is a run folder, not a checkpoint: use {path / 'best'}")
+        if (path / "training_args.json").is_file() or (path / "stages").is_dir():
+            raise UserError(f"{path} is a run folder without a final checkpoint yet (no {path / 'best'}); "
+                            f"use a stage's checkpoint, e.g. {path / 'stages' / '<stage>' / 'best'}")
+    return path
 
 
 def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
@@ -37,6 +52,7 @@ def load_model(checkpoint: Union[str, Path], device: Optional[Union[str, torch.d
     from mclner.data.collate import usable_max_length
     from mclner.inference.checkpoint import open_checkpoint
 
+    check_checkpoint_path(checkpoint)
     dev = resolve_device(device)
     ck = open_checkpoint(Path(checkpoint), dev)
     if max_length is None:
@@ -47,4 +63,4 @@ def load_model(checkpoint: Union[str, Path], device: Optional[Union[str, torch.d
     # never more pieces than the encoder's positions (the tokenizer records that limit; long sentences
     # are windowed by predict_entities)
     collator = ck.method.make_collator(ck.tokenizer, ck.label_map, usable_max_length(ck.tokenizer, max_length))
-    return LoadedModel(ck.method, ck.model, ck.tokenizer, ck.label_map, collator, ck.config, dev)
+    return LoadedModel(ck.method, ck.model, ck.tokenizer, ck.label_map, collator, ck.config, dev, Path(checkpoint))

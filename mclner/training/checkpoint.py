@@ -71,6 +71,7 @@ def save_checkpoint(
     method: Any,
     training_state: Optional[Dict[str, Any]] = None,
     extra: Optional[Dict[str, Any]] = None,
+    text: Optional[Dict[str, Any]] = None,
 ) -> Path:
     from safetensors.torch import save_file
 
@@ -93,6 +94,8 @@ def save_checkpoint(
             "label_map": label_map.to_dict(),
             "extra": extra or {},
         }
+        if text is not None:  # how raw text is split into words like the target (mclner.data.segmenters)
+            cfg["text"] = text
         encoder, prefix = _main_encoder(model)
         cfg["encoder_prefix"] = prefix  # where encoder/model.safetensors goes in the model's state dict
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, default=float))
@@ -105,6 +108,9 @@ def save_checkpoint(
         save_file(enc, str(tmp / ENCODER_WEIGHTS), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        from mclner.training.model_card import write_card_and_tokenizer
+
+        write_card_and_tokenizer(tmp, cfg, train_args, tokenizer, ENCODER_DIR)
         if training_state is not None:
             save_training_state(tmp, training_state)
         write_checksums(tmp)

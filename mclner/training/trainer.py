@@ -58,6 +58,7 @@ from mclner.training.dist import (
 )
 from mclner.training.guards import NonFiniteGuard
 from mclner.training.logs import RunLog, banner, method_log, where
+from mclner.training.model_card import refresh_model_card
 from mclner.training.records import check_resume_args, choose_run_impl, reused_stages, run_args, write_run_args
 from mclner.training.reuse import link_stages
 from mclner.training.rundata import Data, load_data
@@ -208,6 +209,7 @@ class Trainer:
             copy_checkpoint(best, self.out / "best")
             summary["final"] = self._final_eval(model)
             write_json_atomic(self.out / "results.json", summary)
+            refresh_model_card(self.out / "best", summary["final"])  # the card shows the final scores
             for line in where(self.out):
                 self.progress.say(line)
 
@@ -383,8 +385,11 @@ class Trainer:
             load_weights(model, path, self.env.device)  # verifies the SHA-256 recorded at save
 
     def _save(self, dest: Path, model: torch.nn.Module, **kw: Any) -> None:
+        from mclner.data.segmenters import text_record
+
+        text = text_record(self.data.segmentation.mode, self.cfg.target_lang, self.cfg.target_segmenter)
         save_checkpoint(dest, model, self.tokenizer, self.data.label_map, run_args(self.cfg, self.method),
-                        method=self.method, **kw)
+                        method=self.method, text=text, **kw)
 
     def _evaluate(self, model: torch.nn.Module, sentences: List[Any], **decode_options: Any) -> Dict[str, Any]:
         return evaluate(model, sentences, self.collator, self.data.label_map, batch_size=2 * self.cfg.batch_size,

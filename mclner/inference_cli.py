@@ -169,6 +169,21 @@ def _file_lines(src: str) -> Iterator[Tuple[int, str]]:
             raise UserError(f"{src}: cannot read ({exc.strerror})") from None
 
 
+def _count_records(args: argparse.Namespace) -> Optional[int]:
+    """How many records the input holds, where that is known without keeping it (for the progress
+    bar): --text, or a raw text file (its lines counted block by block); None for stdin or CoNLL."""
+    if getattr(args, "text", None):
+        return len(args.text)
+    if args.input_format != "text" or args.input == "-" or not Path(args.input).is_file():
+        return None
+    n, last = 0, b"\n"
+    with open(args.input, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
 def _read_predict_items(args: argparse.Namespace, segmenter: Any = None) -> Iterator[Any]:
     """``(sentence, text, spans)`` per input record: the words, the line they come from and each
     word's character offsets in it (a CoNLL file's words are joined as they are written). Raw text
@@ -290,7 +305,7 @@ def _run_predict(args: argparse.Namespace) -> int:
             if bar is None and len(items) == chunk and args.progress and sys.stderr.isatty():
                 from tqdm.auto import tqdm
 
-                bar = tqdm(desc="predict", unit="sent", file=sys.stderr)
+                bar = tqdm(total=_count_records(args), desc="predict", unit="sent", file=sys.stderr)
             nonempty = [k for k, (s, _, _) in enumerate(items) if s.tokens]
             scored = predict_scored(model, [items[k][0] for k in nonempty], builder, label_map, **opts)
             preds: List[List[Any]] = [[] for _ in items]

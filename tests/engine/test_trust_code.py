@@ -97,7 +97,8 @@ def test_checkpoint_tokenizer_config_with_custom_code_never_runs(ckpt, tmp_path)
     write_checksums(ckpt)
     proc = _cli(["predict", str(ckpt)], "y\nAngela Merkel visited Paris .\n", cwd=tmp_path)
     assert not marker.exists(), "code from the checkpoint ran"
-    _one_line_error(proc, str(ckpt / "tokenizer_config.json"), "auto_map")
+    # the file is also linked as encoder/tokenizer_config.json, which is checked first
+    _one_line_error(proc, str(ckpt), "tokenizer_config.json: names custom code (auto_map)")
 
 
 def test_planted_embedded_encoder_never_runs(tmp_path, task_files):

@@ -194,7 +194,7 @@ class Method:
         run only when every option that differs is first read by a later stage. An option not named
         here counts as read from the first stage on (and by data preparation and model set-up), so
         naming too few only costs retraining; naming one too many would reuse a wrong stage, which
-        tests/engine/test_reuse_stages.py checks against training from scratch. Default: none."""
+        tests/training/test_reuse_stages.py checks against training from scratch. Default: none."""
         return {}
 
     def prepare_stage(self, model: NERModel, stage: Stage) -> None:

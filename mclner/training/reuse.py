@@ -4,7 +4,7 @@ An ablation that changes an option read only by a late stage (DLBri's ``--no-lp`
 ``students``) would retrain the earlier stages bit for bit. Instead those stages are taken from a run
 that differs only in such options: its stage folders are hard-linked (copied where links cannot be
 made) into the new run, which then continues as a resumed run does at a stage boundary. Resume at a
-stage boundary is exact, so the result equals training from scratch (tests/engine/test_reuse_stages.py).
+stage boundary is exact, so the result equals training from scratch (tests/training/test_reuse_stages.py).
 
 Which stages may be taken: every common training option that matters (all but those ``--resume`` may
 change) must be equal, and stage S is taken only when each method option that differs is first read

@@ -33,14 +33,10 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 
 def field_type(f: dataclasses.Field) -> Any:
-    """The argparse type of a config field from its default and bounds."""
-    kind = f.metadata.get("type")
-    if kind is None:
-        d = f.default
-        kind = type(d) if d is not None and not isinstance(d, bool) else None
-        if kind is None:  # Optional[...] fields default to None: read the annotation
-            ann = str(f.type)
-            kind = int if "int" in ann else float if "float" in ann else str
+    """The argparse type of a config field (`mclner.methods.base.option_kind`; floats must be finite)."""
+    from mclner.methods.options import option_kind
+
+    kind = option_kind(f)
     if kind is float:
         from mclner.training.guards import finite_float
 

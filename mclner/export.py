@@ -1,17 +1,18 @@
 """`mclner export CKPT OUT`: a tagger checkpoint as a standard Hugging Face token-classification folder.
 
-A tagger model (token-classification, ConCNER) is an encoder, the mean of each word's sub-word states,
-dropout and one linear layer over IOB2 tags. A linear layer commutes with the mean, so the same encoder
-with the same layer on every sub-word piece (``AutoModelForTokenClassification``) gives a word whose
-pieces are one token exactly the logits the toolkit gives that word: the exported folder's
-``pipeline("token-classification", aggregation_strategy="simple")`` finds the toolkit's entities and
-scores there. Where the pipeline's own tokenisation cuts a word into several pieces it tags each piece
-(the toolkit averages them first), and it splits raw text by its tokenizer, not by the checkpoint's
-segmenter: the two can then differ at a word's edges.
+A tagger model (one whose ``NERModel.token_classifier`` hook gives its parts) is an encoder, the mean of
+each word's sub-word states, dropout and one linear layer over IOB2 tags. A linear layer commutes with
+the mean, so the same encoder with the same layer on every sub-word piece
+(``AutoModelForTokenClassification``) gives a word whose pieces are one token exactly the logits the
+toolkit gives that word: the exported folder's ``pipeline("token-classification",
+aggregation_strategy="simple")`` finds the toolkit's entities and scores there. Where the pipeline's
+own tokenisation cuts a word into several pieces it tags each piece (the toolkit averages them first),
+and it splits raw text by its tokenizer, not by the checkpoint's segmenter: the two can then differ at
+a word's edges.
 
-Relation-grid models (mCL-NER) and DLBri's span/type students decode entities from a word-pair grid or
-from span scores; `transformers` has no such head, so they are not exported: their ``encoder/`` folder is
-the fine-tuned encoder as a Hugging Face model, and `NERPredictor` runs the whole model.
+Models that decode entities otherwise (from scores of word pairs, of spans, ...) have no head in
+`transformers`, so they are not exported: their ``encoder/`` folder is the fine-tuned encoder as a
+Hugging Face model, and `NERPredictor` runs the whole model.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ def export_token_classification(checkpoint: Union[str, Path], out: Union[str, Pa
     hook = getattr(lm.model, "token_classifier", None)
     parts = hook() if callable(hook) else None
     if parts is None:
+        from mclner.methods.base import methods_with
+
         raise UserError(f"{checkpoint}: method {lm.config.get('method')!r} has no per-word tag classifier to "
-                        "export (relation-grid and span models keep their own decoding; docs/USAGE.md, "
-                        "\"Models that leave the toolkit\"); use NERPredictor, or its encoder/ folder")
+                        f"export (methods with one: {', '.join(methods_with('token_classifier')) or 'none'}; the "
+                        "others keep their own decoding, docs/USAGE.md \"Models that leave the toolkit\"); use "
+                        "NERPredictor, or its encoder/ folder")
     encoder, classifier, tags = parts
     cfg = encoder.config.__class__.from_dict(encoder.config.to_dict())
     cfg.num_labels = len(tags)

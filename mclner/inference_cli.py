@@ -356,12 +356,18 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
+    from mclner.methods import registry
+    from mclner.methods.base import methods_with
+
+    taggers = methods_with("token_classifier")
+    others = [m for m in registry() if m not in taggers]
     p = sub.add_parser("export", help="write a tagger checkpoint as a Hugging Face token-classification folder",
-                       description="Write the checkpoint of a tagger method (token-classification, concner) as a "
-                       "standard Hugging Face token-classification folder (config with id2label, weights, "
-                       "tokenizer, model card): AutoModelForTokenClassification and pipeline(\"token-"
-                       "classification\") load it without mclner. Relation-grid (mclner) and span (dlbri) models "
-                       "have no such head in transformers and are refused (docs/USAGE.md).",
+                       description="Write the checkpoint of a method whose model is a per-word tag classifier "
+                       f"({', '.join(taggers) or 'none installed'}) as a standard Hugging Face token-classification "
+                       "folder (config with id2label, weights, tokenizer, model card): AutoModelForTokenClassification "
+                       "and pipeline(\"token-classification\") load it without mclner. Models that decode otherwise "
+                       f"({', '.join(others) or 'none installed'}) have no such head in transformers and are refused "
+                       "(docs/USAGE.md).",
                        formatter_class=DefaultsHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint folder written by `mclner train` (e.g. runs/x/best)")
     p.add_argument("output", help="the new folder")

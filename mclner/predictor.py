@@ -14,7 +14,6 @@ end inclusive) for the word-level view.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -59,35 +58,42 @@ class NERPredictor:
     (a line), split into words the way the model's target corpus was tokenised (the segmenter recorded
     in the checkpoint, `mclner.data.segmenters`: one word per Han/kana character for a per-character
     target, Japanese or Chinese words for a word-segmented one); the texts are predicted in batches.
+
+    Further keyword arguments are the decoding options of the checkpoint's method (its
+    ``DecodeConfig``, the options `mclner predict` offers; `mclner methods` lists them), checked by the
+    method: e.g. ``none_bias=2.0`` for an mCL-NER checkpoint. Left out, the checkpoint's own setting.
     """
 
-    def __init__(self, loaded: Any, impl: str = DEFAULT_IMPL, batch_size: int = 32,
-                 none_bias: Optional[float] = None, segmenter: Optional[str] = None) -> None:
+    def __init__(self, loaded: Any, impl: str = DEFAULT_IMPL, batch_size: int = 32, *,
+                 segmenter: Optional[str] = None, **decode_options: Any) -> None:
         from mclner.data.segmenters import Segmenter, checkpoint_segmenter
+        from mclner.methods.base import check_decode_values
 
         self.loaded = loaded
         self.impl = impl
         self.batch_size = _check_batch_size(batch_size)
-        self.none_bias = _check_none_bias(none_bias)
+        # the values first (whatever the method), then whether the checkpoint's method has them
+        self.decode_options: Dict[str, Any] = loaded.method.check_decode_options(check_decode_values(decode_options))
         self.text = checkpoint_segmenter(getattr(loaded, "path", None), getattr(loaded, "config", None))
         self.segmenter = Segmenter(segmenter or self.text["segmenter"])
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], device: Optional[Union[str, torch.device]] = None,
-                        fused: bool = False, impl: Optional[str] = None, batch_size: int = 32,
-                        none_bias: Optional[float] = None, segmenter: Optional[str] = None) -> NERPredictor:
+                        fused: bool = False, impl: Optional[str] = None, batch_size: int = 32, *,
+                        segmenter: Optional[str] = None, **decode_options: Any) -> NERPredictor:
         """Load a checkpoint folder written by `mclner train` (e.g. ``runs/x/best``). ``device``:
         default cuda when available; ``impl`` (``reference``, ``cpu``, ``triton``, ``cuda``, ``auto``;
         default ``auto``, the best runnable one) or ``fused=True`` (= ``auto``) choose the op
-        implementations; ``none_bias``: the relation models' decoding bias (default: the checkpoint's
-        calibrated one); ``segmenter``: how raw text is split into words (default: the checkpoint's,
-        see `mclner.data.segmenters`)."""
+        implementations; ``segmenter``: how raw text is split into words (default: the checkpoint's,
+        see `mclner.data.segmenters`); ``decode_options``: the method's decoding options (see the
+        class doc; default: the checkpoint's own setting)."""
         from mclner.inference import load_model
+        from mclner.methods.base import check_decode_values
         from mclner.training.guards import check_device
 
         chosen = choose_impl(impl, fused)
         _check_batch_size(batch_size)
-        _check_none_bias(none_bias)
+        check_decode_values(decode_options)  # before the checkpoint is loaded
         if device is not None and not isinstance(device, torch.device):
             if not isinstance(device, str):
                 raise UserError(f"device must be a string such as 'cpu' or 'cuda', got {type(device).__name__}")
@@ -96,7 +102,7 @@ class NERPredictor:
             device = check_device(str(device))
         loaded = load_model(path, device)
         check_impl(chosen, loaded.device)
-        return cls(loaded, chosen, batch_size, none_bias, segmenter)
+        return cls(loaded, chosen, batch_size, segmenter=segmenter, **decode_options)
 
     @property
     def types(self) -> List[str]:
@@ -137,7 +143,7 @@ class NERPredictor:
                 raise UserError(f"sentence {k}: words must be non-empty strings without whitespace")
         lm = self.loaded
         preds = predict_scored(lm.model, [s for s in sents if s.tokens], lm.collator, lm.label_map,
-                               batch_size=self.batch_size, device=lm.device, impl=self.impl, none_bias=self.none_bias)
+                               batch_size=self.batch_size, device=lm.device, impl=self.impl, **self.decode_options)
         it = iter(preds)
         out = [next(it) if s.tokens else [] for s in sents]
         if keep is not None:
@@ -198,11 +204,3 @@ def _check_batch_size(batch_size: Any) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
     return batch_size
-
-
-def _check_none_bias(none_bias: Any) -> Optional[float]:
-    if none_bias is None:
-        return None
-    if isinstance(none_bias, bool) or not isinstance(none_bias, (int, float)) or not math.isfinite(none_bias):
-        raise UserError(f"none_bias must be a finite number, got {none_bias!r}")
-    return float(none_bias)

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn as nn
 
 from mclner.errors import UserError
+from mclner.methods.options import DictConfig as DictConfig  # re-exported: the methods' config dataclasses
+from mclner.methods.options import check_option_value, option_flag, validate_options
+from mclner.methods.options import option as option  # re-exported: the methods declare their options with it
 
 Entity = Tuple[int, int, str]
 
@@ -120,27 +123,6 @@ class NERModel(nn.Module):
         token classifier over mean-pooled sub-word states (`mclner export` writes it as a standard
         token-classification model); None (the default) for any other decoding."""
         return None
-
-
-class DictConfig:
-    """to_dict/from_dict for the config dataclasses saved in checkpoints and run folders; from_dict
-    ignores keys the dataclass does not have (a newer writer's extra fields)."""
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> Any:
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def option(default: Any, help: str, **meta: Any) -> Any:
-    """A method option: a dataclass field whose help text (and ``choices``, ``flag``) the command
-    line uses. ``min``/``max`` bound numbers (validated, non-finite values are always refused).
-    ``before`` is what runs recorded before the option existed did, when that is not the default (a
-    default changed after the option was added): `--resume` and `--reuse-stages-from` compare with it."""
-    return field(default=default, metadata={"help": help, **meta})
 
 
 class Method:
@@ -251,36 +233,23 @@ class Method:
         an optional one-line ``message``."""
         return None
 
+    @classmethod
+    def check_decode_options(cls, options: Mapping[str, Any]) -> Dict[str, Any]:
+        """Decoding options given from Python (e.g. ``NERPredictor(..., **options)``) checked against
+        :attr:`DecodeConfig`: each value of its field's type, finite, within its bounds (None, the
+        checkpoint's own setting, is dropped). An option the method does not have is a one-line error
+        naming those it has."""
+        fields = {f.name: f for f in dataclasses.fields(cls.DecodeConfig)} if cls.DecodeConfig is not None else {}
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = sorted(set(given) - set(fields))
+        if unknown:
+            raise UserError(f"method {cls.name!r} has no decoding option {', '.join(unknown)}; its decoding "
+                            f"options: {', '.join(fields) or 'none'}")
+        return {k: check_option_value(fields[k], v, cls.name) for k, v in given.items()}
+
     # -- options
     def validate(self) -> None:
         validate_options(self.config, self.name)
-
-
-def option_flag(f: dataclasses.Field) -> str:
-    """The command-line flag of an option field (``--name-with-dashes``, or its ``flag`` metadata)."""
-    return "--" + f.metadata.get("flag", f.name.replace("_", "-"))
-
-
-def validate_options(config: Any, owner: str) -> None:
-    """Finite numbers within each field's ``min``/``max`` and one of its ``choices``."""
-    import math
-
-    for f in dataclasses.fields(config):
-        v = getattr(config, f.name)
-        flag = option_flag(f)
-        if v is None or isinstance(v, bool):
-            continue
-        if isinstance(v, (int, float)):
-            if not math.isfinite(v):
-                raise UserError(f"{flag} must be a finite number, got {v}")
-            lo, hi = f.metadata.get("min"), f.metadata.get("max")
-            if lo is not None and v < lo:
-                raise UserError(f"{flag} must be >= {lo}, got {v}")
-            if hi is not None and v > hi:
-                raise UserError(f"{flag} must be <= {hi}, got {v}")
-        choices = f.metadata.get("choices")
-        if choices is not None and v not in choices:
-            raise UserError(f"{flag} must be one of {', '.join(map(str, choices))}, got {v!r} ({owner})")
 
 
 _REGISTRY: Dict[str, Type[Method]] = {}
@@ -311,6 +280,47 @@ def get_method(name: str) -> Type[Method]:
         return _REGISTRY[name]
     except KeyError:
         raise UserError(f"unknown method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}") from None
+
+
+def decode_fields() -> Dict[str, Tuple[dataclasses.Field, List[str]]]:
+    """Every registered method's decoding options (:attr:`Method.DecodeConfig`): name -> (its field,
+    the methods that have it)."""
+    out: Dict[str, Tuple[dataclasses.Field, List[str]]] = {}
+    for name, cls in _REGISTRY.items():
+        for f in dataclasses.fields(cls.DecodeConfig) if cls.DecodeConfig is not None else ():
+            out.setdefault(f.name, (f, []))[1].append(name)
+    return out
+
+
+def check_decode_values(options: Mapping[str, Any]) -> Dict[str, Any]:
+    """Decoding options given from Python, before a checkpoint (and so its method) is known: each one
+    some registered method has, with a value its field takes (:func:`check_option_value`); None
+    values dropped. The checkpoint's method then checks that it has them
+    (:meth:`Method.check_decode_options`)."""
+    fields = decode_fields()
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        known = "; ".join(f"{k} ({', '.join(owners)})" for k, (_, owners) in fields.items()) or "none"
+        raise UserError(f"unknown decoding option {', '.join(unknown)}; the methods' decoding options: {known}")
+    return {k: check_option_value(fields[k][0], v, ", ".join(fields[k][1])) for k, v in given.items()}
+
+
+def methods_with(hook: str) -> List[str]:
+    """The registered methods whose model overrides the :class:`NERModel` hook ``hook`` (e.g.
+    ``token_classifier``), read from the return annotation of their ``build_model``; for help texts
+    and messages (the hook itself decides for a loaded model)."""
+    import typing
+
+    names = []
+    for name, cls in _REGISTRY.items():
+        try:
+            model_cls = typing.get_type_hints(cls.build_model).get("return")
+        except Exception:  # an annotation that does not resolve: not listed
+            continue
+        if isinstance(model_cls, type) and getattr(model_cls, hook, None) is not getattr(NERModel, hook):
+            names.append(name)
+    return names
 
 
 def config_from_dict(cls: Type[Method], values: Dict[str, Any]) -> Any:

@@ -69,6 +69,24 @@ def _scores_rows(name: str, s: Any) -> List[str]:
     return [f"| {where} | {_pct(s.get('precision'))} | {_pct(s.get('recall'))} | {_pct(s.get('f1'))} |"]
 
 
+def _use_lines(method: str) -> List[str]:
+    """The card's "Use" section; a method whose model is a per-word tag classifier also exports."""
+    try:
+        from mclner.methods.base import methods_with
+
+        exports = method in methods_with("token_classifier")
+    except Exception:  # the card is written all the same
+        exports = False
+    lines = ["## Use", "", "```python", "from mclner import NERPredictor", "",
+             'ner = NERPredictor.from_pretrained("path/to/this/folder", device="cpu")',
+             'print(ner("Angela Merkel visited Paris."))', "```", "",
+             "or `mclner predict path/to/this/folder --text \"...\"`."]
+    if exports:
+        lines[-1] += (" The model is a per-word tag classifier: `mclner export path/to/this/folder OUT` writes it "
+                      "as a plain Hugging Face token-classification folder.")
+    return lines + [""]
+
+
 def model_card(cfg: Dict[str, Any], train_args: Dict[str, Any], final: Optional[Dict[str, Any]] = None) -> str:
     """The card's Markdown for a checkpoint's ``config.json`` contents and run options; ``final``:
     the run's final scores (``results.json["final"]``) when known."""
@@ -117,11 +135,7 @@ def model_card(cfg: Dict[str, Any], train_args: Dict[str, Any], final: Optional[
         cmd = ""
     if cmd:
         lines += ["## Command", "", "```sh", cmd, "```", ""]
-    lines += ["## Use", "", "```python", "from mclner import NERPredictor", "",
-              'ner = NERPredictor.from_pretrained("path/to/this/folder", device="cpu")',
-              'print(ner("Angela Merkel visited Paris."))', "```", "",
-              "or `mclner predict path/to/this/folder --text \"...\"`. Tagger methods (token-classification, "
-              "ConCNER) export to a plain Hugging Face token-classification folder with `mclner export`.", ""]
+    lines += _use_lines(method)
     lines += ["## Intended use", "",
               "Research on zero-resource cross-lingual NER: finding the entity types above in target-language "
               "text with a model that saw labels in the source language only.", "",

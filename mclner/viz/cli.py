@@ -358,14 +358,17 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                "CKPT/../plots/confusion)")
     q.set_defaults(func=_run_confusion)
 
-    q = psub.add_parser("heatmap", help="relation-similarity heatmap of a relation checkpoint (mCL-NER views)",
+    from mclner.methods.base import methods_with
+
+    q = psub.add_parser("heatmap", help="relation-similarity heatmap of a checkpoint whose model has pair-level "
+                        f"contrastive views ({', '.join(methods_with('pair_views')) or 'none installed'})",
                         description="Cosine similarity between the relation-level contrastive views of a source "
                         "sentence: view A (projection of the biaffine inputs) of pair (i, j) against view B "
                         "(projection of the CLN pair features) of the same sentence, and of its code-switched "
                         "copy at the aligned pair (default; made with the run's lexicon) or of a target sentence "
                         "(--target; its own map, as it has no word alignment). Words on both axes.",
                         formatter_class=DefaultsHelpFormatter)
-    q.add_argument("checkpoint", help="checkpoint folder of a relation method (e.g. runs/x/best)")
+    q.add_argument("checkpoint", help="checkpoint folder of such a method (e.g. runs/x/best)")
     q.add_argument("--data", default=None, help="labelled source data (default: the run's --source)")
     q.add_argument("--split", default="test", help="split of --data")
     q.add_argument("--lang", default=None, help="language code of --data (for path inputs)")

@@ -87,8 +87,11 @@ def relation_views(model: torch.nn.Module, batch: Any, impl: str = "reference") 
     model's ``pair_views``)."""
     views = model.pair_views(batch, impl)
     if views is None:
-        raise UserError(f"the relation-similarity heatmap needs a relation model with pair-level contrastive "
-                        f"views (mCL-NER); this checkpoint's model is {type(model).__name__}")
+        from mclner.methods.base import methods_with
+
+        raise UserError(f"the relation-similarity heatmap needs a model with pair-level contrastive views "
+                        f"(methods: {', '.join(methods_with('pair_views')) or 'none'}); this checkpoint's model is "
+                        f"{type(model).__name__}")
     return views
 
 

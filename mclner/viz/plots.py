@@ -255,7 +255,8 @@ def plot_training_curves(curves: TrainingCurves, out: PathLike, title: Optional[
             if st.offset > 0:
                 ax.axvline(st.offset + 0.5, color="grey", linestyle="--", linewidth=0.8)
     for st in curves.stages:
-        label = st.name + (f" (NONE bias {curves.calibration[st.name]:g})" if st.name in curves.calibration else "")
+        chosen = curves.calibration.get(st.name)
+        label = st.name + (f" ({settings_text(chosen)})" if chosen else "")
         ax_loss.text(st.offset + 1, 1.01, label, transform=ax_loss.get_xaxis_transform(), fontsize="small",
                      va="bottom", ha="left")
     if title:
@@ -269,6 +270,16 @@ def plot_training_curves(curves: TrainingCurves, out: PathLike, title: Optional[
         "final": curves.final,
     }
     return _save(fig, out, data)
+
+
+def settings_text(values: Dict[str, Any]) -> str:
+    """Decoding settings as a short label: ``none_bias 2, student 1``."""
+    def shown(v: Any) -> str:
+        if isinstance(v, float) or isinstance(v, int) and not isinstance(v, bool):
+            return f"{v:g}"
+        return v if isinstance(v, str) else json.dumps(v)
+
+    return ", ".join(f"{k} {shown(v)}" for k, v in values.items())
 
 
 # ----------------------------------------------------------------------------- per-type scores

@@ -21,6 +21,7 @@ PathLike = Union[str, Path]
 NOT_LOSS_KEYS = frozenset({"step", "epoch", "grad_norm", "elapsed_s"})
 LEGACY_STATS = frozenset({"tc_pairs"})
 EVAL_KEYS = ("dev_f1", "dev_precision", "dev_recall")
+CALIBRATION_KEYS = frozenset({"event", "stage", "message"})
 METRICS = ("precision", "recall", "f1")
 
 
@@ -64,7 +65,8 @@ class TrainingCurves:
     stages: List[StageSpan]
     terms: Dict[str, Tuple[List[int], List[float]]]  # loss term -> (global steps, values)
     evals: Dict[str, Tuple[List[int], List[float]]]  # dev_f1 / dev_precision / dev_recall -> (steps, values)
-    calibration: Dict[str, float] = field(default_factory=dict)  # stage -> decoding NONE bias
+    # stage -> the decoding settings the method's calibration chose after it (any JSON values)
+    calibration: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     final: Dict[str, float] = field(default_factory=dict)  # "final" event: split -> F1
 
 
@@ -85,7 +87,7 @@ def training_curves(records: Iterable[Mapping[str, Any]], terms: Optional[Sequen
     order: List[str] = []
     steps: Dict[Tuple[str, int], Dict[str, float]] = {}
     evals: Dict[Tuple[str, int], Dict[str, float]] = {}
-    calibration: Dict[str, float] = {}
+    calibration: Dict[str, Dict[str, Any]] = {}
     final: Dict[str, float] = {}
     for rec in records:
         event = rec.get("event")
@@ -93,8 +95,9 @@ def training_curves(records: Iterable[Mapping[str, Any]], terms: Optional[Sequen
         if event == "final":
             final = {k: float(v) for k, v in rec.items() if k != "event" and isinstance(v, (int, float))}
             continue
-        if event == "calibration" and stage is not None and isinstance(rec.get("none_bias"), (int, float)):
-            calibration[str(stage)] = float(rec["none_bias"])
+        if event == "calibration" and stage is not None:
+            # what the trainer logs: the settings set on the model's config, beside the event's own keys
+            calibration[str(stage)] = {k: v for k, v in rec.items() if k not in CALIBRATION_KEYS}
             continue
         if stage is None or not isinstance(rec.get("step"), int) or event not in (None, "eval"):
             continue

@@ -162,11 +162,21 @@ def test_predictor_validates_its_arguments(run, ner):
         ner(None)
     with pytest.raises(UserError, match="text 1: expected a string, got int"):
         ner([text, 3])
-    for bad in (float("nan"), float("inf"), "1"):
+    for bad in (float("nan"), float("inf"), "1", True):
         with pytest.raises(UserError, match="none_bias must be a finite number"):
             NERPredictor.from_pretrained(run["ckpt"], device="cpu", none_bias=bad)
         with pytest.raises(UserError, match="none_bias must be a finite number"):
             NERPredictor(ner.loaded, none_bias=bad)
+    # decoding options are the method's: a tagger has none, and an option no method has is named as such
+    with pytest.raises(UserError, match=r"^method 'token-classification' has no decoding option none_bias; its "
+                                        r"decoding options: none$"):
+        NERPredictor(ner.loaded, none_bias=1.0)
+    for make in (lambda: NERPredictor(ner.loaded, bias=1.0),
+                 lambda: NERPredictor.from_pretrained(run["ckpt"] / "missing", device="cpu", bias=1.0)):
+        with pytest.raises(UserError, match=r"^unknown decoding option bias; the methods' decoding options: "
+                                            r".*none_bias \(mclner\)"):
+            make()  # checked before the checkpoint is read
+    assert NERPredictor(ner.loaded, none_bias=None).decode_options == {}  # None: the checkpoint's own setting
     for bad in (0, -1, 2.5, True):
         with pytest.raises(UserError, match="batch_size must be a positive integer"):
             NERPredictor.from_pretrained(run["ckpt"], device="cpu", batch_size=bad)

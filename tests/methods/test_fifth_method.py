@@ -46,6 +46,22 @@ def test_a_fifth_method_from_a_test_folder_registers_and_trains(task_files, tmp_
                   "--entity-bonus", "0.25"], tmp_path)
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert json.loads(ev.stdout)["decoding"] == "decoding: argmax with entity bonus 0.25"
+    # NERPredictor takes the method's decoding options the same generic way, checked by the method
+    code = ("import sys; from mclner import NERPredictor; from mclner.errors import UserError\n"
+            "ner = NERPredictor.from_pretrained(sys.argv[1], device='cpu', entity_bonus=0.25)\n"
+            "print(ner.decode_options, len(ner('John Smith visited London')) >= 0)\n"
+            "for bad in ({'entity_bonus': float('nan')}, {'none_bias': 1.0}):\n"
+            "    try:\n"
+            "        NERPredictor(ner.loaded, **bad)\n"
+            "    except UserError as e:\n"
+            "        print(e)\n")
+    env = {**os.environ, "PYTHONPATH": str(PLUGIN), "OMP_NUM_THREADS": "1"}
+    py = subprocess.run([sys.executable, "-c", code, str(out / "best")], cwd=tmp_path, env=env, capture_output=True,
+                        text=True, timeout=600)
+    assert py.returncode == 0, py.stderr[-2000:]
+    assert py.stdout.splitlines() == [
+        "{'entity_bonus': 0.25} True", "entity_bonus must be a finite number, got nan",
+        "method 'fifth' has no decoding option none_bias; its decoding options: entity_bonus"]
 
 
 def test_without_the_plugin_the_method_is_unknown(tmp_path):

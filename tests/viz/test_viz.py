@@ -52,7 +52,9 @@ def write_run(path, seed=0, stages=(("source", 12), ("st1", 8)), types=("LOC", "
                 recs.append(recs[0])
                 for s2 in range(resume_at - 1, resume_at + 1):
                     recs.append(_step(stage, s2, rng))
-        recs.append({"event": "calibration", "stage": stage, "none_bias": 2.0, "dev_f1": {"0.0": 0.1, "2.0": 0.3}})
+        # as the trainer logs it: the settings the method's calibration chose, and its message
+        recs.append({"event": "calibration", "stage": stage, "none_bias": 2.0,
+                     "message": f"[{stage}] decoding NONE bias 2 (source dev F1 30.00; 10.00 without)"})
     recs.append({"event": "final", "source_dev": 0.5, "target_test": 0.25})
     (path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 
@@ -88,7 +90,10 @@ def test_training_curves_from_log(tmp_path):
     assert len(first6) == 2 and ys[5] == pytest.approx(first6[-1]["loss"])
     assert curves.terms["ce_tgt"][0] == list(range(13, 21))  # only in the self-training stage
     assert curves.evals["dev_f1"][0] == [4, 8, 12, 16, 20]
-    assert curves.calibration == {"source": 2.0, "st1": 2.0}
+    assert curves.calibration == {"source": {"none_bias": 2.0}, "st1": {"none_bias": 2.0}}
+    # whatever a method's calibration chose, not one method's setting
+    other = training_curves([{"event": "calibration", "stage": "students", "student": 2, "message": "m"}])
+    assert other.calibration == {"students": {"student": 2}}
     assert curves.final == {"source_dev": 0.5, "target_test": 0.25}
     only = training_curves(recs, terms=["tc", "nope"])
     assert list(only.terms) == ["tc"]
@@ -235,7 +240,8 @@ def test_plot_training_curves(tmp_path):
     assert [ln["label"] for ln in dev_ax["lines"]] == ["dev F1", "dev precision", "dev recall"]
     assert all(ln["points"] == 5 for ln in dev_ax["lines"])
     assert data["stages"] == [{"name": "source", "offset": 0, "steps": 12}, {"name": "st1", "offset": 12, "steps": 8}]
-    assert "source (NONE bias 2)" in texts and "st1 (NONE bias 2)" in texts and "demo" in texts
+    assert "source (none_bias 2)" in texts and "st1 (none_bias 2)" in texts and "demo" in texts
+    assert data["calibration"] == {"source": {"none_bias": 2.0}, "st1": {"none_bias": 2.0}}
     assert data["evals"]["dev_f1"]["step"] == [4, 8, 12, 16, 20]
 
 

@@ -5,6 +5,7 @@ offline (hidden 32: many short training runs stay fast on 2 CPU cores)."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any, List, Optional
 
 import torch
@@ -203,6 +204,17 @@ def write_conll(path, sentences) -> None:
             for t, g in zip(s.tokens, s.tags):
                 f.write(f"{t}\t{g}\n")
             f.write("\n")
+
+
+def small_run_config(tmp_path, encoder: str, **kw):
+    """A short mCL-NER run on the synthetic task (4 steps, checkpoints every 2, tiny heads) in
+    ``tmp_path/run``; ``kw`` override any option (the checkpoint, resume and record tests share it)."""
+    base = dict(source="synthetic-en", target="synthetic-zh", lexicon="synthetic", encoder=encoder,
+                output_dir=str(Path(tmp_path) / "run"), batch_size=8, effective_batch_size=8, max_steps=4,
+                eval_every=100, save_every=2, biaffine_dim=8, cln_hidden=8, proj_dim=8, progress=False, patience=0,
+                seed=3, codeswitch=False, max_eval_sentences=4)
+    base.update(kw)
+    return train_config(**base)
 
 
 def train_config(**kw):

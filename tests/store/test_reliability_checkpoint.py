@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mclner_fixtures import make_tiny_encoder_dir, patch_training_data
+from mclner_fixtures import make_tiny_encoder_dir, patch_training_data, small_run_config
 
 from mclner.errors import UserError
 
@@ -135,23 +135,12 @@ def test_training_state_round_trips_without_pickle(tmp_path):
     assert want[0] == got[0] and want[1] == got[1] and torch.equal(want[2], got[2])
 
 
-def _cfg(tmp_path: Path, encoder: str, **kw):
-    from mclner_fixtures import train_config
-
-    base = dict(source="synthetic-en", target="synthetic-zh", lexicon="synthetic", encoder=encoder,
-                output_dir=str(tmp_path / "run"), batch_size=8, effective_batch_size=8, max_steps=4, eval_every=100,
-                save_every=2, biaffine_dim=8, cln_hidden=8, proj_dim=8, progress=False, patience=0, seed=3,
-                codeswitch=False, max_eval_sentences=4)
-    base.update(kw)
-    return train_config(**base)
-
-
 def test_planted_pickle_training_state_never_runs(tmp_path, monkeypatch, encoder_dir):
     """Item 3: --resume on a folder whose training state is a pickle that would create a file."""
     from mclner.training.trainer import train
 
     patch_training_data(monkeypatch, n_train=16, n_dev=4, n_test=4)
-    cfg = _cfg(tmp_path, encoder_dir, stop_after_steps=2)
+    cfg = small_run_config(tmp_path, encoder_dir, stop_after_steps=2)
     assert train(cfg).get("interrupted")
     last = Path(cfg.output_dir) / "stages" / "source" / "last"
     marker = tmp_path / "pwned"
@@ -302,7 +291,7 @@ def test_resume_after_kill_between_renames_continues(tmp_path, monkeypatch, enco
     from mclner.training.trainer import train
 
     patch_training_data(monkeypatch, n_train=16, n_dev=4, n_test=4)
-    cfg = _cfg(tmp_path, encoder_dir, stop_after_steps=3)  # last written at step 2
+    cfg = small_run_config(tmp_path, encoder_dir, stop_after_steps=3)  # last written at step 2
     assert train(cfg).get("interrupted")
     sdir = Path(cfg.output_dir) / "stages" / "source"
     os.replace(sdir / "last", sdir / ".last.old-0123abcd")
@@ -322,7 +311,7 @@ def test_half_written_done_is_recovered(tmp_path, monkeypatch, encoder_dir):
     from mclner.training.trainer import train
 
     patch_training_data(monkeypatch, n_train=16, n_dev=4, n_test=4)
-    cfg = _cfg(tmp_path, encoder_dir)
+    cfg = small_run_config(tmp_path, encoder_dir)
     first = train(cfg)
     done = Path(cfg.output_dir) / "stages" / "source" / "DONE"
     text = done.read_text()

@@ -10,8 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from mclner_fixtures import patch_training_data
-from test_reliability_checkpoint import _cfg
+from mclner_fixtures import patch_training_data, small_run_config
 
 from mclner.errors import UserError
 
@@ -35,7 +34,7 @@ def test_a_torn_log_line_is_repaired_before_appending(tmp_path, monkeypatch, enc
     from mclner.viz.runs import read_log
 
     patch_training_data(monkeypatch, n_train=16, n_dev=4, n_test=4)
-    cfg = _cfg(tmp_path, encoder_dir, stop_after_steps=3)
+    cfg = small_run_config(tmp_path, encoder_dir, stop_after_steps=3)
     train(cfg)
     log = Path(cfg.output_dir) / "log.jsonl"
     before = len(read_log(log))
@@ -92,7 +91,7 @@ def test_a_cut_run_record_is_an_error_at_resume(tmp_path, monkeypatch, encoder_d
     from mclner.training.trainer import train
 
     patch_training_data(monkeypatch, n_train=16, n_dev=4, n_test=4)
-    cfg = _cfg(tmp_path, encoder_dir, stop_after_steps=3)
+    cfg = small_run_config(tmp_path, encoder_dir, stop_after_steps=3)
     train(cfg)
     rec = Path(cfg.output_dir) / "training_args.json"
     text = rec.read_text()

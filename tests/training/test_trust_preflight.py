@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from mclner_fixtures import patch_training_data
-from test_reliability_checkpoint import _cfg
+from mclner_fixtures import patch_training_data, small_run_config
 
 from mclner.cli import main
 
@@ -69,7 +68,7 @@ def _killed_run(tmp_path, monkeypatch, encoder_dir):
     from mclner.training.trainer import train
 
     patch_training_data(monkeypatch, n_train=16, n_dev=4, n_test=4)
-    cfg = _cfg(tmp_path, encoder_dir, stop_after_steps=3)  # last written at step 2
+    cfg = small_run_config(tmp_path, encoder_dir, stop_after_steps=3)  # last written at step 2
     train(cfg)
     cfg.stop_after_steps = None
     return cfg, Path(cfg.output_dir) / "stages" / "source" / "last"

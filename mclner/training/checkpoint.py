@@ -80,24 +80,8 @@ def save_checkpoint(
     tmp = tmp_sibling(dest)
     tmp.mkdir()
     try:
-        import transformers
-
-        cfg = {
-            "format": FORMAT,
-            # HF convention; without it transformers>=5 mistakes the folder for an old Mistral
-            # tokenizer and warns about a regex it does not change.
-            "transformers_version": transformers.__version__,
-            "format_version": FORMAT_VERSION,
-            "method": method.name,
-            "method_config": dataclasses.asdict(method.config),
-            "model": model.config.to_dict(),
-            "label_map": label_map.to_dict(),
-            "extra": extra or {},
-        }
-        if text is not None:  # how raw text is split into words like the target (mclner.data.segmenters)
-            cfg["text"] = text
         encoder, prefix = _main_encoder(model)
-        cfg["encoder_prefix"] = prefix  # where encoder/model.safetensors goes in the model's state dict
+        cfg = _config_record(model, label_map, method, extra, text, prefix)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, default=float))
         (tmp / "label_map.json").write_text(json.dumps(label_map.to_dict(), indent=2))
         (tmp / "training_args.json").write_text(json.dumps(train_args, indent=2, default=str))
@@ -125,6 +109,30 @@ def save_checkpoint(
                             "intact: free space and continue with --resume") from None
         raise
     return dest
+
+
+def _config_record(model: torch.nn.Module, label_map: Any, method: Any, extra: Optional[Dict[str, Any]],
+                   text: Optional[Dict[str, Any]], prefix: str) -> Dict[str, Any]:
+    """The checkpoint's ``config.json``: the format, the method and its options, the model's config,
+    the label map, what the trainer adds (``extra``) and how raw text is split (``text``)."""
+    import transformers
+
+    cfg = {
+        "format": FORMAT,
+        # HF convention; without it transformers>=5 mistakes the folder for an old Mistral
+        # tokenizer and warns about a regex it does not change.
+        "transformers_version": transformers.__version__,
+        "format_version": FORMAT_VERSION,
+        "method": method.name,
+        "method_config": dataclasses.asdict(method.config),
+        "model": model.config.to_dict(),
+        "label_map": label_map.to_dict(),
+        "extra": extra or {},
+    }
+    if text is not None:  # how raw text is split into words like the target (mclner.data.segmenters)
+        cfg["text"] = text
+    cfg["encoder_prefix"] = prefix  # where encoder/model.safetensors goes in the model's state dict
+    return cfg
 
 
 def _write_failure(exc: BaseException) -> Optional[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from typing import Dict, List
+from typing import Any, Callable, Dict, List
 
 from mclner._cli_util import add_field
 from mclner.errors import UserError
@@ -33,7 +33,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from mclner._cli_util import choice_type, one_line_errors, preset_values
+    from mclner._cli_util import one_line_errors, preset_values
 
     one_line_errors(p)  # a mistyped value: one line, not the whole usage of every option
 
@@ -44,17 +44,36 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     for f in dataclasses.fields(TrainConfig):
         if "help" in f.metadata:
             add_field(groups[f.metadata["group"]], f, note=quick(f.name))
+    _add_method_options(p, methods, quick)
+    r = p.add_argument_group("run")
+    r.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
+    r.add_argument("--overwrite", action="store_true",
+                   help="start again in an existing run folder: deletes what mclner wrote there (after the options, "
+                   "data and encoder were checked); a non-empty folder that is not a run folder is refused")
+    r.add_argument("--reuse-stages-from", metavar="RUN",
+                   help="start this new run with the finished stages of the run folder RUN that this run's options "
+                   "cannot change (hard links, no retraining): RUN must agree in every option the stages read, e.g. "
+                   "an ablation of an option that only a late stage reads takes the earlier stages from the full run "
+                   "(docs/TRAINING.md, \"Reusing finished stages\")")
+    r.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    p.set_defaults(func=_run_train)
+
+
+def _add_method_options(p: argparse.ArgumentParser, methods: Dict[str, Any], quick: Callable[[str], str]) -> None:
+    """--method, --preset and each method's options, generated from its Config; an option that several
+    methods share is listed once, naming them."""
+    from mclner._cli_util import choice_type
+
     m = p.add_argument_group("method")
-    m.add_argument("--method", type=choice_type(tuple(methods), "method"), default="mclner",
+    m.add_argument("--method", type=choice_type(tuple(methods), "method"), default=TrainConfig.method,
                    metavar="{" + ",".join(methods) + "}",
-                   help="the method to train (default: mclner); its own options follow")
+                   help=f"the method to train (default: {TrainConfig.method}); its own options follow")
     presets = sorted({k for cls in methods.values() for k in cls.presets})
     m.add_argument("--preset", type=choice_type(tuple(presets), "preset"), default=None,
                    metavar="{" + ",".join(presets) + "}",
                    help="the method's preset: quick = the whole method on a 2-core CPU in under 30 minutes (a "
                    "subset, short sentences, frozen word embeddings); full = all data, 10 epochs (GPU). Each option "
                    "below says what quick sets it to; an option given on the command line wins")
-    # Each method's options, generated from its Config; an option that several methods share is listed once.
     seen: Dict[str, List[str]] = {}
     fields: Dict[str, dataclasses.Field] = {}
     for name, cls in methods.items():
@@ -68,18 +87,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             for f in own:
                 add_field(g, fields[f.name], ", ".join(seen[f.name]) if len(seen[f.name]) > 1 else "",
                           note=quick(f.name))
-    r = p.add_argument_group("run")
-    r.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
-    r.add_argument("--overwrite", action="store_true",
-                   help="start again in an existing run folder: deletes what mclner wrote there (after the options, "
-                   "data and encoder were checked); a non-empty folder that is not a run folder is refused")
-    r.add_argument("--reuse-stages-from", metavar="RUN",
-                   help="start this new run with the finished stages of the run folder RUN that this run's options "
-                   "cannot change (hard links, no retraining): RUN must agree in every option the stages read, e.g. "
-                   "a DLBri ablation with --no-lp takes bridging and source stages from the full run "
-                   "(docs/TRAINING.md, \"Reusing finished stages\")")
-    r.add_argument("--json", action="store_true", help="print the final summary as JSON")
-    p.set_defaults(func=_run_train)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

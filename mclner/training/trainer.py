@@ -1,7 +1,8 @@
 """The training engine behind `mclner train`: it runs the stages a method declares and knows no method.
 
 Per stage: the student starts from the previous stage's best model (and, when the stage asks for it,
-a frozen copy of that model is the teacher); the method prepares the stage's target data; :meth:`fit`
+a frozen copy of that model is the teacher); the method prepares the stage's target data; the
+stage's optimizer, schedule and resumed state are set up by `mclner.training.stage_setup`; :meth:`fit`
 loops over a :class:`TrainState` with :func:`train_step` (`mclner.training.step`) and an
 evaluate-and-select step (best checkpoint, early stopping), and its callbacks (progress, the step
 log, resumable checkpoints; `mclner.training.callbacks`) hang off the loop. Each stage writes
@@ -33,7 +34,7 @@ from mclner.methods.base import Context, Stage
 from mclner.ops.impl import selected_impls
 from mclner.store.atomic import write_json_atomic
 from mclner.training.batching import EpochPlan
-from mclner.training.build import build_model, make_optimizer, make_scheduler
+from mclner.training.build import build_model
 from mclner.training.callbacks import Callback, CallbackList, Checkpoints, Progress, StepLog
 from mclner.training.checkpoint import (
     checkpoint_exists,
@@ -51,21 +52,19 @@ from mclner.training.dist import (
     broadcast_object,
     gather_rng,
     peak_memory,
-    restore_rng,
     seed_everything,
     setup_env,
     stage_seed,
 )
-from mclner.training.guards import NonFiniteGuard
 from mclner.training.logs import RunLog, banner, method_log, where
 from mclner.training.model_card import refresh_model_card
 from mclner.training.records import check_resume_args, choose_run_impl, reused_stages, run_args, write_run_args
 from mclner.training.reuse import link_stages
 from mclner.training.rundata import Data, load_data
 from mclner.training.rundir import RunDir
+from mclner.training.stage_setup import make_step_setup, resume_stage, wrap_ddp
 from mclner.training.state import StageRun
-from mclner.training.state_codec import has_training_state, load_training_state, restore_training_state
-from mclner.training.step import StepModule, StepSetup, autocast, train_step
+from mclner.training.step import train_step
 
 
 class Trainer:
@@ -260,33 +259,15 @@ class Trainer:
         t_stage = time.time()
         if env.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(env.device)
-        opt = make_optimizer(model, cfg)
-        # --head-warmup-steps: only the run's first stage starts from fresh heads
         first = stage.name == self.method.stages()[0].name
-        sched = make_scheduler(opt, plan.total, cfg.warmup_ratio, cfg.head_warmup_steps if first else 0)
-        use_scaler = cfg.amp and env.device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        step_module = StepModule(model, self.method, zero_term=env.distributed)
-        setup = StepSetup(model, self.method, stage, self.collator, opt, sched, env.device, self.impl, step_module,
-                          teacher=teacher, scaler=torch.amp.GradScaler("cuda", enabled=use_scaler),
-                          amp=autocast(cfg.amp, env.device), max_grad_norm=cfg.max_grad_norm,
-                          guard=NonFiniteGuard(stage=stage.name, device=env.device))  # stops after 3 in a row
+        setup = make_step_setup(cfg, env, self.method, stage, model, self.collator, self.impl, plan.total, first,
+                                teacher)
         run = StageRun(stage, self.out / "stages" / stage.name, plan, setup, env.is_main, cfg.eval_every,
                        t_stage=t_stage)
-        last = run.sdir / "last"
-        if self.resume and has_training_state(last):
-            self._load_weights(model, last)
-            ts = load_training_state(last)  # JSON + safetensors, verified; never unpickles
-            counters = run.state.counters()  # checked: an edited state is a one-line error, not a traceback
-            restore_training_state(last, ts, model, opt, sched, setup.scaler, counters)
-            run.state.load(counters)
-            restore_rng(env, ts)  # every rank its own RNG state, as it was at the save
-            if env.is_main:
-                self.progress.say(f"[{stage.name}] resumed from {last} at step {run.state.step}")
+        if self.resume and resume_stage(run, env) and env.is_main:
+            self.progress.say(f"[{stage.name}] resumed from {run.sdir / 'last'} at step {run.state.step}")
         if env.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            setup.ddp = DistributedDataParallel(step_module,
-                                                device_ids=[env.device.index] if env.device.type == "cuda" else None)
+            wrap_ddp(setup, env)
         model.train()
         if teacher is not None:
             teacher.to(env.device)

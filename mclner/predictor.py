@@ -60,8 +60,8 @@ class NERPredictor:
     target, Japanese or Chinese words for a word-segmented one); the texts are predicted in batches.
 
     Further keyword arguments are the decoding options of the checkpoint's method (its
-    ``DecodeConfig``, the options `mclner predict` offers; `mclner methods` lists them), checked by the
-    method: e.g. ``none_bias=2.0`` for an mCL-NER checkpoint. Left out, the checkpoint's own setting.
+    ``DecodeConfig``: the options `mclner predict` offers, ``--an-option`` given as ``an_option=``),
+    checked by the method (docs/USAGE.md). Left out, the checkpoint's own setting applies.
     """
 
     def __init__(self, loaded: Any, impl: str = DEFAULT_IMPL, batch_size: int = 32, *,

@@ -1,230 +1,46 @@
-"""Figures (matplotlib, optional: ``pip install "mclner[viz]"``).
+"""Figures of runs and checkpoints (matplotlib, optional: ``pip install "mclner[viz]"``): training
+curves, per-type scores, labelled matrices (heatmaps) and the entity-type confusion; the 2-D
+embedding of entity representations is in `mclner.viz.embedding`.
 
 Every ``plot_*`` function writes ``OUT.png``, ``OUT.svg`` (text kept as text) and ``OUT.json`` (the
-data behind the figure, read back from the drawn artists: axis labels, tick labels, legend entries,
-number of points, matrix shapes, plus the values plotted) and returns them as a ``PlotResult``.
-Figures are built without pyplot on the Agg canvas, so they never touch the caller's backend; the
-files are byte-for-byte reproducible for the same inputs and seed.
+data behind the figure) and returns them as a ``PlotResult`` (`mclner.viz.canvas`). Figures are built
+without pyplot on the Agg canvas, so they never touch the caller's backend; the files are
+byte-for-byte reproducible for the same inputs and seed.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from mclner.errors import UserError
+from mclner.viz.canvas import PlotResult, describe_axes, jsonable, nan_to_none, new_figure, save_figure, styled
 from mclner.viz.confusion import OUTSIDE, EntityConfusion
+from mclner.viz.embedding import embed_2d, plot_embedding
 from mclner.viz.runs import EVAL_KEYS, METRICS, PerTypeTable, TrainingCurves
 
 PathLike = Union[str, Path]
-log = logging.getLogger("mclner")
 
-# Fonts with CJK glyphs, tried after DejaVu Sans (matplotlib falls back glyph by glyph).
-_CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Source Han Sans SC", "WenQuanYi Zen Hei",
-              "WenQuanYi Micro Hei", "Droid Sans Fallback", "AR PL UMing CN", "SimHei", "Microsoft YaHei",
-              "PingFang SC", "Hiragino Sans GB")
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p", "d", "8")
-_GLYPH_NOTE = {"shown": False}
-
-
-@dataclass
-class PlotResult:
-    """The files written and the data behind the figure (also in ``OUT.json``)."""
-
-    files: List[Path]
-    data: Dict[str, Any] = field(default_factory=dict)
-
-
-def _matplotlib():
-    try:
-        import matplotlib
-    except ModuleNotFoundError:
-        raise UserError('plots need matplotlib: pip install "mclner[viz]" (or "matplotlib>=3.7")') from None
-    return matplotlib
-
-
-# Where distributions put CJK fonts (Debian fonts-noto-cjk, fonts-wqy-*, Fedora google-noto-*-cjk, macOS):
-# searched when matplotlib's font cache, built before such a font was installed, knows none.
-_CJK_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts", "/System/Library/Fonts",
-                  "~/.local/share/fonts", "~/.fonts")
-_CJK_FILE_HINTS = ("cjk", "wqy", "droidsansfallback", "uming", "ukai", "simhei", "msyh", "pingfang", "hiragino",
-                   "sourcehan", "ipag", "takao")
-
-
-@functools.cache
-def cjk_fonts() -> Tuple[str, ...]:
-    """Installed fonts with CJK glyphs, best first (empty when none is installed). Fonts installed
-    after matplotlib cached its font list are found on disk and registered."""
-    import os
-
-    from matplotlib import font_manager
-
-    def known() -> Tuple[str, ...]:
-        have = {f.name for f in font_manager.fontManager.ttflist}
-        return tuple(f for f in _CJK_FONTS if f in have)
-
-    found = known()
-    if found:
-        return found
-    for root in _CJK_FONT_DIRS:
-        root = os.path.expanduser(root)
-        for dirpath, _dirs, files in os.walk(root):
-            for name in sorted(files):
-                low = name.lower()
-                if low.endswith((".ttf", ".otf", ".ttc")) and any(h in low for h in _CJK_FILE_HINTS):
-                    try:
-                        font_manager.fontManager.addfont(os.path.join(dirpath, name))
-                    except (OSError, RuntimeError, ValueError):  # an unreadable font file: skip it
-                        continue
-    return known()
-
-
-def _rc(seed: int) -> Dict[str, Any]:
-    # The families themselves, not the generic "sans-serif": matplotlib falls back glyph by glyph only
-    # along font.family, so DejaVu Sans draws Latin text and the CJK font every character it lacks.
-    return {
-        "font.family": ["DejaVu Sans", *cjk_fonts()],
-        "svg.fonttype": "none",  # text stays text: searchable, small
-        "svg.hashsalt": f"mclner-{seed}",  # stable element ids
-        "axes.unicode_minus": False,
-    }
-
-
-def _styled(fn: Callable[..., PlotResult]) -> Callable[..., PlotResult]:
-    """Run a plot function under the toolkit's matplotlib settings (fonts, stable SVG ids from ``seed``):
-    they are read while artists are made and drawn, so the whole body runs inside them."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kw: Any) -> PlotResult:
-        matplotlib = _matplotlib()
-        with matplotlib.rc_context(_rc(int(kw.get("seed", 0)))):
-            return fn(*args, **kw)
-
-    return wrapper
-
-
-def _figure(figsize: Tuple[float, float], nrows: int = 1, ncols: int = 1, **kw: Any):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
-
-
-def _out_stem(out: PathLike) -> Path:
-    """The output path without suffix; its folder is made when missing (``RUN/plots``, a script's
-    ``figs/``). The command line checks a path given with ``-o`` before it gets here."""
-    out = Path(out)
-    if out.suffix.lower() in (".png", ".svg", ".json"):
-        out = out.with_suffix("")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UserError(f"{out}: {out.parent} is a file, not a folder") from None
-    except OSError as exc:
-        raise UserError(f"{out}: cannot create the folder {out.parent} ({exc.strerror})") from None
-    return out
-
-
-def _texts(items) -> List[str]:
-    return [t.get_text() for t in items]
-
-
-def describe_axes(ax) -> Dict[str, Any]:
-    """What an Axes shows, read from its artists (used in ``OUT.json`` and by the tests)."""
-    from matplotlib.collections import PathCollection
-    from matplotlib.container import BarContainer
-
-    legends = [ax.get_legend()] if ax.get_legend() is not None else []
-    legends += [a for a in ax.artists if a.__class__.__name__ == "Legend"]
-    return {
-        "title": ax.get_title(),
-        "xlabel": ax.get_xlabel(),
-        "ylabel": ax.get_ylabel(),
-        "xticklabels": _texts(ax.get_xticklabels()),
-        "yticklabels": _texts(ax.get_yticklabels()),
-        "legend": [_texts(lg.get_texts()) for lg in legends],
-        "lines": [{"label": ln.get_label(), "points": len(ln.get_xdata())} for ln in ax.get_lines()
-                  if not ln.get_label().startswith("_")],
-        "legend_covers_last_points": _covered_ends(ax, legends),
-        "scatter_points": [len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)],
-        "bars": [len(c.patches) for c in ax.containers if isinstance(c, BarContainer)],
-        "images": [list(im.get_array().shape) for im in ax.get_images()],
-    }
-
-
-def _covered_ends(ax, legends) -> List[str]:
-    """The labelled lines whose last point lies under a legend (drawn figures only)."""
-    covered = []
-    for ln in ax.get_lines():
-        xs, ys = ln.get_xdata(), ln.get_ydata()
-        if ln.get_label().startswith("_") or not len(xs):
-            continue
-        px, py = ax.transData.transform((float(xs[-1]), float(ys[-1])))
-        if any(lg.get_window_extent().contains(px, py) for lg in legends):
-            covered.append(ln.get_label())
-    return covered
-
-
-def _save(fig, out: PathLike, data: Dict[str, Any]) -> PlotResult:
-    stem = _out_stem(out)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fig.canvas.draw()  # tick labels exist only after a draw
-        data = {**data, "axes": [describe_axes(ax) for ax in fig.axes if ax.get_label() != "<colorbar>"]}
-        png, svg = stem.parent / (stem.name + ".png"), stem.parent / (stem.name + ".svg")
-        fig.savefig(png, dpi=120, metadata={"Software": None})
-        fig.savefig(svg, metadata={"Date": None, "Creator": None})
-    missing = [w for w in caught if "missing from" in str(w.message)]
-    for w in caught:
-        if w not in missing:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if missing:
-        data["missing_glyphs"] = True
-        if not _GLYPH_NOTE["shown"]:
-            _GLYPH_NOTE["shown"] = True
-            log.warning("some characters have no glyph in the installed fonts (CJK needs e.g. Noto Sans CJK: "
-                        "apt-get install fonts-noto-cjk); the PNG shows boxes for them, the SVG keeps the text")
-    js = stem.parent / (stem.name + ".json")
-    js.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8")
-    return PlotResult([png, svg, js], data)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return None if np.isnan(x) else float(x)
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
-
-
-def _nan_to_none(a: np.ndarray) -> list:
-    return [[None if np.isnan(v) else float(v) for v in row] for row in np.asarray(a, dtype=float)]
+# plot_* functions of the toolkit, wherever they are drawn (mclner.viz re-exports them)
+__all__ = ["MatrixPanel", "PlotResult", "describe_axes", "embed_2d", "plot_confusion", "plot_embedding",
+           "plot_matrices", "plot_matrix", "plot_per_type", "plot_training_curves", "settings_text"]
 
 
 # ----------------------------------------------------------------------------- training curves
 
 
-@_styled
+@styled
 def plot_training_curves(curves: TrainingCurves, out: PathLike, title: Optional[str] = None,
                          log_scale: bool = False, seed: int = 0) -> PlotResult:
     """Every loss term (top) and dev P/R/F1 (bottom) against the global step; dashed lines separate
     the stages, whose names are written at the top."""
     if not curves.terms and not curves.evals:
         raise UserError("the log has no training steps or evaluations to plot")
-    fig, axes = _figure((9.0, 6.5), 2, 1, sharex=True)
+    fig, axes = new_figure((9.0, 6.5), 2, 1, sharex=True)
     ax_loss, ax_dev = axes[0, 0], axes[1, 0]
     for name, (xs, ys) in curves.terms.items():
         ax_loss.plot(xs, ys, label=name, linewidth=2.0 if name == "loss" else 1.2,
@@ -269,11 +85,11 @@ def plot_training_curves(curves: TrainingCurves, out: PathLike, title: Optional[
         "calibration": curves.calibration,
         "final": curves.final,
     }
-    return _save(fig, out, data)
+    return save_figure(fig, out, data)
 
 
 def settings_text(values: Dict[str, Any]) -> str:
-    """Decoding settings as a short label: ``none_bias 2, student 1``."""
+    """Decoding settings as a short label: ``{"a": 2.0, "b": "x"}`` -> ``a 2, b x``."""
     def shown(v: Any) -> str:
         if isinstance(v, float) or isinstance(v, int) and not isinstance(v, bool):
             return f"{v:g}"
@@ -285,11 +101,11 @@ def settings_text(values: Dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- per-type scores
 
 
-@_styled
+@styled
 def plot_per_type(table: PerTypeTable, out: PathLike, title: Optional[str] = None, seed: int = 0) -> PlotResult:
     """Grouped bars: one panel per metric (P, R, F1), types (and ``micro``) on the x axis, one bar per run."""
     n_runs, n_types = len(table.runs), len(table.types)
-    fig, axes = _figure((max(6.0, 1.1 * n_types * max(1, n_runs) ** 0.5 + 3), 7.5), 3, 1, sharex=True)
+    fig, axes = new_figure((max(6.0, 1.1 * n_types * max(1, n_runs) ** 0.5 + 3), 7.5), 3, 1, sharex=True)
     width = 0.8 / max(1, n_runs)
     x = np.arange(n_types)
     marks: Dict[str, List[Dict[str, Any]]] = {}
@@ -322,11 +138,11 @@ def plot_per_type(table: PerTypeTable, out: PathLike, title: Optional[str] = Non
         "split": table.split,
         "runs": table.runs,
         "types": table.types,
-        "values": {m: _nan_to_none(table.values[m]) for m in METRICS},
+        "values": {m: nan_to_none(table.values[m]) for m in METRICS},
         "support": table.support.tolist(),
         "marks": marks,  # per metric: the bars drawn as "0" (a score of zero) or "n/s" (not scored)
     }
-    return _save(fig, out, data)
+    return save_figure(fig, out, data)
 
 
 # ----------------------------------------------------------------------------- matrices
@@ -344,7 +160,7 @@ class MatrixPanel:
     ylabel: str = ""
 
 
-@_styled
+@styled
 def plot_matrices(panels: Sequence[MatrixPanel], out: PathLike, title: Optional[str] = None, cmap: str = "viridis",
                   vmin: Optional[float] = None, vmax: Optional[float] = None, annotate: Optional[bool] = None,
                   fmt: str = ".2f", colorbar_label: str = "", seed: int = 0) -> PlotResult:
@@ -369,7 +185,7 @@ def plot_matrices(panels: Sequence[MatrixPanel], out: PathLike, title: Optional[
     cell = 0.55 if side <= 20 else 0.25
     longest = max(len(str(t)) for p in panels for t in list(p.col_labels) + list(p.row_labels)) if side else 0
     margin = 1.5 + 0.07 * longest
-    fig, axes = _figure((len(panels) * (side * cell + margin) + 1.0, side * cell + margin + 0.5), 1, len(panels))
+    fig, axes = new_figure((len(panels) * (side * cell + margin) + 1.0, side * cell + margin + 0.5), 1, len(panels))
     im = None
     for ax, p, m in zip(axes[0], panels, mats):
         im = ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi, aspect="auto", interpolation="nearest")
@@ -403,9 +219,9 @@ def plot_matrices(panels: Sequence[MatrixPanel], out: PathLike, title: Optional[
         "vmin": lo,
         "vmax": hi,
         "panels": [{"title": p.title, "rows": list(p.row_labels), "cols": list(p.col_labels),
-                    "matrix": _nan_to_none(m)} for p, m in zip(panels, mats)],
+                    "matrix": nan_to_none(m)} for p, m in zip(panels, mats)],
     }
-    return _save(fig, out, data)
+    return save_figure(fig, out, data)
 
 
 def plot_matrix(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], out: PathLike,
@@ -415,7 +231,7 @@ def plot_matrix(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Seque
                          **kw)
 
 
-@_styled
+@styled
 def plot_confusion(conf: EntityConfusion, out: PathLike, normalize: bool = False, title: Optional[str] = None,
                    seed: int = 0) -> PlotResult:
     """The entity-type confusion matrix; with ``normalize`` each gold row sums to 1."""
@@ -429,117 +245,6 @@ def plot_confusion(conf: EntityConfusion, out: PathLike, normalize: bool = False
                         colorbar_label="fraction of the gold row" if normalize else "entities", seed=seed)
     res.data.update({"kind": "confusion", "labels": conf.labels, "counts": conf.counts.tolist(), "match": conf.match,
                      "normalized": normalize})
-    res.files[2].write_text(json.dumps(res.data, indent=1, ensure_ascii=False, default=_jsonable) + "\n",
+    res.files[2].write_text(json.dumps(res.data, indent=1, ensure_ascii=False, default=jsonable) + "\n",
                             encoding="utf-8")
     return res
-
-
-# ----------------------------------------------------------------------------- embeddings
-
-
-def embed_2d(points: np.ndarray, method: str = "auto", seed: int = 0) -> Tuple[np.ndarray, str]:
-    """2-D coordinates of ``points`` ``[n, d]`` and the method used.
-
-    ``method``: ``"tsne"`` (scikit-learn's TSNE, seeded; needs scikit-learn), ``"pca"`` (the two
-    leading principal components, numpy only, deterministic signs) or ``"auto"``: t-SNE when
-    scikit-learn is importable and there are at least 5 points, else PCA.
-    """
-    x = np.asarray(points, dtype=np.float64)
-    if x.ndim != 2 or not np.isfinite(x).all():
-        raise ValueError(f"points must be a finite [n, d] array, got shape {tuple(x.shape)}")
-    if method not in ("auto", "tsne", "pca"):
-        raise ValueError(f"method must be 'auto', 'tsne' or 'pca', got {method!r}")
-    n = x.shape[0]
-    if method in ("auto", "tsne"):
-        try:
-            from sklearn.manifold import TSNE
-        except ImportError:
-            if method == "tsne":
-                raise UserError("t-SNE needs scikit-learn (pip install scikit-learn); or use method='pca'") from None
-        else:
-            if n >= 5 or method == "tsne":
-                if n < 2:
-                    raise ValueError("t-SNE needs at least 2 points")
-                perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
-                coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
-                return np.asarray(coords, dtype=np.float64), "tsne"
-    return _pca_2d(x), "pca"
-
-
-def _pca_2d(x: np.ndarray) -> np.ndarray:
-    n = x.shape[0]
-    out = np.zeros((n, 2))
-    if n < 2 or x.shape[1] == 0:
-        return out
-    xc = x - x.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(xc, full_matrices=False)
-    k = min(2, vt.shape[0])
-    comps = vt[:k]
-    # SVD signs are arbitrary: make each component's largest-magnitude loading positive.
-    signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
-    signs[signs == 0] = 1.0
-    out[:, :k] = xc @ (comps * signs[:, None]).T
-    return out
-
-
-@_styled
-def plot_embedding(points: np.ndarray, languages: Sequence[str], types: Sequence[str], out: PathLike,
-                   method: str = "auto", title: Optional[str] = None, seed: int = 0) -> PlotResult:
-    """Scatter of entity representations in 2-D: colour = language, marker = entity type.
-
-    ``points`` ``[n, d]`` are reduced with ``embed_2d(method, seed)`` (``d == 2`` with ``method="none"``
-    plots them as given). Two legends: languages (colours) and types (markers).
-    """
-    from matplotlib.lines import Line2D
-
-    x = np.asarray(points, dtype=np.float64)
-    if x.ndim != 2 or len(languages) != x.shape[0] or len(types) != x.shape[0]:
-        raise ValueError(f"points {tuple(x.shape)}, {len(languages)} languages and {len(types)} types do not match")
-    if method == "none":
-        if x.shape[1] != 2:
-            raise ValueError(f"method='none' needs 2-D points, got {x.shape[1]} dimensions")
-        coords, used = x, "none"
-    else:
-        coords, used = embed_2d(x, method, seed)
-    langs = sorted(set(languages))
-    kinds = sorted(set(types))
-    if len(kinds) > len(_MARKERS):
-        raise ValueError(f"{len(kinds)} types but only {len(_MARKERS)} markers")
-    fig, axes = _figure((7.5, 6.0))
-    ax = axes[0, 0]
-    import matplotlib
-
-    palette = matplotlib.colormaps["tab10" if len(langs) <= 10 else "tab20"]
-    colours = {lang: palette(i % palette.N) for i, lang in enumerate(langs)}
-    lang_arr, type_arr = np.asarray(languages), np.asarray(types)
-    for lang in langs:
-        for t in kinds:
-            sel = (lang_arr == lang) & (type_arr == t)
-            if sel.any():
-                ax.scatter(coords[sel, 0], coords[sel, 1], color=colours[lang], marker=_MARKERS[kinds.index(t)],
-                           s=28, alpha=0.8, edgecolors="none", label=f"_{lang}/{t}")
-    lang_handles = [Line2D([], [], color=colours[lang], marker="o", linestyle="", label=lang) for lang in langs]
-    type_handles = [Line2D([], [], color="dimgrey", marker=_MARKERS[i], linestyle="", label=t)
-                    for i, t in enumerate(kinds)]
-    first = ax.legend(handles=lang_handles, title="language", loc="upper left", fontsize="small")
-    ax.add_artist(first)
-    ax.legend(handles=type_handles, title="type", loc="upper right", fontsize="small")
-    names = {"tsne": "t-SNE", "pca": "PCA", "none": ""}
-    ax.set_xlabel(f"{names[used]} 1".strip())
-    ax.set_ylabel(f"{names[used]} 2".strip())
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title)
-    data = {
-        "kind": "embedding",
-        "method": used,
-        "seed": seed,
-        "languages": langs,
-        "types": kinds,
-        "counts": {f"{lang}/{t}": int(((lang_arr == lang) & (type_arr == t)).sum()) for lang in langs for t in kinds},
-        "coords": coords.round(6).tolist(),
-        "point_languages": list(languages),
-        "point_types": list(types),
-    }
-    return _save(fig, out, data)

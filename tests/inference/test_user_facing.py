@@ -400,7 +400,7 @@ def test_impl_defaults_to_auto(runs, capsys, monkeypatch):
     from mclner import NERPredictor
     from mclner.cli import build_parser
     from mclner.errors import UserError
-    from mclner.viz.cli import _load_model
+    from mclner.viz.model_commands import load_checkpoint
 
     ckpt = runs["rel"] / "best"
     seen = []
@@ -421,7 +421,7 @@ def test_impl_defaults_to_auto(runs, capsys, monkeypatch):
         NERPredictor.from_pretrained(ckpt, device="cpu", fused=True, impl="reference")
     for argv in (["plot", "heatmap", str(ckpt)], ["plot", "entities", str(ckpt)]):
         args = build_parser().parse_args(argv)
-        assert _load_model(args)[1] == "auto"
+        assert load_checkpoint(args)[1] == "auto"
     assert build_parser().parse_args(["report", str(runs["rel"])]).impl is None  # = auto
     # the run folder, the checkpoint and the log say what the run used
     for f in (runs["rel"] / "training_args.json", ckpt / "training_args.json"):

@@ -239,11 +239,11 @@ def test_methods_lists_every_method(capsys):
 def test_predict_conll_input_takes_lang(tmp_path):
     import argparse
 
-    from mclner.inference_cli import _read_predict_input
+    from mclner.inference_cli.predict_input import read_predict_input
 
     f = tmp_path / "in.conll"
     write_conll(f, synthetic_zh(2, 0))
     ns = argparse.Namespace(input=str(f), input_format="conll", lang="zh")
-    assert {s.lang for s in _read_predict_input(ns)} == {"zh"}
+    assert {s.lang for s in read_predict_input(ns)} == {"zh"}
     ns.lang = None
-    assert {s.lang for s in _read_predict_input(ns)} == {"en"}  # read_conll's default
+    assert {s.lang for s in read_predict_input(ns)} == {"en"}  # read_conll's default

@@ -77,7 +77,7 @@ def test_offline_flags_are_restored(monkeypatch):
 def test_the_viz_extra_is_named_alike_in_the_message_and_the_docs(monkeypatch):
     import builtins
 
-    from mclner.viz.plots import _matplotlib
+    from mclner.viz.canvas import require_matplotlib
 
     real = builtins.__import__
 
@@ -88,7 +88,7 @@ def test_the_viz_extra_is_named_alike_in_the_message_and_the_docs(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_mpl)
     with pytest.raises(UserError) as e:
-        _matplotlib()
+        require_matplotlib()
     command = re.search(r"pip install \S+", str(e.value)).group(0)
     assert command == 'pip install "mclner[viz]"'
     for doc in ("README.md", "docs/USAGE.md"):

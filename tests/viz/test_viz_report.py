@@ -38,12 +38,13 @@ def _glyph(ch: str, family) -> np.ndarray:
 def test_chinese_labels_render_with_an_installed_cjk_font(tmp_path):
     import matplotlib
 
-    from mclner.viz.plots import MatrixPanel, _rc, cjk_fonts, plot_matrices
+    from mclner.viz.canvas import cjk_fonts, rc_settings
+    from mclner.viz.plots import MatrixPanel, plot_matrices
 
     fonts = cjk_fonts()
     if not fonts:
         pytest.skip("no CJK font installed (Debian: apt-get install fonts-noto-cjk)")
-    with matplotlib.rc_context(_rc(0)):
+    with matplotlib.rc_context(rc_settings(0)):
         family = matplotlib.rcParams["font.family"]
         bei, jing, box1, box2 = (_glyph(c, family) for c in ("北", "京", "\ue000", "\ue001"))
     assert (box1 == box2).all()  # characters without a glyph draw the same box ...

@@ -51,8 +51,10 @@ __device__ __forceinline__ RowStats<float> merge_row(RowStats<float> st) {
   return st;
 }
 
+// At least 2 blocks per SM (<= 128 registers a thread): with the thread count alone nvcc 13's ptxas
+// kept this kernel at 32 registers on sm_80 and spilled 32 bytes (scripts/gpu_resources.py).
 template <class T>
-__global__ void __launch_bounds__(kThreads) stats_kernel(const T* __restrict__ X, int64_t ldx, const T* __restrict__ Y,
+__global__ void __launch_bounds__(kThreads, 2) stats_kernel(const T* __restrict__ X, int64_t ldx, const T* __restrict__ Y,
                                                          int64_t ldy, int64_t M, int64_t N, int64_t P, float s,
                                                          bool one_set, const int32_t* __restrict__ lab_x,
                                                          const int32_t* __restrict__ lab_y, float* __restrict__ lse,

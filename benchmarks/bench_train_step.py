@@ -52,7 +52,7 @@ def make_batch(n: int, b: int, seed: int) -> dict:
 def make_model():
     from transformers import BertConfig, BertModel
 
-    from mclner.data.grid import LabelMap
+    from mclner.data.labels import LabelMap
 
     torch.manual_seed(0)
     enc = BertModel(BertConfig(vocab_size=1000, hidden_size=D, num_hidden_layers=2, num_attention_heads=6,
@@ -85,7 +85,7 @@ def test_train_step(benchmark, n, fused):
         out = METHOD.loss(model, batch, stage, impl)
         out["loss"].backward()
         opt.step()
-        pairs.append(float(out.get("tc_pairs", torch.tensor(0.0))))
+        pairs.append(float(out.get("stats", {}).get("tc_pairs", torch.tensor(0.0))))
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
+from typing import Any
 
 _SAYS_DEFAULT = re.compile(r"%\(default\)|\bdefault\b\s*[:=]", re.IGNORECASE)
 
@@ -26,3 +28,43 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return text  # a required positional has no default worth printing
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+def field_type(f: dataclasses.Field) -> Any:
+    """The argparse type of a config field from its default and bounds."""
+    kind = f.metadata.get("type")
+    if kind is None:
+        d = f.default
+        kind = type(d) if d is not None and not isinstance(d, bool) else None
+        if kind is None:  # Optional[...] fields default to None: read the annotation
+            ann = str(f.type)
+            kind = int if "int" in ann else float if "float" in ann else str
+    if kind is float:
+        from mclner.training.guards import finite_float
+
+        return finite_float
+    return kind
+
+
+def add_field(group: Any, f: dataclasses.Field, owners: str = "") -> None:
+    """One option from a config field. Its argparse default is None so that an option given on the
+    command line is told apart from one left out, whatever its value (a preset never swallows it)."""
+    from mclner.methods.base import option_flag
+
+    flag = option_flag(f)
+    default = f.default if f.default is not dataclasses.MISSING else None
+    flag_only = f.metadata.get("flag_only", False)  # a plain switch, no --no- form (e.g. --fused, an alias)
+    if flag_only:
+        shown = ""
+    elif isinstance(default, bool):
+        shown = " (default: on)" if default else " (default: off)"
+    else:
+        shown = "" if default is None else f" (default: {default})"
+    text = f.metadata.get("help", "") + (f" [{owners}]" if owners else "") + shown
+    if flag_only:
+        group.add_argument(flag, dest=f.name, action="store_true", default=None, help=text)
+    elif isinstance(f.default, bool):
+        group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+    else:
+        group.add_argument(flag, dest=f.name, type=field_type(f), default=None, choices=f.metadata.get("choices"),
+                           help=text)

@@ -14,7 +14,8 @@ from typing import List, Optional
 
 from mclner.errors import UserError
 
-SUBCOMMAND_MODULES = ("mclner.data_cli", "mclner.training.cli", "mclner.ops.cli", "mclner.viz.cli")
+SUBCOMMAND_MODULES = ("mclner.data_cli", "mclner.training.cli", "mclner.inference_cli", "mclner.ops.cli",
+                      "mclner.viz.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
     from mclner.data.readers import load_sentences
 
     kw = {"lenient": True} if args.lenient else {}

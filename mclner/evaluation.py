@@ -9,18 +9,11 @@ into span extraction and type prediction (:func:`span_type_scores`).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 
-Entity = Tuple[int, int, str]  # (start, end inclusive, type), word indices
-
-
-def _data_grid():
-    from mclner.data import grid
-
-    return grid
+from mclner.data.iob2 import Entity, entities_to_iob2, flat_tags, iob2_to_entities
 
 
 def _types_in(tag_lists: Sequence[Sequence[str]]) -> List[str]:
@@ -56,27 +49,27 @@ def predict_entities(
     device: Optional[torch.device] = None,
     impl: str = "reference",
     return_probs: bool = False,
-    none_bias: Optional[float] = None,
+    **decode_options: Any,
 ) -> Any:
     """Decoded entities per sentence, for any method's model (its ``decode``). With return_probs also
-    each sentence's scores on the CPU (relation probabilities ``[n, n, C]`` for relation models, tag
-    probabilities ``[n, T]`` for taggers). Relation models decode with the NONE-logit bias
-    ``none_bias`` (default: the checkpoint's calibrated ``config.none_bias``, 0 unless calibrated).
+    each sentence's scores on the CPU, as the model's ``decode`` gives them (e.g. tag probabilities
+    ``[n, T]``). ``decode_options`` go to ``decode`` (the method's decoding options, e.g. a decoding
+    bias); an option given as None is left out (the model's own setting).
 
     A sentence longer than the collator's ``max_length`` is decoded in overlapping windows whose
     predictions are merged word by word (`mclner.data.collate.rejoin_tags`); its entities are then
-    flat (no nesting) and its scores are None: no single window holds the whole sentence (and a
-    relation grid of thousands of words would not fit in memory anyway)."""
-    from mclner.data.collate import flat_tags, rejoin_tags
+    flat (no nesting) and its scores are None: no single window holds the whole sentence (and scores
+    over word pairs of thousands of words would not fit in memory anyway)."""
+    from mclner.data.collate import rejoin_tags
 
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    options = {} if none_bias is None else {"none_bias": none_bias}
+    options = {k: v for k, v in decode_options.items() if v is not None}
     try:
         # gold tags play no part in prediction (a gold type the model never saw must not fail here)
         windows, where = _windows(sentences, collator)
-        # Length-sorted batches waste less padding (N² grids); results go back in input order.
+        # Length-sorted batches waste less padding; results go back in input order.
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].tokens))
         results: Dict[int, Any] = {}
         for k in range(0, len(order), batch_size):
@@ -94,7 +87,6 @@ def predict_entities(
         parts[si].append(w)
     preds: List[List[Entity]] = []
     probs_out: List[Optional[torch.Tensor]] = []
-    grid = _data_grid()
     for ws in parts:
         if len(ws) == 1:
             ents, p = results[ws[0]]
@@ -103,7 +95,7 @@ def predict_entities(
             continue
         tags = [flat_tags(results[w][0], len(windows[w].tokens)) for w in ws]
         merged = rejoin_tags(tags, [(0, where[w][1]) for w in ws], 1)[0]
-        preds.append(grid.iob2_to_entities(merged))
+        preds.append(iob2_to_entities(merged))
         probs_out.append(None)
     return (preds, probs_out) if return_probs else preds
 
@@ -114,7 +106,6 @@ def _aligned(
     """Gold and predicted IOB2 sequences as :func:`score` compares them (predicted types absent from
     the gold label set dropped, entities past a sentence's end ignored), the dropped types and the
     gold types."""
-    grid = _data_grid()
     gold_types = set(_types_in(gold_tags))
     dropped = sorted({t for ents in pred_entities for _, _, t in ents} - gold_types)
     y_true, y_pred = [], []
@@ -122,7 +113,7 @@ def _aligned(
         n = len(tags)
         kept = [(s, e, t) for s, e, t in ents if t in gold_types and e < n]
         y_true.append(list(tags))
-        y_pred.append(list(grid.entities_to_iob2(kept, n)))
+        y_pred.append(list(entities_to_iob2(kept, n)))
     return y_true, y_pred, dropped, gold_types
 
 
@@ -207,55 +198,12 @@ def evaluate(
     batch_size: int = 32,
     device: Optional[torch.device] = None,
     impl: str = "reference",
-    none_bias: Optional[float] = None,
+    **decode_options: Any,
 ) -> Dict[str, Any]:
-    """Predict on labelled sentences and score them (``none_bias``: see :func:`predict_entities`)."""
+    """Predict on labelled sentences and score them (``decode_options``: see :func:`predict_entities`)."""
     preds = predict_entities(model, sentences, collator, label_map, batch_size=batch_size, device=device, impl=impl,
-                             none_bias=none_bias)
+                             **decode_options)
     return score([s.tags for s in sentences], preds)
-
-
-# Candidate NONE-logit biases for calibration: 0 (plain argmax) to e^6 ≈ 400× less NONE mass.
-NONE_BIAS_GRID: Tuple[float, ...] = tuple(0.5 * k for k in range(13))
-
-
-def shift_none(probs: torch.Tensor, bias: float) -> torch.Tensor:
-    """``probs`` (classes last) with the NONE logit lowered by ``bias``: p_NONE·e^-bias, renormalised."""
-    if not bias:
-        return probs
-    q = probs.clone()
-    q[..., _data_grid().NONE] *= math.exp(-bias)
-    return q / q.sum(-1, keepdim=True)
-
-
-def calibrate_none_bias(
-    model: torch.nn.Module,
-    sentences: Sequence[Any],
-    collator: Any,
-    label_map: Any,
-    *,
-    grid: Sequence[float] = NONE_BIAS_GRID,
-    batch_size: int = 32,
-    device: Optional[torch.device] = None,
-    impl: str = "reference",
-) -> Tuple[float, Dict[float, float]]:
-    """The NONE-logit bias (from ``grid``) that maximises entity F1 on labelled ``sentences`` (the
-    source dev set: no target labels are used), and the F1 of every candidate. Ties go to the smaller
-    bias. An under-trained relation grid ranks entity cells right but its NONE prior still wins the
-    argmax (low recall, high precision); lowering that logit at decoding time recovers the recall
-    without retraining (docs/TRAINING.md)."""
-    grid_mod = _data_grid()
-    _, probs = predict_entities(model, sentences, collator, label_map, batch_size=batch_size, device=device,
-                                impl=impl, return_probs=True, none_bias=0.0)
-    # sentences decoded in windows have no scores (see predict_entities): they do not vote
-    keep = [i for i, p in enumerate(probs) if p is not None]
-    gold = [sentences[i].tags for i in keep]
-    curve: Dict[float, float] = {}
-    for b in grid:
-        preds = [grid_mod.decode_grid(shift_none(probs[i], b), label_map) for i in keep]
-        curve[float(b)] = score(gold, preds)["f1"]
-    best = max(curve, key=lambda b: (curve[b], -b))
-    return best, curve
 
 
 def format_scores(result: Dict[str, Any]) -> str:

@@ -1,12 +1,10 @@
 """Inference on raw text for users: entities with scores and character offsets, and the Python API
 :class:`NERPredictor` (``from mclner import NERPredictor``).
 
-Scores work for every method through the model-agnostic path of `mclner.evaluation.predict_entities`
-(its ``return_probs`` output): for relation models (``[n, n, C]`` probabilities) an entity's score is
-the mean probability of the relations that decode it, its THW cell and its NNW links (as
-`mclner.data.grid.decode_grid_scored` and self-training compute it); for taggers (``[n, T]``) it is
-the mean over the entity's words of each word's highest tag probability. Scores follow the decoding
-bias the entities were decoded with.
+Scores work for every method: the model's ``entity_scores`` turns the scores its ``decode`` returned
+(`mclner.evaluation.predict_entities` with ``return_probs``) into one per entity (e.g. for taggers
+the mean over the entity's words of each word's highest tag probability). Scores follow the decoding
+options the entities were decoded with.
 
 Entities come as the Hugging Face token-classification pipeline's aggregated output
 (`mclner.data.text.entity_dicts`): ``entity_group``, ``score``, ``word`` (exactly as in the input),
@@ -22,82 +20,29 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import torch
 
 from mclner.errors import UserError
+from mclner.ops.impl import DEFAULT_IMPL, check_impl, choose_impl
 
 ScoredEntity = Tuple[int, int, str, Optional[float]]
-IMPL_CHOICES = ("reference", "cpu", "triton", "cuda", "auto")
-# What `train`, `evaluate`, `predict`, the plots and NERPredictor run when no impl is chosen: the best
-# runnable implementation per op (the native CPU kernels on a CPU, triton/cuda on a GPU, the reference
-# when nothing fused is built). The one place the default is set.
-DEFAULT_IMPL = "auto"
-IMPL_HELP = ("op implementation: reference (pure PyTorch), cpu (native fused kernels), triton, cuda, or auto (the "
-             "best runnable one: the native CPU kernels on a CPU, triton or cuda on a GPU, reference when nothing "
-             "fused is built)")
-FUSED_HELP = "the same as --impl auto (kept for older scripts)"
 
 
-def resolve_impl(impl: Optional[str], fused: bool = False) -> str:
-    """The op implementation from ``--impl``/``impl=`` and the ``--fused`` alias (= ``auto``);
-    :data:`DEFAULT_IMPL` (``auto``) when neither is given."""
-    if impl is not None and impl not in IMPL_CHOICES:
-        raise UserError(f"impl must be one of {', '.join(IMPL_CHOICES)}, got {impl!r}")
-    if fused:
-        if impl not in (None, "auto"):
-            raise UserError(f"--fused means --impl auto; it contradicts --impl {impl}")
-        return "auto"
-    return impl or DEFAULT_IMPL
-
-
-def check_impl(impl: str, device: torch.device) -> None:
-    """A one-line error, before any work, when an explicitly chosen implementation cannot run here."""
-    if impl in ("auto", "reference"):
-        return
-    from mclner.ops import available_impls
-
-    status = available_impls()[impl]
-    if not status["runnable"]:
-        raise UserError(f"--impl {impl} cannot run here: {status['reason']}")
-    if impl == "cuda" and torch.device(device).type != "cuda":
-        raise UserError(f"--impl cuda needs a CUDA device, got --device {device}")
-
-
-def entity_scores(entities: Sequence[Tuple[int, int, str]], probs: Optional[torch.Tensor],
+def entity_scores(model: Any, entities: Sequence[Tuple[int, int, str]], probs: Optional[torch.Tensor],
                   label_map: Any) -> List[ScoredEntity]:
-    """``(start, end, type, score)`` for each decoded entity from the sentence's probabilities as
-    `predict_entities(..., return_probs=True)` returns them (see the module doc); score ``None`` when
-    the method returned no probabilities."""
-    if probs is None:
-        return [(s, e, t, None) for s, e, t in entities]
-    p = probs.detach().float().cpu()
-    out: List[ScoredEntity] = []
-    if p.dim() == 3:  # relation grid [n, n, C]
-        from mclner.data.grid import NNW
-
-        n = p.shape[0]
-        for s, e, t in entities:
-            if e >= n:  # a word the model did not see (cut sentence): no score
-                out.append((s, e, t, None))
-                continue
-            links = sum(float(p[k, k + 1, NNW]) for k in range(s, e))
-            out.append((s, e, t, (float(p[e, s, label_map.thw(t)]) + links) / (e - s + 1)))
-    elif p.dim() == 2:  # tag probabilities [n, T]
-        best = p.max(-1).values
-        for s, e, t in entities:
-            out.append((s, e, t, float(best[s : e + 1].mean()) if e < best.shape[0] else None))
-    else:
-        raise ValueError(f"expected [n, n, C] or [n, T] probabilities, got shape {tuple(p.shape)}")
-    return out
+    """``(start, end, type, score)`` for each decoded entity from the sentence's scores as
+    `predict_entities(..., return_probs=True)` returns them, scored by the model (its
+    ``entity_scores``); score ``None`` when the method returned no scores."""
+    return [(s, e, t, x) for (s, e, t), x in zip(entities, model.entity_scores(entities, probs, label_map))]
 
 
 def predict_scored(model: torch.nn.Module, sentences: Sequence[Any], collator: Any, label_map: Any,
                    **options: Any) -> List[List[ScoredEntity]]:
     """`mclner.evaluation.predict_entities` with a score per entity (``options`` are passed on:
-    batch_size, device, impl, none_bias)."""
+    batch_size, device, impl and the method's decoding options)."""
     from mclner.evaluation import predict_entities
 
     if not sentences:
         return []
     preds, probs = predict_entities(model, sentences, collator, label_map, return_probs=True, **options)
-    return [entity_scores(ents, p, label_map) for ents, p in zip(preds, probs)]
+    return [entity_scores(model, ents, p, label_map) for ents, p in zip(preds, probs)]
 
 
 class NERPredictor:
@@ -131,7 +76,7 @@ class NERPredictor:
         calibrated one)."""
         from mclner.inference import load_model
 
-        chosen = resolve_impl(impl, fused)
+        chosen = choose_impl(impl, fused)
         loaded = load_model(path, device)
         check_impl(chosen, loaded.device)
         return cls(loaded, chosen, batch_size, none_bias)

@@ -1,5 +1,5 @@
-"""Label conventions shared by every method: the ignore index, the relation-grid class ids and the
-IOB2 tag vocabulary (docs/METHOD.md §2)."""
+"""Label conventions shared by every method: the ignore index and the IOB2 tag vocabulary
+(docs/METHOD.md §2)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,6 @@ from typing import Any, List, Sequence
 
 # Target id that cross-entropy skips (padding, cut words, unlabelled sentences): PyTorch's default.
 IGNORE = -100
-
-# Relation-grid classes: NONE, NNW (next-neighbouring word), then THW_t = THW_BASE + index of type t.
-NONE = 0
-NNW = 1
-THW_BASE = 2
 
 
 def tag_vocabulary(types: Sequence[str]) -> List[str]:

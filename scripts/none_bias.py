@@ -15,8 +15,9 @@ import argparse
 import json
 
 from mclner.data.readers import load_sentences
-from mclner.evaluation import NONE_BIAS_GRID, calibrate_none_bias, predict_entities, score
+from mclner.evaluation import predict_entities, score
 from mclner.inference import load_model
+from mclner.methods.mclner.calibrate import NONE_BIAS_GRID, calibrate_none_bias
 
 
 def _data(spec: str, k: int):
@@ -27,7 +28,7 @@ def _data(spec: str, k: int):
 
 def _tagger_curve(lm, sentences, grid) -> dict:
     """The same sweep for a token-classification checkpoint: the bias is subtracted from the O logit."""
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
 
     tags = lm.model.config.tags
     _, probs = predict_entities(lm.model, sentences, lm.collator, lm.label_map, device=lm.device, return_probs=True)

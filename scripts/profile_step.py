@@ -8,12 +8,13 @@ parts and optimizer (docs/TRAINING.md, "Where a step's time goes").
     ... --options "--impl reference" --trace t.json  # any `mclner train` options; a Chrome trace
 
 The run's data and model are built as `mclner train` builds them (the real option parser, the
-preset, load_data, build_model, init_model), on a subset just large enough for the steps. The
-steps replicate the trainer's inner loop (collate, teacher outputs, the StepModule forward,
-backward, clipping, AdamW, schedule; on a GPU autocast as the trainer's AMP, no grad scaler).
-Forward parts are record_function ranges put around the model's submodules and the method's loss
-functions by this script only (nothing is added to the library); each backward autograd node is
-charged to the forward part that created it (the profiler's sequence numbers).
+preset, load_data, build_model, init_model), on a subset just large enough for the steps. Each
+step is the trainer's own (`mclner.training.step.train_step` over the micro-batches of the
+stage's `EpochPlan`: collate, teacher outputs, the StepModule forward, backward, clipping, AdamW,
+schedule; on a GPU autocast as the trainer's AMP, no grad scaler); its top-level parts are the
+record_function ranges train_step opens. Forward parts are record_function ranges put around the
+model's submodules and the method's loss functions by this script only; each backward autograd
+node is charged to the forward part that created it (the profiler's sequence numbers).
 The self-training stage is profiled with gold-labelled target test
 sentences (of at most --max-words words) in place of the teacher's pseudo-labels: a step's cost
 does not depend on the labels, and a fresh teacher labels nothing confidently.
@@ -26,7 +27,6 @@ load. The first warm-up step is not timed; the other warm-up steps are timed wit
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import functools
 import json
@@ -102,9 +102,11 @@ def instrument(model: torch.nn.Module, method: Any) -> List[str]:
 def build(args: argparse.Namespace, out_dir: str) -> Dict[str, Any]:
     """The run's config, data, model, collator and stage, as `mclner train` makes them."""
     from mclner.methods.base import Method
-    from mclner.predictor import resolve_impl
+    from mclner.ops.impl import choose_impl
+    from mclner.training.build import build_model
+    from mclner.training.dist import seed_everything, setup_env
     from mclner.training.estimate import train_config
-    from mclner.training.trainer import build_model, load_data, seed_everything, setup_env
+    from mclner.training.rundata import load_data, load_split
 
     options = f"--method {args.method} " + args.options
     cfg = train_config(args.preset, args.seed, options, out_dir)
@@ -138,30 +140,20 @@ def build(args: argparse.Namespace, out_dir: str) -> Dict[str, Any]:
             p.requires_grad_(False)
     if "target" in stage.streams:
         # gold-labelled target sentences stand in for the pseudo-labels (same shapes, same cost)
-        from mclner.training.trainer import _load
-
-        pool = [s for s in _load(cfg.target, "test", cfg.target_lang) if s.tags is not None
+        pool = [s for s in load_split(cfg.target, "test", cfg.target_lang) if s.tags is not None
                 and 0 < len(s.tokens) <= (cfg.max_words or 10**9)]
         target = pool[: need]
-    impl = resolve_impl(cfg.impl, cfg.fused)
+    impl = choose_impl(cfg.impl, cfg.fused)
     return dict(cfg=cfg, method=method, env=env, data=data, model=model, collator=collator, stage=stage,
                 teacher=teacher, target=target, impl=impl, bucket=args.bucket or cfg.length_buckets,
                 ddp_term=args.ddp_term)
 
 
-def _length(example: Any) -> int:
-    return len(getattr(example, "src", example).tokens)
+def plan(b: Dict[str, Any], bucket: int) -> Any:
+    """The stage's micro-batches as the trainer makes them (one process), with --length-buckets ``bucket``."""
+    from mclner.training.batching import EpochPlan
 
-
-def make_batches(examples: List[Any], bs: int, gen: torch.Generator, bucket: int) -> List[List[int]]:
-    """The trainer's batches of an epoch (a seeded permutation cut into runs of ``bs``); with ``bucket``
-    K > 0 as `--length-buckets K` makes them (`mclner.training.trainer.length_bucketed`)."""
-    from mclner.training.trainer import length_bucketed
-
-    perm = torch.randperm(len(examples), generator=gen).tolist()
-    if bucket > 0:
-        return length_bucketed(perm, [_length(e) for e in examples], bs, bucket, gen)
-    return [perm[k: k + bs] for k in range(0, len(perm), bs)]
+    return EpochPlan(b["stage"], b["data"].examples, b["target"], b["cfg"], length_buckets=bucket)
 
 
 def _count(pad: Dict[str, float], view: Dict[str, torch.Tensor]) -> None:
@@ -173,15 +165,17 @@ def _count(pad: Dict[str, float], view: Dict[str, torch.Tensor]) -> None:
         pad["cells_padded"] += float(view["word_mask"].shape[0] * view["word_mask"].shape[1] ** 2)
 
 
-def padding(method: Any, collator: Any, examples: List[Any], batches: List[List[int]]) -> Dict[str, float]:
-    """Real and padded encoder pieces and grid cells of ``batches`` (every view of a batch)."""
+def padding(method: Any, collator: Any, stage: Any, p: Any) -> Dict[str, float]:
+    """Real and padded encoder pieces and grid cells of one epoch of the plan ``p`` (every view)."""
     pad: Dict[str, float] = defaultdict(float)
-    for ids in batches:
-        batch = method.collate(collator, [examples[i] for i in ids], None)
-        for view in ("src", "cs"):
-            v = batch.get(view)
-            if isinstance(v, dict) and "word_mask" in v:
-                _count(pad, v)
+    mine, _ = p.epoch(0)
+    for pos in range(0, len(mine), p.accum):
+        for examples, _ in p.group(mine, [], pos):
+            batch = method.collate(collator, examples, None, stage)
+            for view in ("src", "cs"):
+                v = batch.get(view)
+                if isinstance(v, dict) and "word_mask" in v:
+                    _count(pad, v)
     return pad
 
 
@@ -192,66 +186,35 @@ def _padding_line(pad: Dict[str, float]) -> str:
     return line
 
 
-def make_steps(b: Dict[str, Any]) -> Callable[[int], Dict[str, float]]:
-    """A function running optimizer step ``k`` as the trainer's inner loop does; returns padding counts."""
-    from mclner.data.batches import to_device
-    from mclner.training.trainer import StepModule, fill_unused_grads, make_optimizer, make_scheduler
+def make_steps(b: Dict[str, Any]) -> Tuple[Callable[[int], None], Callable[[int], Dict[str, float]]]:
+    """(a function running optimizer step ``k`` with the trainer's `train_step`, one counting the padding
+    of what step ``k`` collates)."""
+    from mclner.training.build import make_optimizer, make_scheduler
+    from mclner.training.step import StepModule, StepSetup, autocast, train_step
 
     cfg, method, env, model, stage = b["cfg"], b["method"], b["env"], b["model"], b["stage"]
-    teacher, target, collator, impl = b["teacher"], b["target"], b["collator"], b["impl"]
-    examples = b["data"].examples if "source" in stage.streams else list(target)
-    bs = cfg.batch_size
-    accum = max(1, cfg.effective_batch_size // bs)
     opt = make_optimizer(model, cfg)
-    sched = make_scheduler(opt, 1000, cfg.warmup_ratio)
-    step_module = StepModule(model, method, ddp=b["ddp_term"])
-    gen = torch.Generator().manual_seed(cfg.seed)
-    batches = make_batches(examples, bs, gen, b["bucket"])
-    tperm = torch.randperm(len(target), generator=gen).tolist() if target and "source" in stage.streams else []
+    setup = StepSetup(model, method, stage, b["collator"], opt, make_scheduler(opt, 1000, cfg.warmup_ratio),
+                      env.device, b["impl"], StepModule(model, method, zero_term=b["ddp_term"]),
+                      teacher=b["teacher"], amp=autocast(cfg.amp, env.device), max_grad_norm=cfg.max_grad_norm)
+    p = plan(b, b["bucket"])
+    mine, tperm = p.epoch(0)
     model.train()
 
-    def amp() -> Any:  # as Trainer._amp: autocast on a GPU unless --no-amp
-        if cfg.amp and env.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-        return contextlib.nullcontext()
+    def step(k: int) -> None:
+        train_step(setup, p.group(mine, tperm, k * p.accum), k + 1)
 
-    def step(k: int) -> Dict[str, float]:
+    def step_padding(k: int) -> Dict[str, float]:
         pad: Dict[str, float] = defaultdict(float)
-        group = batches[k * accum: (k + 1) * accum]
-        for gi, ids in enumerate(group):
-            with record_function("data"):
-                if "source" not in stage.streams:
-                    batch = method.collate(collator, [], [examples[i] for i in ids])
-                else:
-                    tex = None
-                    if tperm:
-                        k0 = (k * accum + gi) * bs
-                        tex = [target[tperm[(k0 + r) % len(tperm)]] for r in range(bs)]
-                    batch = method.collate(collator, [examples[i] for i in ids], tex)
-                batch = to_device(batch, env.device)
+        for examples, target in p.group(mine, tperm, k * p.accum):
+            batch = method.collate(b["collator"], examples, target, stage)
             for view in ("src", "cs", "tgt"):
                 v = batch.get(view)
                 if isinstance(v, dict) and "word_mask" in v:
                     _count(pad, v)
-            if teacher is not None:
-                with record_function("teacher"), torch.no_grad(), amp():
-                    batch.update(method.teacher_outputs(teacher, batch, stage, impl))
-            with record_function("forward"), amp():
-                out = step_module(batch, stage, impl)
-            with record_function("backward"):
-                (out["loss"] / len(group)).backward()
-            for v in out.values():
-                float(v.detach())
-        with record_function("optimizer"):
-            if not b["ddp_term"]:
-                fill_unused_grads(model)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
         return pad
 
-    return step
+    return step, step_padding
 
 
 def _nearest_part(ev: Any, parts: set) -> str:
@@ -346,12 +309,11 @@ def main(argv: Any = None) -> int:
         if args.padding_only:
             examples, bs = b["data"].examples, b["cfg"].batch_size
             for k in (0, args.bucket or 50):
-                gen = torch.Generator().manual_seed(b["cfg"].seed)
-                pad = padding(b["method"], b["collator"], examples, make_batches(examples, bs, gen, k))
+                pad = padding(b["method"], b["collator"], b["stage"], plan(b, k))
                 print(f"{len(examples)} examples, batch {bs}, bucket {k}: {_padding_line(pad)}")
             return 0
         labels = instrument(b["model"], b["method"])
-        step = make_steps(b)
+        step, step_padding = make_steps(b)
         cuda = b["env"].device.type == "cuda"
 
         def sync() -> None:
@@ -371,10 +333,12 @@ def main(argv: Any = None) -> int:
         t = time.perf_counter()
         with profile(activities=acts) as prof:
             for k in range(args.warmup, args.warmup + args.steps):
-                for key, v in step(k).items():
-                    pad[key] += v
+                step(k)
             sync()
         profiled = (time.perf_counter() - t) / args.steps
+        for k in range(args.warmup, args.warmup + args.steps):  # not timed: collates those batches again
+            for key, v in step_padding(k).items():
+                pad[key] += v
     if args.trace:
         prof.export_chrome_trace(args.trace)
     ms, total = shares(prof, labels)

@@ -13,13 +13,44 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def _network() -> tuple:
+    """(whether the package registries can be reached, why not). ``MCLNER_NETWORK=1``/``0`` decides;
+    otherwise one TCP connection to pip's index host (``PIP_INDEX_URL``, else pypi.org), or to the
+    HTTPS proxy when one is set, within 3 seconds."""
+    import socket
+    from urllib.parse import urlsplit
+
+    forced = os.environ.get("MCLNER_NETWORK")
+    if forced in ("0", "1"):
+        return forced == "1", "MCLNER_NETWORK=0"
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlsplit(proxy or os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple")
+    host, port = url.hostname or "pypi.org", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        return False, f"{host}:{port} unreachable ({exc.strerror or type(exc).__name__})"
+    return True, ""
+
+
+_DESELECTED: dict = {}
+
+
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+    # @network tests (the package registries) are deselected where there is no network; the summary
+    # says how many and why
+    wanted = [item for item in items if "network" in item.keywords]
+    if wanted:
+        ok, why = _network()
+        if not ok:
+            config.hook.pytest_deselected(items=wanted)
+            items[:] = [item for item in items if "network" not in item.keywords]
+            _DESELECTED.update(count=len(wanted), why=why)
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +84,9 @@ def pytest_terminal_summary(terminalreporter):
     from mclner import _native
 
     write = terminalreporter.write_line
+    if _DESELECTED:
+        write(f"network: {_DESELECTED['count']} @network test(s) deselected: {_DESELECTED['why']} "
+              "(MCLNER_NETWORK=1 runs them)")
     if not _native.cuda_emulated():
         why = os.environ.get("MCLNER_CUDA_EMULATE_SKIPPED") or "MCLNER_CUDA_EMULATE is not set"
         write(f"CUDA emulation: not active ({why})")

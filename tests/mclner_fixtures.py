@@ -163,13 +163,16 @@ class _CodeSwitcher:
         r = self.switch_detailed(sentence)
         return r.sentence, r.alignment
 
+    def report(self) -> str:
+        return "the synthetic task's table"
+
 
 def patch_training_data(monkeypatch, n_train: int = 32, n_dev: int = 8, n_test: int = 8, *,
                         target: Optional[List[Any]] = None, real_codeswitcher: bool = False) -> None:
     """Make the trainer read the synthetic task whatever --source/--target say. ``target``: these
     sentences as the target test set and unlabelled text instead of synthetic zh ones;
     ``real_codeswitcher``: code-switch with the real CodeSwitcher (still on the synthetic lexicon)."""
-    from mclner.training import trainer
+    from mclner.training import rundata
 
     data = {("src", "train"): synthetic_en(n_train, 0), ("src", "dev"): synthetic_en(n_dev, 1),
             ("tgt", "test"): synthetic_zh(n_test, 2) if target is None else target,
@@ -181,7 +184,7 @@ def patch_training_data(monkeypatch, n_train: int = 32, n_dev: int = 8, n_test: 
             raise KeyError(split)
         return [type(s)(list(s.tokens), list(s.tags) if s.tags else None, s.lang) for s in data[key]]
 
-    monkeypatch.setattr(trainer, "_load", fake_load)
+    monkeypatch.setattr(rundata, "load_split", fake_load)
     # The synthetic task code-switches with its own table (the real lexicon is tested elsewhere).
     import mclner.data.codeswitch as cs_mod
     import mclner.data.lexicon as lex_mod
@@ -220,7 +223,7 @@ def relation_model(encoder_dir: str, label_map, **options):
     """(method, model, tokenizer): an untrained mCL-NER model on an encoder folder, as `mclner train`
     builds it (small heads unless options say otherwise)."""
     from mclner.methods.mclner import MCLNERConfig, MCLNERMethod
-    from mclner.training.trainer import build_model
+    from mclner.training.build import build_model
 
     method = MCLNERMethod(MCLNERConfig(**{"biaffine_dim": 8, "cln_hidden": 8, "proj_dim": 8, **options}))
     model, tok = build_model(train_config(encoder=encoder_dir), method, label_map)

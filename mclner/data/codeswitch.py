@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
-from mclner.data.grid import iob2_to_entities
+from mclner.data.iob2 import iob2_to_entities
 from mclner.data.lexicon import Lexicon
 from mclner.data.readers import Sentence
 from mclner.data.segmentation import default_mode, segment_translation

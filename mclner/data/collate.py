@@ -1,4 +1,5 @@
-"""Batching: words -> sub-word pieces (with the piece -> word pooling index), padding, grid labels.
+"""Batching: words -> sub-word pieces (with the piece -> word pooling index), padding, and the labels
+a method trains on (made by its label encoders).
 
 Length policy (the encoder takes at most ``max_length`` pieces, specials included, and never more
 than its position table holds: :func:`fit_tokenizer_to_encoder` records that limit in the tokenizer's
@@ -6,7 +7,7 @@ than its position table holds: :func:`fit_tokenizer_to_encoder` records that lim
 - :func:`window_sentences` splits a long sentence at word boundaries into overlapping windows that
   fit, and :func:`rejoin_tags` puts the windows' predictions back together (each word from the window
   where it is farthest from a cut): nothing is lost, which is what evaluation and prediction need.
-- :class:`RelationCollator` never drops a sentence but, for one that does not fit, keeps the longest
+- :class:`SentenceCollator` never drops a sentence but, for one that does not fit, keeps the longest
   prefix of whole words that fits and warns with the running count of such sentences (training
   tolerates a cut tail; ``orig_lengths`` in the batch tells the caller what was cut).
 """
@@ -16,14 +17,14 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from mclner.data.grid import LabelMap, encode_grid
-from mclner.data.readers import CHAR_LANGS, CJK_CHAR, Sentence
-from mclner.schema import IGNORE
+from mclner.data.iob2 import entities_to_iob2, repair_iob2
+from mclner.data.sentence import CHAR_LANGS, CJK_CHAR, Sentence
+from mclner.schema import IGNORE, tag_vocabulary
 
 
 def _specials(tokenizer) -> Tuple[List[int], List[int]]:
@@ -183,50 +184,37 @@ def rejoin_tags(
                 d = min(left, right)
                 if d > best[start + j]:
                     best[start + j], merged[start + j] = d, t
-        out.append(_repair_iob2(merged))
+        out.append(repair_iob2(merged))
     return out
 
 
-def _repair_iob2(tags: Sequence[str]) -> List[str]:
-    out: List[str] = []
-    prev = "O"
-    for t in tags:
-        if t.startswith("I-") and prev[2:] != t[2:]:
-            t = "B-" + t[2:]
-        out.append(t)
-        prev = t
-    return out
+class TagIds:
+    """A label encoder: the IOB2 tag ids ``[n]`` of a sentence (ids = positions in
+    `mclner.schema.tag_vocabulary`; tags of types the model does not know count as O)."""
+
+    ndim = 1
+
+    def __init__(self, types: Sequence[str]) -> None:
+        self.tag_to_id = {t: i for i, t in enumerate(tag_vocabulary(types))}
+
+    def __call__(self, tags: Sequence[str]) -> np.ndarray:
+        return np.array([self.tag_to_id.get(t, 0) for t in tags], dtype=np.int64)
 
 
-def flat_tags(entities: Sequence[Tuple[int, int, str]], n: int) -> List[str]:
-    """IOB2 tags of ``entities`` in a sentence of ``n`` words; an entity that overlaps one already
-    placed (in order of start, longer first) is left out (IOB2 cannot hold nested entities)."""
-    tags = ["O"] * n
-    for s, e, t in sorted(entities, key=lambda x: (x[0], -x[1])):
-        if 0 <= s <= e < n and all(tags[k] == "O" for k in range(s, e + 1)):
-            tags[s] = f"B-{t}"
-            for k in range(s + 1, e + 1):
-                tags[k] = f"I-{t}"
-    return tags
-
-
-class RelationCollator:
+class SentenceCollator:
     """Collate :class:`Sentence` objects into encoder inputs and the labels a method trains on.
 
     Returns ``input_ids``/``attention_mask`` ``[B, L]``, ``word_index [B, L]`` (the word each piece
     belongs to; -1 for specials and padding), ``word_mask [B, N]`` (bool), ``lengths [B]`` (words seen
-    by the model) and ``orig_lengths [B]`` (words in the sentence; larger when it was cut); with
-    ``grid=True`` ``grid_labels [B, N, N]`` (class ids), with ``tag_to_id`` ``tag_labels [B, N]`` (IOB2
-    tag ids); both -100 on padding and for unlabelled sentences.
+    by the model) and ``orig_lengths [B]`` (words in the sentence; larger when it was cut), and one
+    tensor per entry of ``labels``: a label encoder (``ndim`` and a call ``tags -> array`` of shape
+    ``[n] * ndim`` for a sentence's n kept tags, e.g. :class:`TagIds`) under the name it is returned
+    as, ``[B, N, ...]`` int64, -100 on padding and for unlabelled sentences.
     """
 
-    def __init__(self, tokenizer, label_map: LabelMap, max_length: int = 512, *, grid: bool = True,
-                 tag_to_id: Optional[Dict[str, int]] = None):
+    def __init__(self, tokenizer, max_length: int = 512, *, labels: Optional[Mapping[str, Any]] = None):
         self.tokenizer = tokenizer
-        self.label_map = label_map
-        # Which labels a method trains on: the N×N relation grid and/or per-word IOB2 tag ids.
-        self.grid = grid
-        self.tag_to_id = tag_to_id
+        self.labels = dict(labels or {})
         self.max_length = usable_max_length(tokenizer, max_length)
         if self.max_length < int(max_length):
             # the encoder's position table is smaller: longer inputs would fail inside the encoder
@@ -279,8 +267,7 @@ class RelationCollator:
         attention = np.zeros((B, L), dtype=np.int64)
         word_index = np.full((B, L), -1, dtype=np.int64)
         word_mask = np.zeros((B, N), dtype=bool)
-        grid = np.full((B, N, N), IGNORE, dtype=np.int64) if self.grid else None
-        tag_ids = np.full((B, N), IGNORE, dtype=np.int64) if self.tag_to_id is not None else None
+        label_arrays = {k: np.full((B,) + (N,) * enc.ndim, IGNORE, dtype=np.int64) for k, enc in self.labels.items()}
         for b, (ids, owner, n, s) in enumerate(zip(rows, widx, lengths, batch)):
             input_ids[b, : len(ids)] = ids
             attention[b, : len(ids)] = 1
@@ -290,11 +277,8 @@ class RelationCollator:
                 if len(s.tags) != len(s.tokens):
                     raise ValueError(f"sentence has {len(s.tokens)} tokens but {len(s.tags)} tags")
                 tags = _cut_tags(s.tags, n)
-                if grid is not None:
-                    grid[b, :n, :n] = encode_grid(tags, self.label_map)
-                if tag_ids is not None:
-                    # tags of types the model does not know count as O
-                    tag_ids[b, :n] = [self.tag_to_id.get(t, 0) for t in tags]
+                for k, enc in self.labels.items():
+                    label_arrays[k][(b,) + (slice(0, n),) * enc.ndim] = enc(tags)
         out = {
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(attention),
@@ -303,11 +287,14 @@ class RelationCollator:
             "lengths": torch.tensor(lengths, dtype=torch.long),
             "orig_lengths": torch.tensor([len(s.tokens) for s in batch], dtype=torch.long),
         }
-        if grid is not None:
-            out["grid_labels"] = torch.from_numpy(grid)
-        if tag_ids is not None:
-            out["tag_labels"] = torch.from_numpy(tag_ids)
+        for k, arr in label_arrays.items():
+            out[k] = torch.from_numpy(arr)
         return out
+
+
+def tag_collator(tokenizer, label_map: Any, max_length: int = 512) -> SentenceCollator:
+    """The collator of a tagger: ``tag_labels [B, N]`` (:class:`TagIds` of the label map's types)."""
+    return SentenceCollator(tokenizer, max_length, labels={"tag_labels": TagIds(label_map.types)})
 
 
 def _cut_tags(tags: Sequence[str], n: int) -> List[str]:
@@ -355,22 +342,21 @@ def pad_spans(spans: Sequence[Sequence], n_src: int, cs_lengths: Sequence[int]) 
 
 def batch_iob2(entities: Sequence[Sequence[Tuple[int, int, str]]], orig_lengths: Sequence[int]) -> List[List[str]]:
     """IOB2 tags of decoded entities at each sentence's full length (cut words are tagged O)."""
-    from mclner.data.grid import entities_to_iob2
-
     return [entities_to_iob2(e, int(n)) for e, n in zip(entities, orig_lengths)]
 
 
 __all__ = [
     "IGNORE",
-    "RelationCollator",
+    "SentenceCollator",
+    "TagIds",
     "batch_iob2",
     "encoder_max_length",
     "fit_tokenizer_to_encoder",
-    "flat_tags",
     "pad_alignments",
     "pad_spans",
     "pool_words",
     "rejoin_tags",
+    "tag_collator",
     "tokenizer_max_length",
     "usable_max_length",
     "window_sentences",

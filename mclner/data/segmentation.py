@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
-from mclner.data.readers import CHAR_LANGS, CJK_CHAR
+from mclner.data.sentence import CHAR_LANGS, CJK_CHAR
 
 SEGMENTATIONS = ("auto", "char", "word")
 # auto: above this share of multi-character tokens among the CJK tokens the target is word-segmented

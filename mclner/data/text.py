@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from mclner.data.readers import CJK_CHAR
+from mclner.data.sentence import CJK_CHAR
 
 Span = Tuple[int, int]  # [start, end) character offsets
 

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any, List, Optional, Sequence
 
 from mclner.data.codeswitch import CodeSwitcher, SwitchResult
-from mclner.data.grid import iob2_to_entities
+from mclner.data.iob2 import iob2_to_entities
 from mclner.errors import DataFormatError
 
 MODES = ("full", "entities", "context")
@@ -43,7 +43,7 @@ def file_translations(path: str, sources: Sequence[Any], source_index: Sequence[
     ``sources[k]``). Every sentence must have as many entities of each type as its source (entities
     are matched by their order among those of the same type); the first one that does not line up is
     a one-line error naming its line. No word alignment is known: ``spans`` are None."""
-    from mclner.data.readers import read_conll
+    from mclner.data.conll import read_conll
 
     first: List[int] = []
     tr = read_conll(path, lang=target_lang, first_lines=first)

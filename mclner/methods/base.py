@@ -1,11 +1,13 @@
 """The method seam: what a cross-lingual NER method declares, and the registry of methods.
 
-A method is one folder under ``mclner/methods/`` holding a :class:`Method` subclass decorated with
-:func:`register`. It declares its options (a dataclass, from which the command line is generated),
-its presets, its model, how its batches are made, its training stages, its loss for a batch and,
-where it has them, how it labels target text for a later stage and how it calibrates its decoding.
-The trainer (`mclner.training.trainer`) runs the stages and knows no method; decoding into entities
-is the model's ``decode`` (see :class:`NERModel`), so evaluation and prediction know no method either.
+A method is one folder under ``mclner/methods/`` (or a package naming it in the ``mclner.methods``
+entry-point group) holding a :class:`Method` subclass decorated with :func:`register`. It declares its
+options (a dataclass, from which the command line is generated), its presets, its model, how its
+batches are made, its training stages, its loss for a batch and, where it has them, how it labels
+target text for a later stage, its decoding options and how it calibrates its decoding. The trainer
+(`mclner.training.trainer`) runs the stages and knows no method; decoding into entities, their scores
+and what a plot reads are the model's (see :class:`NERModel`), so evaluation, prediction and the plots
+know no method either. Every hook that a method may leave out has a default here.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Context:
     impl: str
     label_map: Any
     is_main: bool = True
+    # The run's log: a record goes to log.jsonl; its "message", if any, is also printed (once, by the
+    # main process). Methods report through it instead of printing.
     log: Callable[[Dict[str, Any]], None] = lambda record: None
     # Position of each training sentence in the source's train split and that split's size (files of
     # per-sentence data such as translations are given for the whole split).
@@ -66,7 +70,7 @@ class Context:
 
 class NERModel(nn.Module):
     """A method's model: ``config`` (a dataclass with ``to_dict``/``from_dict``, saved in checkpoints)
-    and ``decode``, which turns a collated batch into entities."""
+    and ``decode``, which turns a collated batch into entities; the other hooks have defaults."""
 
     method: ClassVar[str] = ""
     config: Any
@@ -74,9 +78,42 @@ class NERModel(nn.Module):
     def decode(self, batch: Dict[str, torch.Tensor], label_map: Any, *, impl: str = "reference",
                return_scores: bool = False, **options: Any) -> List[Tuple[List[Entity], Optional[torch.Tensor]]]:
         """Per sentence of the batch: its entities ``(start, end_inclusive, type)`` and, with
-        return_scores, the model's per-sentence scores (relation probabilities ``[n, n, C]`` or tag
-        probabilities ``[n, T]``)."""
+        return_scores, the model's per-sentence scores (e.g. tag probabilities ``[n, T]``).
+        ``options`` are the method's decoding options (:attr:`Method.DecodeConfig`); a model ignores
+        options it does not have."""
         raise NotImplementedError
+
+    def entity_scores(self, entities: Sequence[Entity], scores: Optional[torch.Tensor],
+                      label_map: Any) -> List[Optional[float]]:
+        """A confidence in [0, 1] per decoded entity of one sentence, from the scores ``decode``
+        returned for it (None where there are none). Default: scores are per-word distributions
+        ``[n, T]``; an entity's score is the mean over its words of each word's highest probability."""
+        if scores is None:
+            return [None] * len(entities)
+        p = scores.detach().float().cpu()
+        if p.dim() != 2:
+            raise ValueError(f"{type(self).__name__}: expected [n, T] scores, got shape {tuple(p.shape)}")
+        best = p.max(-1).values
+        return [float(best[s : e + 1].mean()) if e < best.shape[0] else None for s, e, _ in entities]
+
+    def describe_decoding(self, **options: Any) -> str:
+        """How ``decode(**options)`` chooses entities, for ``mclner evaluate`` (after ``decoding: ``)."""
+        return "argmax per word (the method has no decoding bias)"
+
+    def argmax_decoding(self) -> Optional[Dict[str, Any]]:
+        """Decoding options that give the plain argmax when the model's own decoding differs from it
+        (a calibrated setting); None when it is the argmax. The trainer then logs both dev scores."""
+        return None
+
+    def entity_states(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Word states ``[B, N, d]`` that represent entities (the entity plot)."""
+        raise NotImplementedError(f"{type(self).__name__} has no word states for entity representations")
+
+    def pair_views(self, batch: Dict[str, torch.Tensor], impl: str = "reference"
+                   ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """The two contrastive views ``[n, n, p]`` of every word pair of the batch's first sentence
+        (the relation-similarity plot); None for a model without pair-level views."""
+        return None
 
 
 class DictConfig:
@@ -109,6 +146,9 @@ class Method:
     Config: ClassVar[type]  # dataclass of the method's options, fields made with `option`
     # preset name -> values of TrainConfig fields and of the method's options
     presets: ClassVar[Dict[str, Dict[str, Any]]] = {}
+    # Options of decoding (fields made with `option`, all defaulting to None = the checkpoint's own
+    # setting) that `mclner evaluate`/`predict` offer and pass to the model's ``decode``; None: none.
+    DecodeConfig: ClassVar[Optional[type]] = None
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -118,7 +158,7 @@ class Method:
         raise NotImplementedError
 
     def make_collator(self, tokenizer: Any, label_map: Any, max_length: int) -> Any:
-        """A callable ``sentences -> batch dict`` (see `mclner.data.collate.RelationCollator`)."""
+        """A callable ``sentences -> batch dict`` (see `mclner.data.collate.SentenceCollator`)."""
         raise NotImplementedError
 
     def init_model(self, model: NERModel, examples: Sequence[Any], label_map: Any) -> Dict[str, Any]:
@@ -129,8 +169,11 @@ class Method:
     # -- data and stages
     def prepare_examples(self, sentences: Sequence[Any], ctx: Context) -> List[Any]:
         """The source training examples (e.g. each sentence with its code-switched copy); made once,
-        so that a resumed run sees the same data."""
-        return list(sentences)
+        so that a resumed run sees the same data. Default: each sentence alone
+        (`mclner.data.batches.Example` without a second view), as the default :meth:`collate` reads them."""
+        from mclner.data.batches import build_examples
+
+        return build_examples(sentences, None)
 
     def needs_unlabeled(self) -> bool:
         """Whether a stage reads unlabelled target text (the trainer then loads it)."""
@@ -166,10 +209,11 @@ class Method:
         pseudo-labelling by the teacher). Default: the unlabelled sentences as they are."""
         return list(sentences), {"target_sentences": len(sentences)}
 
-    def collate(self, collator: Any, examples: Sequence[Any], target: Optional[Sequence[Any]]) -> Dict[str, Any]:
-        """A training batch (CPU tensors) from source examples and, when the stage reads it, target
-        sentences. Default: the examples (`mclner.data.batches.Example`: ``src`` and, when they have
-        a second view, ``cs`` and ``alignment``) and the target sentences as ``tgt``."""
+    def collate(self, collator: Any, examples: Sequence[Any], target: Optional[Sequence[Any]],
+                stage: Stage) -> Dict[str, Any]:
+        """A training batch (CPU tensors) of ``stage`` from source examples and, when the stage reads
+        it, target sentences. Default: the examples (`mclner.data.batches.Example`: ``src`` and, when
+        they have a second view, ``cs`` and ``alignment``) and the target sentences as ``tgt``."""
         from mclner.data.batches import collate_examples
 
         batch = collate_examples(collator, examples) if examples else {}
@@ -181,19 +225,24 @@ class Method:
         """What the frozen teacher adds to a batch (called under no_grad)."""
         return {}
 
-    def loss(self, model: nn.Module, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, torch.Tensor]:
-        """The loss terms of one micro-batch; ``loss`` is the weighted total that is back-propagated."""
+    def loss(self, model: nn.Module, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, Any]:
+        """The loss terms (scalar tensors) of one micro-batch; ``loss`` is the weighted total that is
+        back-propagated. Numbers that are not loss terms (counts, shares, thresholds) go in a dict under
+        ``stats``: they are logged beside the terms but not shown as losses."""
         raise NotImplementedError
 
     # -- decoding
-    def calibrates(self) -> bool:
-        """Whether :meth:`calibrate` chooses anything for the current stage (the one of the last
-        :meth:`prepare_stage`); the trainer skips it otherwise, without loading the stage's best."""
+    def calibrates(self, stage: Stage) -> bool:
+        """Whether :meth:`calibrate` chooses anything after ``stage``; the trainer skips it otherwise,
+        without loading the stage's best."""
         return False
 
-    def calibrate(self, model: NERModel, dev: Sequence[Any], collator: Any, ctx: Context) -> Optional[Dict[str, Any]]:
-        """After a stage: decoding settings chosen on the source dev set (stored in the model's config
-        and in the stage result), or None when the method has none."""
+    def calibrate(self, model: NERModel, stage: Stage, dev: Sequence[Any], collator: Any,
+                  ctx: Context) -> Optional[Dict[str, Any]]:
+        """After a stage: decoding settings chosen on the source dev set, or None when the method has
+        none. Returns ``{"model": {config field: value}}`` (set on the model's config, kept in the
+        stage's best checkpoint and result; any JSON value) plus what to report in the stage result, and
+        an optional one-line ``message``."""
         return None
 
     # -- options

@@ -5,11 +5,10 @@ Each part is written once; a method (``mclner/methods/<name>/``) composes them."
 from mclner.nn.encoder import FUSIONS, WordEncoder, masked_mean, pool_words
 from mclner.nn.heads import MLP, RelationHead, TokenHead
 from mclner.nn.losses import (
-    grid_ce,
     kl_to_teacher,
+    labelled_ce,
     prob_mse,
     relation_info_nce,
-    sample_relation_pairs,
     sentence_info_nce,
     token_ce,
 )
@@ -20,13 +19,12 @@ __all__ = [
     "RelationHead",
     "TokenHead",
     "WordEncoder",
-    "grid_ce",
     "kl_to_teacher",
+    "labelled_ce",
     "masked_mean",
     "pool_words",
     "prob_mse",
     "relation_info_nce",
-    "sample_relation_pairs",
     "sentence_info_nce",
     "token_ce",
 ]

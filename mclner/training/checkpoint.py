@@ -641,7 +641,7 @@ def _read_file(f: Path, device: Optional[str] = None) -> Dict[str, torch.Tensor]
 def _check_label_map(path: Path, cfg: Dict[str, Any]) -> Any:
     """The checkpoint's LabelMap; config.json and label_map.json must agree (type order included: the
     class ids follow it), as must the tag vocabulary."""
-    from mclner.data.grid import LabelMap
+    from mclner.data.labels import LabelMap
 
     try:
         label_map = LabelMap.from_dict(cfg["label_map"])

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 from mclner.data.segmentation import SEGMENTATIONS
 from mclner.errors import UserError
 from mclner.methods.base import DictConfig, option
-from mclner.predictor import FUSED_HELP, IMPL_CHOICES, IMPL_HELP
+from mclner.ops.impl import FUSED_HELP, IMPL_CHOICES, IMPL_HELP
 from mclner.training.guards import MAX_SEED, MIN_MAX_LENGTH
 
 
@@ -79,7 +79,7 @@ class TrainConfig(DictConfig):
     eval_every: Optional[int] = _opt(None, "evaluate every K optimizer steps (default: after each epoch)", min=1)
     patience: int = _opt(3, "stop after this many evaluations without improvement (0: never)", min=0)
     seed: int = _opt(42, "random seed (data order, code-switching, initialisation)", min=0, max=MAX_SEED)
-    # None: not chosen, i.e. auto (mclner.predictor.DEFAULT_IMPL), or on --resume the implementation the run
+    # None: not chosen, i.e. auto (mclner.ops.impl.DEFAULT_IMPL), or on --resume the implementation the run
     # recorded; the trainer writes the one it resolved into training_args.json and the checkpoints.
     impl: Optional[str] = _opt(None, f"{IMPL_HELP} (default: auto; --resume keeps the run's own)",
                                choices=IMPL_CHOICES)

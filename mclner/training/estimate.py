@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from mclner.errors import UserError
 
@@ -94,7 +94,8 @@ def plan_row(cfg: Any, row: str = "", runs: int = 1, options: str = "", extra_ta
     """The steps and inference passes of one run of ``cfg``, from the data sizes (nothing trains).
     ``extra_target_evals``: whole-target-test scorings after training (experiments.sh makes two)."""
     from mclner.methods.base import Method
-    from mclner.training.trainer import read_sentences, stage_steps
+    from mclner.training.batching import stage_steps
+    from mclner.training.rundata import read_sentences
 
     method = cfg.method_instance()
     r = read_sentences(cfg, method)
@@ -106,7 +107,7 @@ def plan_row(cfg: Any, row: str = "", runs: int = 1, options: str = "", extra_ta
         evals = math.ceil(steps / (cfg.eval_every or spe)) if r.dev else 0
         pl = len(r.target_unlabeled) if labels_target and "target" in st.streams else 0
         stages.append(StagePlan(st.name, steps, spe, evals, pl))
-    calib = len(stages) * len(r.dev) if method.calibrates() else 0
+    calib = sum(len(r.dev) for st in method.stages() if method.calibrates(st))
     src_inf = sum(s.evaluations for s in stages) * len(r.dev) + calib + len(r.dev)
     tgt_inf = sum(s.pseudo_labelled for s in stages) + len(r.target_test) + extra_target_evals * len(r.target_test_all)
     sizes = {"source_train": len(r.train), "source_dev": len(r.dev), "target_test": len(r.target_test_all),
@@ -131,20 +132,10 @@ def _probe_config(cfg: Any, steps: int, out: Path, eval_sentences: int) -> Any:
     return p
 
 
-def _step_seconds(log: Path) -> Dict[str, float]:
-    """Median seconds per optimizer step of each stage from the probe's log (the first step, with its
-    one-off warm-up such as kernel compilation, is left out)."""
-    elapsed: Dict[str, List[Tuple[int, float]]] = {}
-    for line in log.read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        if "step" in rec and "elapsed_s" in rec and "stage" in rec:
-            elapsed.setdefault(rec["stage"], []).append((int(rec["step"]), float(rec["elapsed_s"])))
-    out = {}
-    for stage, pts in elapsed.items():
-        pts.sort()
-        diffs = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(pts, pts[1:]) if b[0] > a[0]]
-        out[stage] = statistics.median(diffs) if diffs else pts[-1][1] / max(1, pts[-1][0])
-    return out
+def _step_seconds(times: Dict[str, List[float]]) -> Dict[str, float]:
+    """Median seconds per optimizer step of each stage (the first step, with its one-off warm-up such
+    as kernel compilation, is left out)."""
+    return {stage: statistics.median(t[1:] if len(t) > 1 else t) for stage, t in times.items() if t}
 
 
 def _inference_seconds(ckpt: Path, sentences: Sequence[Any], device: Any, impl: str, batch_size: int) -> float:
@@ -175,14 +166,17 @@ def probe_row(plan: RowPlan, cfg: Any, steps: int = 8, eval_sentences: int = 128
     """Measure the seconds per step of each stage (``steps`` steps each) and per predicted sentence on
     this device, into a temporary folder that is deleted after; fills them into ``plan``."""
     from mclner.methods.base import Method
-    from mclner.training.trainer import Trainer, read_sentences
+    from mclner.training.callbacks import StepTimes
+    from mclner.training.rundata import read_sentences
+    from mclner.training.trainer import Trainer
 
     if steps < 2:
         raise UserError("the probe needs at least 2 steps per stage (the first one is not timed)")
     with tempfile.TemporaryDirectory(prefix="mclner-probe-") as tmp:
         out = Path(tmp) / "run"
         pcfg = _probe_config(cfg, steps, out, eval_sentences)
-        trainer = Trainer(pcfg)
+        times = StepTimes()  # the trainer's own steps (mclner.training.step.train_step), timed
+        trainer = Trainer(pcfg, callbacks=[times])
         method = trainer.method
         notes = []
         if type(method).target_data is not Method.target_data:
@@ -205,7 +199,7 @@ def probe_row(plan: RowPlan, cfg: Any, steps: int = 8, eval_sentences: int = 128
         except RuntimeError as exc:  # e.g. CUDA out of memory: say so in the table, estimate the other rows
             plan.note = f"probe failed: {str(exc).splitlines()[0][:200]}"
             return plan
-        secs = _step_seconds(out / "log.jsonl")
+        secs = _step_seconds(times.seconds)
         for s in plan.stages:
             s.seconds_per_step = secs.get(s.name)
         r = read_sentences(pcfg, method)

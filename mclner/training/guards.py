@@ -87,19 +87,8 @@ def float_type(low: Optional[float] = None, high: Optional[float] = None, low_ok
     return parse
 
 
+# every float option of the command line (method options and TrainConfig fields: mclner._cli_util)
 finite_float = float_type()
-nonneg_float = float_type(0.0)
-positive_float = float_type(0.0, low_ok=False)
-
-
-def seed_type(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= v <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, {MAX_SEED}], got {v}")
-    return v
 
 
 # ----------------------------------------------------------------------------- training-time guards

@@ -111,7 +111,8 @@ def _default_out(ckpt: str, name: str) -> Path:
 
 def _load_model(args: argparse.Namespace):
     from mclner.inference import load_model
-    from mclner.predictor import check_impl, resolve_impl
+    from mclner.ops.impl import check_impl
+    from mclner.ops.impl import choose_impl as resolve_impl
     from mclner.training.guards import check_device
 
     lm = load_model(args.checkpoint, check_device(args.device))
@@ -130,7 +131,7 @@ def _labelled(spec: str, split: str, lang, what: str) -> list:
 
 
 def _run_heatmap(args: argparse.Namespace) -> int:
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
     from mclner.viz.model import relation_similarity
     from mclner.viz.plots import MatrixPanel, plot_matrices
 
@@ -289,7 +290,7 @@ def _model_opts(p: argparse.ArgumentParser) -> None:
 
 
 def _impl_opt(p: argparse.ArgumentParser) -> None:
-    from mclner.predictor import IMPL_CHOICES, IMPL_HELP
+    from mclner.ops.impl import IMPL_CHOICES, IMPL_HELP
 
     p.add_argument("--impl", choices=IMPL_CHOICES, default=None, help=f"{IMPL_HELP} (default: auto)")
 

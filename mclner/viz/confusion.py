@@ -55,7 +55,7 @@ def entity_confusion(
     each remaining gold entity pairs with the unpaired prediction that shares most words with it.
     ``types`` fixes the order of the type labels (default: sorted union of gold and predicted types).
     """
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
 
     if match not in ("exact", "overlap"):
         raise ValueError(f"match must be 'exact' or 'overlap', got {match!r}")

@@ -1,17 +1,17 @@
-"""What a checkpoint has learned, as data for plots: entity representations (any method), the
-relation-similarity maps of the relation-level contrastive views (mCL-NER), and the entity-type
-confusion on a labelled set (any method).
+"""What a checkpoint has learned, as data for plots: entity representations, the similarity maps of
+pair-level contrastive views, and the entity-type confusion on a labelled set. Each reads what the
+model offers through its hooks (`mclner.methods.base.NERModel`), for any method.
 
-- ``entity_representations``: per gold entity the mean of the model's word states (the method's
-  ``WordEncoder``: encoder, sub-word pooling, fusion) over the entity's words, with its language
-  and type, for the t-SNE/PCA figure (colour = language, marker = type).
-- ``relation_similarity``: view A of a relation (i, j) is ``proj_a([hs_i ⊙ he_j; hs_i; he_j])``, view
-  B is ``proj_b`` of the CLN pair features r'_ij (docs/METHOD.md §4; the method's ``loss``). The map
+- ``entity_representations``: per gold entity the mean of the model's ``entity_states`` over the
+  entity's words, with its language and type, for the t-SNE/PCA figure (colour = language, marker =
+  type).
+- ``relation_similarity``: the model's ``pair_views`` give view A and view B of every word pair (for
+  mCL-NER the relation-level contrastive views, docs/METHOD.md §4). The map
   ``S[i, j] = cos(A_x(i, j), B_y(π(i), π(j)))`` compares the source sentence x's view A with view B
-  of its counterpart y at the aligned pair, as the relation-level InfoNCE pairs them (row word i →
-  the last word of its translation, column word j → the first; NaN where a word has no
-  counterpart). Panels: the source against itself (y = x, π = identity), and against its
-  code-switched copy; for a target sentence, which has no word alignment, the target's own map.
+  of its counterpart y at the aligned pair, as a pair-level InfoNCE pairs them (row word i → the last
+  word of its translation, column word j → the first; NaN where a word has no counterpart). Panels:
+  the source against itself (y = x, π = identity), and against its code-switched copy; for a target
+  sentence, which has no word alignment, the target's own map.
 All computations run in eval mode under no_grad; they are deterministic.
 """
 
@@ -28,16 +28,11 @@ from mclner.errors import UserError
 
 
 def word_states(model: torch.nn.Module, batch: Any) -> torch.Tensor:
-    """Word states ``[B, N, d]`` of any method's model: its ``entity_states`` when it has several
-    encoders and says which one represents entities (DLBri), else its ``words``
-    (`mclner.nn.WordEncoder`) or, failing that, its ``word_states``."""
-    if hasattr(model, "entity_states"):
+    """Word states ``[B, N, d]`` that represent entities: the model's ``entity_states``."""
+    try:
         return model.entity_states(batch)
-    if hasattr(model, "words"):
-        return model.words(batch)
-    if hasattr(model, "word_states"):
-        return model.word_states(batch)
-    raise UserError(f"{type(model).__name__} has no word encoder (.words) to take entity representations from")
+    except NotImplementedError as exc:
+        raise UserError(f"{exc}: no entity representations to plot") from None
 
 
 def _to(batch: Any, device: torch.device) -> Any:
@@ -57,7 +52,7 @@ def entity_representations(model: torch.nn.Module, collator: Any, sentences: Seq
     """``(points [n, d], languages, types)``: one point per gold entity of the labelled
     ``sentences`` (the mean word state over its words; entities past the words the model saw are
     skipped)."""
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
 
     device = device or next(model.parameters()).device
     was = model.training
@@ -86,27 +81,15 @@ def entity_representations(model: torch.nn.Module, collator: Any, sentences: Seq
     return np.stack(points).astype(np.float64), langs, types
 
 
-def _require_views(model: torch.nn.Module) -> None:
-    if not all(hasattr(model, a) for a in ("proj_a", "proj_b", "relation", "relation_logits")):
-        raise UserError(f"the relation-similarity heatmap needs a relation model with contrastive views "
-                        f"(mCL-NER); this checkpoint's model is {type(model).__name__}")
-
-
 @torch.no_grad()
 def relation_views(model: torch.nn.Module, batch: Any, impl: str = "reference") -> Tuple[torch.Tensor, torch.Tensor]:
-    """View A and view B of every word pair of the batch's first sentence: ``[n, n, p]`` each."""
-    _require_views(model)
-    h = word_states(model, batch)
-    rel = model.relation_logits(h, impl)
-    n = int(batch["lengths"][0])
-    hs, he = rel["hs"][0, :n], rel["he"][0, :n]
-    hi = hs.unsqueeze(1).expand(n, n, -1)
-    hj = he.unsqueeze(0).expand(n, n, -1)
-    za = model.proj_a(torch.cat([hi * hj, hi, hj], -1))
-    ii, jj = torch.meshgrid(torch.arange(n, device=h.device), torch.arange(n, device=h.device), indexing="ij")
-    b = torch.zeros(n * n, dtype=torch.long, device=h.device)
-    zb = model.proj_b(model.relation.pair_features_at(h[:1], b, ii.reshape(-1), jj.reshape(-1))).reshape(n, n, -1)
-    return za.float().cpu(), zb.float().cpu()
+    """View A and view B of every word pair of the batch's first sentence: ``[n, n, p]`` each (the
+    model's ``pair_views``)."""
+    views = model.pair_views(batch, impl)
+    if views is None:
+        raise UserError(f"the relation-similarity heatmap needs a relation model with pair-level contrastive "
+                        f"views (mCL-NER); this checkpoint's model is {type(model).__name__}")
+    return views
 
 
 @dataclass
@@ -166,9 +149,9 @@ def relation_similarity(model: torch.nn.Module, collator: Any, sentence: Any, co
 
 def confusion_of(model: torch.nn.Module, collator: Any, label_map: Any, sentences: Sequence[Any],
                  match: str = "exact", batch_size: int = 32, device: Optional[torch.device] = None,
-                 impl: str = "reference", none_bias: Optional[float] = None) -> Any:
+                 impl: str = "reference", **decode_options: Any) -> Any:
     """The entity-type confusion (`mclner.viz.confusion.entity_confusion`) of a model's predictions
-    on labelled ``sentences``."""
+    on labelled ``sentences`` (``decode_options``: the method's decoding options)."""
     from mclner.evaluation import predict_entities
     from mclner.viz.confusion import entity_confusion
 
@@ -176,5 +159,5 @@ def confusion_of(model: torch.nn.Module, collator: Any, label_map: Any, sentence
     if not gold:
         raise UserError("no labelled sentences to compare the predictions with")
     preds = predict_entities(model, gold, collator, label_map, batch_size=batch_size, device=device, impl=impl,
-                             none_bias=none_bias)
+                             **decode_options)
     return entity_confusion([s.tags for s in gold], preds, match=match)

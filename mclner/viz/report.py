@@ -147,7 +147,8 @@ def _model_figures(run: Path, ckpt: Path, args: Dict[str, Any], notes: List[str]
 
     from mclner.data.readers import load_sentences
     from mclner.inference import load_model
-    from mclner.predictor import check_impl, resolve_impl
+    from mclner.ops.impl import check_impl
+    from mclner.ops.impl import choose_impl as resolve_impl
     from mclner.viz.model import confusion_of, entity_representations
     from mclner.viz.plots import plot_confusion, plot_embedding
 
@@ -199,7 +200,7 @@ def _model_figures(run: Path, ckpt: Path, args: Dict[str, Any], notes: List[str]
 
 def _heatmap(run: Path, lm: Any, src: list, args: Dict[str, Any], seed: int, impl: str) -> List[str]:
     from mclner.data.codeswitch import CodeSwitcher
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
     from mclner.data.lexicon import load_lexicon
     from mclner.viz.model import relation_similarity
     from mclner.viz.plots import MatrixPanel, plot_matrices

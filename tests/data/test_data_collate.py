@@ -5,17 +5,23 @@ from transformers import PreTrainedTokenizerFast
 
 from mclner.data.collate import (
     IGNORE,
-    RelationCollator,
+    SentenceCollator,
     batch_iob2,
     pool_words,
     rejoin_tags,
     window_sentences,
     word_pieces,
 )
-from mclner.data.grid import NNW, LabelMap
+from mclner.data.labels import LabelMap
 from mclner.data.readers import Sentence
+from mclner.methods.mclner.grid import NNW, GridLabels, thw
 
 LM = LabelMap(["LOC", "PER"])
+
+
+def grid_collator(tok, lm, max_length=512):
+    """The collator with a two-dimensional label encoder (mCL-NER's relation grid)."""
+    return SentenceCollator(tok, max_length, labels={"grid_labels": GridLabels(lm)})
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +40,7 @@ def test_word_pieces(tok):
 
 
 def test_collator_shapes_and_masks(tok):
-    c = RelationCollator(tok, LM)
+    c = grid_collator(tok, LM)
     batch = [
         Sentence(["john", "lives", "in", "new", "york"], ["B-PER", "O", "O", "B-LOC", "I-LOC"]),
         Sentence(["washington", "."], None),
@@ -49,20 +55,20 @@ def test_collator_shapes_and_masks(tok):
     g = out["grid_labels"]
     assert g.shape == (2, 5, 5)
     assert (g[1] == IGNORE).all()  # unlabelled
-    assert g[0, 0, 0] == LM.thw("PER") and g[0, 3, 4] == NNW and g[0, 4, 3] == LM.thw("LOC")
+    assert g[0, 0, 0] == thw(LM, "PER") and g[0, 3, 4] == NNW and g[0, 4, 3] == thw(LM, "LOC")
     assert (g[0] >= 0).all()
     assert out["lengths"].tolist() == [5, 2] and out["orig_lengths"].tolist() == [5, 2]
 
 
 def test_padding_ignored_in_grid(tok):
-    out = RelationCollator(tok, LM)([Sentence(["john"], ["B-PER"]), Sentence(["in", "new", "york"], ["O"] * 3)])
+    out = grid_collator(tok, LM)([Sentence(["john"], ["B-PER"]), Sentence(["in", "new", "york"], ["O"] * 3)])
     g = out["grid_labels"]
-    assert g[0, 0, 0] == LM.thw("PER") and (g[0, 1:, :] == IGNORE).all() and (g[0, :, 1:] == IGNORE).all()
+    assert g[0, 0, 0] == thw(LM, "PER") and (g[0, 1:, :] == IGNORE).all() and (g[0, :, 1:] == IGNORE).all()
     assert (g[1] == 0).all()
 
 
 def test_truncation_warns_and_counts(tok):
-    c = RelationCollator(tok, LM, max_length=6)  # 4 pieces fit
+    c = grid_collator(tok, LM, max_length=6)  # 4 pieces fit
     s = Sentence(["john", "lives", "in", "washington", "."], ["B-PER", "O", "O", "B-LOC", "O"])
     with pytest.warns(UserWarning, match=r"1 sentence\(s\) .* \(1 so far\)"):
         out = c([s, Sentence(["john"], ["B-PER"])])
@@ -123,7 +129,7 @@ def test_collator_never_exceeds_the_encoder(tok, capsys):
     t = copy.deepcopy(tok)
     fit_tokenizer_to_encoder(t, roberta)
     assert t.model_max_length == 10
-    c = RelationCollator(t, LM, max_length=512)
+    c = grid_collator(t, LM, max_length=512)
     assert c.max_length == 10 and "more than the encoder takes" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="cut to the words that fit"):
         out = c([Sentence(["john", "lives", "in", "washington"] * 5, None), Sentence(["john." * 5], None)])

@@ -7,8 +7,8 @@ import zipfile
 import pytest
 
 from mclner.cli import main
-from mclner.data import readers, sources
-from mclner.data.grid import iob2_to_entities
+from mclner.data import load, sources
+from mclner.data.iob2 import iob2_to_entities
 from mclner.data.readers import load_sentences, read_conll
 from mclner.errors import UserError
 
@@ -95,7 +95,7 @@ def test_repairs_of_an_embedded_file_are_noted_once(tmp_path, caplog):
         warnings.simplefilter("error")  # a warning would fail the test
         with caplog.at_level(logging.WARNING, logger="mclner"):
             for _ in range(3):
-                sents = readers._read_cached(path, lang="xx", lenient=True, scheme="iob2")
+                sents = load._read_cached(path, lang="xx", lenient=True, scheme="iob2")
                 assert [s.tags for s in sents] == [["B-PER", "O"], ["B-LOC", "I-LOC", "B-ORG"]]
     notes = [r.getMessage() for r in caplog.records]
     assert notes == [f"note: {path}: repaired 2 invalid IOB2 transition(s) (an I- tag opening a sentence "

@@ -12,12 +12,13 @@ import torch
 from mclner_fixtures import FILL, LOC_EN, PER_EN, make_tiny_encoder_dir, tiny_tokenizer
 
 from mclner.cli import main
-from mclner.data.collate import RelationCollator, window_sentences
-from mclner.data.grid import LabelMap
+from mclner.data.collate import SentenceCollator, window_sentences
+from mclner.data.labels import LabelMap
 from mclner.data.readers import Sentence
 from mclner.evaluation import predict_entities
 from mclner.methods import registry
 from mclner.methods.base import NERModel
+from mclner.methods.mclner.grid import GridLabels
 
 LM = LabelMap(["LOC", "PER"])
 
@@ -95,7 +96,7 @@ def _long_sentence(n_words: int, tok, max_length: int):
 
 def test_no_entity_lost_at_a_window_boundary():
     tok = tiny_tokenizer()
-    collator = RelationCollator(tok, LM, max_length=64)
+    collator = SentenceCollator(tok, max_length=64, labels={"grid_labels": GridLabels(LM)})
     long, gold = _long_sentence(3000, tok, 64)
     assert len(gold) > 100
     short = Sentence(["the", "John", "Smith", "went", "to", "Paris", "today"], None, "en")

@@ -122,7 +122,7 @@ def _patch_data(monkeypatch, test_sentences):
 
 def _word_segmented(sentences):
     """The synthetic zh sentences with each entity one word (as a word-segmented corpus has it)."""
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
 
     out = []
     for s in sentences:
@@ -147,7 +147,7 @@ def _word_segmented(sentences):
                                          ("dlbri", "oriented pairs (synthetic; target segmentation ")])
 def test_each_method_prints_and_uses_the_inferred_segmentation(monkeypatch, capsys, method, line):
     from mclner.methods import get_method
-    from mclner.training.trainer import load_data
+    from mclner.training.rundata import load_data
 
     _patch_data(monkeypatch, _word_segmented(synthetic_zh(8, 2)))
     cfg = train_config(method=method, source="synthetic-en", target="synthetic-zh", lexicon="synthetic")

@@ -239,7 +239,7 @@ def test_methods_lists_every_method(capsys):
 def test_predict_conll_input_takes_lang(tmp_path):
     import argparse
 
-    from mclner.training.cli import _read_predict_input
+    from mclner.inference_cli import _read_predict_input
 
     f = tmp_path / "in.conll"
     write_conll(f, synthetic_zh(2, 0))

@@ -11,12 +11,13 @@ import torch
 
 from mclner.errors import UserError
 from mclner.ops import _common, available_impls, selected_impl
-from mclner.predictor import DEFAULT_IMPL, resolve_impl
+from mclner.ops.impl import DEFAULT_IMPL, OPS, choose_impl
 from mclner.training.config import TrainConfig, recorded_impl
 from mclner.training.trainer import Trainer
 
 _NATIVE = available_impls()["cpu"]["runnable"]
 _OPS = ("biaffine", "cln_head", "info_nce", "sup_con")
+assert OPS == _OPS  # the one list of the ops with several implementations
 
 
 @pytest.fixture
@@ -27,14 +28,14 @@ def no_native(monkeypatch):
 
 def test_resolve_impl_defaults_to_auto():
     assert DEFAULT_IMPL == "auto"
-    assert resolve_impl(None) == "auto"
-    assert resolve_impl(None, fused=True) == "auto"
-    assert resolve_impl("auto", fused=True) == "auto"
-    assert resolve_impl("reference") == "reference"
+    assert choose_impl(None) == "auto"
+    assert choose_impl(None, fused=True) == "auto"
+    assert choose_impl("auto", fused=True) == "auto"
+    assert choose_impl("reference") == "reference"
     with pytest.raises(UserError, match="--fused means --impl auto; it contradicts --impl reference"):
-        resolve_impl("reference", fused=True)
+        choose_impl("reference", fused=True)
     with pytest.raises(UserError, match="impl must be one of"):
-        resolve_impl("fast")
+        choose_impl("fast")
 
 
 def test_train_defaults_to_auto_and_records_it(tmp_path):
@@ -66,7 +67,7 @@ def test_auto_picks_the_native_kernels_when_built(tmp_path):
     for op in _OPS:
         assert selected_impl(op, torch.device("cpu"), torch.float32) == "cpu"
     tr = Trainer(TrainConfig(output_dir=str(tmp_path / "run")))
-    assert tr._selected == {op: "cpu" for op in _OPS}
+    assert tr.selected == {op: "cpu" for op in _OPS}
 
 
 def test_auto_falls_back_to_reference_without_native_module(no_native, tmp_path):
@@ -76,7 +77,7 @@ def test_auto_falls_back_to_reference_without_native_module(no_native, tmp_path)
     for op in _OPS:
         assert selected_impl(op, torch.device("cpu"), torch.float32) == "reference"
     tr = Trainer(TrainConfig(output_dir=str(tmp_path / "run")))  # no error: auto runs the reference
-    assert tr.impl == "auto" and tr._selected == {op: "reference" for op in _OPS}
+    assert tr.impl == "auto" and tr.selected == {op: "reference" for op in _OPS}
     # an op under auto then gives exactly the reference result
     g = torch.Generator().manual_seed(0)
     za, zb = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)

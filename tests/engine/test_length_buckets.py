@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from mclner.training.trainer import length_bucketed
+from mclner.training.batching import length_bucketed
 
 
 def _batches(n: int, bs: int, k: int, seed: int = 0):

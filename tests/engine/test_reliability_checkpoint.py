@@ -42,7 +42,7 @@ def _model(seed: int = 0):
 
     from mclner_fixtures import relation_model
 
-    from mclner.data.grid import LabelMap
+    from mclner.data.labels import LabelMap
 
     if not _ENC:
         _ENC.append(make_tiny_encoder_dir(Path(tempfile.mkdtemp(prefix="mclner-enc-")) / "tiny"))

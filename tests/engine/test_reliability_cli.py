@@ -19,7 +19,7 @@ def ckpt(tmp_path_factory):
     import torch
     from mclner_fixtures import relation_model
 
-    from mclner.data.grid import LabelMap
+    from mclner.data.labels import LabelMap
     from mclner.training.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("cli-rel")

@@ -11,7 +11,8 @@ import pytest
 
 from mclner.errors import UserError
 from mclner.training.config import TrainConfig
-from mclner.training.trainer import Trainer, run_args
+from mclner.training.records import run_args
+from mclner.training.trainer import Trainer
 
 
 def _record(run, cfg: TrainConfig, **method_config) -> None:

@@ -8,7 +8,7 @@ import copy
 import torch
 
 from mclner.methods.base import Stage
-from mclner.training.trainer import StepModule, fill_unused_grads
+from mclner.training.step import StepModule, fill_unused_grads
 
 
 class _Model(torch.nn.Module):
@@ -32,7 +32,7 @@ def _train(ddp: bool, batches):
     torch.manual_seed(0)
     model = _Model()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
-    step = StepModule(model, _Method(), ddp=ddp)
+    step = StepModule(model, _Method(), zero_term=ddp)
     losses = []
     for group in batches:
         for batch in group:

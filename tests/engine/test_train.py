@@ -134,18 +134,19 @@ def test_self_training_round(tmp_path, monkeypatch):
 
 
 def test_pseudo_label_filters():
-    from mclner.data.grid import LabelMap
+    from mclner.data.labels import LabelMap
+    from mclner.methods.mclner.grid import thw
     from mclner.methods.mclner.selftrain import is_continuous, relation_confidence
 
     lm = LabelMap(["LOC", "PER"])
     pred = torch.zeros(4, 4, dtype=torch.long)
-    pred[2, 0] = lm.thw("PER")  # entity 0..2 needs NNW at (0,1) and (1,2)
+    pred[2, 0] = thw(lm, "PER")  # entity 0..2 needs NNW at (0,1) and (1,2)
     pred[0, 1] = 1
     assert not is_continuous(pred)
     pred[1, 2] = 1
     assert is_continuous(pred)
     probs = torch.full((4, 4, 4), 0.25)
-    probs[2, 0, lm.thw("PER")] = 0.9
+    probs[2, 0, thw(lm, "PER")] = 0.9
     probs[0, 1, 1] = 0.6
     probs[1, 2, 1] = 0.9
     assert relation_confidence(probs, [(0, 2, "PER")], lm) == pytest.approx(0.8)
@@ -167,7 +168,7 @@ def test_freeze_embeddings_keeps_the_word_embeddings(tmp_path, monkeypatch):
 
 
 def test_shift_none_is_a_none_logit_shift():
-    from mclner.evaluation import shift_none
+    from mclner.methods.mclner.calibrate import shift_none
 
     x = torch.randn(5, 5, 6, dtype=torch.float64)
     b = 1.7
@@ -181,8 +182,9 @@ def test_shift_none_is_a_none_logit_shift():
 def test_calibrate_none_bias_is_saved_and_used(tmp_path, monkeypatch):
     from mclner_fixtures import synthetic_en
 
-    from mclner.evaluation import NONE_BIAS_GRID, evaluate
+    from mclner.evaluation import evaluate
     from mclner.methods.mclner import MCLNERMethod
+    from mclner.methods.mclner.calibrate import NONE_BIAS_GRID
     from mclner.training.checkpoint import load_checkpoint
 
     patch_training_data(monkeypatch)

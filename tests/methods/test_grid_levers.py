@@ -19,8 +19,9 @@ from test_method_mclner import _losses_and_grads, _runnable, make, setup  # noqa
 
 from mclner.cli import main
 from mclner.methods.mclner import MCLNERConfig
-from mclner.nn import grid_ce
-from mclner.schema import IGNORE, NONE
+from mclner.methods.mclner.grid import NONE
+from mclner.methods.mclner.losses import grid_ce
+from mclner.schema import IGNORE
 from mclner.training.checkpoint import read_weights
 
 C = 5  # NONE, NNW and three THW types
@@ -150,8 +151,9 @@ def test_decoded_only_reads_the_cells_decoding_reads(grid):
     # every gold relation of a grid is in the decoded cells
     from mclner_fixtures import synthetic_en
 
-    from mclner.data.grid import LabelMap, encode_grid
-    from mclner.nn.losses import decoded_cells
+    from mclner.data.labels import LabelMap
+    from mclner.methods.mclner.grid import encode_grid
+    from mclner.methods.mclner.losses import decoded_cells
 
     sents = synthetic_en(12, seed=2)
     lm = LabelMap.from_tags([s.tags for s in sents])
@@ -168,19 +170,19 @@ def test_prior_init_is_the_constant_optimum_of_the_loss(setup, levers):  # noqa:
     from mclner_fixtures import synthetic_en
 
     from mclner.data.batches import build_examples
-    from mclner.data.grid import encode_grid
-    from mclner.nn.losses import decoded_cells
+    from mclner.methods.mclner.grid import encode_grid, num_classes
+    from mclner.methods.mclner.losses import decoded_cells
 
     _, lm, _ = setup
     sents = synthetic_en(6, seed=5)
     method, m = make(lm, **levers)
     method.init_model(m, build_examples(sents, None), lm)
-    counts = torch.zeros(lm.num_classes, dtype=torch.float64)
+    counts = torch.zeros(num_classes(lm), dtype=torch.float64)
     for s in sents:
         g = torch.as_tensor(encode_grid(s.tags, lm))
         if levers.get("ce_cells") == "decoded":
             g = g[decoded_cells(g.shape[0])]
-        counts += torch.bincount(g.flatten(), minlength=lm.num_classes).double()
+        counts += torch.bincount(g.flatten(), minlength=num_classes(lm)).double()
     counts[NONE] *= levers.get("none_weight", MCLNERConfig().none_weight) * levers.get("none_keep", 1.0)
     torch.testing.assert_close(m.relation.b_bi.double(), ((counts + 1) / (counts + 1).sum()).log(),
                                rtol=1e-6, atol=1e-6)
@@ -275,7 +277,7 @@ def test_resume_is_exact_with_random_none_subsampling(tmp_path):
 
 
 def test_head_warmup_holds_the_encoder_then_warms_it_up():
-    from mclner.training.trainer import make_scheduler
+    from mclner.training.build import make_scheduler
 
     torch.manual_seed(0)
     enc, head = torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mclner_fixtures import TableLexicon, synthetic_en, tiny_encoder, tiny_tokenizer, write_conll
 
-from mclner.data.grid import LabelMap
+from mclner.data.labels import LabelMap
 from mclner.errors import UserError
 from mclner.methods.base import Context
 from mclner.methods.concner import ConCNERConfig, ConCNERMethod
@@ -42,7 +42,7 @@ def setup():
 
     tr = lexicon_translations(sents, TableLexicon(), "zh", "full")
     ex = [Example(s, r.sentence, list(r.spans)) for s, r in zip(sents, tr)]
-    batch = method.collate(method.make_collator(tok, lm, 128), ex, None)
+    batch = method.collate(method.make_collator(tok, lm, 128), ex, None, method.stages()[0])
     return method, model, batch, sents, lm
 
 
@@ -93,7 +93,7 @@ def test_ablated_losses_are_absent(setup):
 
 
 def test_full_translation_keeps_the_entities(setup):
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
     from mclner.data.translations import lexicon_translations
 
     _, _, _, sents, _ = setup

@@ -5,13 +5,13 @@ trains only each stage's parts."""
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 import torch
 from mclner_fixtures import TableLexicon, synthetic_en, tiny_encoder, tiny_tokenizer
 
-from mclner.data.grid import LabelMap, iob2_to_entities
+from mclner.data.iob2 import iob2_to_entities
+from mclner.data.labels import LabelMap
 from mclner.methods.base import Stage
 from mclner.methods.dlbri import (
     DLBriConfig,
@@ -348,14 +348,12 @@ def test_stage_list_follows_the_flags():
 def test_only_the_student_stage_calibrates_and_only_without_combination():
     """Calibration (choosing the decoding student pair) belongs to the student stage: the trainer
     reloads a finished stage's best to calibrate it, so no other stage may claim to."""
-    model = types.SimpleNamespace(config=types.SimpleNamespace(), comb=None, span_head=None, type_head=None)
     for combination in (True, False):
         m = DLBriMethod(DLBriConfig(combination=combination, bridging=False))
         got = {}
         for st in m.stages():
             if st.name != "combine":
-                m.prepare_stage(model, st)
-                got[st.name] = m.calibrates()
+                got[st.name] = m.calibrates(st)
         assert got == {"source": False, "students": not combination}
 
 

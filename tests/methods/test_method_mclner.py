@@ -9,11 +9,13 @@ from mclner_fixtures import LEX, _CodeSwitcher, _Lexicon, synthetic_en, tiny_enc
 
 from mclner import ops
 from mclner.data.batches import build_examples, collate_examples
-from mclner.data.collate import RelationCollator
-from mclner.data.grid import LabelMap
+from mclner.data.collate import SentenceCollator
+from mclner.data.labels import LabelMap
 from mclner.methods import Stage
 from mclner.methods.mclner import MCLNERConfig, MCLNERMethod
-from mclner.nn import pool_words, sample_relation_pairs
+from mclner.methods.mclner.grid import GridLabels, num_classes
+from mclner.methods.mclner.losses import sample_relation_pairs
+from mclner.nn import pool_words
 from mclner.schema import IGNORE
 
 
@@ -24,7 +26,7 @@ def setup():
     lm = LabelMap.from_tags([s.tags for s in sents])
     # The fixture's code-switcher: deterministic and independent of lexicon coverage.
     ex = build_examples(sents, _CodeSwitcher(_Lexicon(LEX), "zh", word_ratio=0.3, seed=0))
-    batch = collate_examples(RelationCollator(tok, lm), ex)
+    batch = collate_examples(SentenceCollator(tok, labels={"grid_labels": GridLabels(lm)}), ex)
     return tok, lm, batch
 
 
@@ -105,7 +107,8 @@ def _losses_and_grads(method, model, batch, impl):
     out = method.loss(model, batch, _stage(), impl)
     out["loss"].backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return {k: float(v.detach()) for k, v in out.items()}, grads
+    stats = out.pop("stats", {})
+    return {k: float(v.detach()) for k, v in {**out, **stats}.items()}, grads
 
 
 def _runnable(impl):
@@ -167,7 +170,7 @@ def test_real_codeswitcher_batches(setup):
     tok, lm, _ = setup
     sw = CodeSwitcher(load_lexicon("cc-cedict", "zh"), "zh", word_ratio=0.3, seed=0)
     ex = build_examples(synthetic_en(6, seed=9), sw)
-    b = collate_examples(RelationCollator(tok, lm), ex)
+    b = collate_examples(SentenceCollator(tok, labels={"grid_labels": GridLabels(lm)}), ex)
     a = b["alignment"]
     assert a.shape == (*b["src"]["word_mask"].shape, 2)
     assert bool((a < b["cs"]["word_mask"].shape[1]).all())
@@ -184,7 +187,7 @@ def test_tc_pairs_land_on_the_code_switched_relation_cells(setup):
 
 def _check_tc_pairs(tok, lm, ex):
     assert any(sp is not None and sp[1] > sp[0] for e in ex for sp in e.spans), "no multi-word translation"
-    b = collate_examples(RelationCollator(tok, lm), ex)
+    b = collate_examples(SentenceCollator(tok, labels={"grid_labels": GridLabels(lm)}), ex)
     labels = b["src"]["grid_labels"]
     pairs = sample_relation_pairs(labels, b["src"]["word_mask"], b["alignment"], none_ratio=0.0, max_pairs=4096)
     assert pairs is not None
@@ -198,17 +201,17 @@ def test_prior_init_sets_the_log_class_prior(setup):
     """--prior-init: the biaffine bias is the log of the (add-one) class frequencies over the training
     grids' cells, so NONE starts as the most likely class by that prior's margin (with the plain-mean
     loss; the weighted prior of the default --none-weight: tests/methods/test_grid_levers.py)."""
-    from mclner.data.grid import encode_grid
+    from mclner.methods.mclner.grid import encode_grid
 
     tok, lm, _ = setup
     sents = synthetic_en(6, seed=5)
     ex = build_examples(sents, None)
     method, m = make(lm, prior_init=True, none_weight=1.0)
     report = method.init_model(m, ex, lm)
-    counts = torch.zeros(lm.num_classes, dtype=torch.float64)
+    counts = torch.zeros(num_classes(lm), dtype=torch.float64)
     for s in sents:
         g = torch.as_tensor(encode_grid(s.tags, lm))
-        counts += torch.bincount(g.flatten(), minlength=lm.num_classes).double()
+        counts += torch.bincount(g.flatten(), minlength=num_classes(lm)).double()
     want = ((counts + 1) / (counts + 1).sum()).log()
     torch.testing.assert_close(m.relation.b_bi.double(), want, rtol=1e-6, atol=1e-6)
     assert float(m.relation.cln_2.bias.detach().abs().sum()) == 0.0

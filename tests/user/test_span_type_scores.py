@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mclner.data.grid import entities_to_iob2, iob2_to_entities
+from mclner.data.iob2 import entities_to_iob2, iob2_to_entities
 from mclner.evaluation import format_scores, score, span_type_scores
 
 GOLD = [

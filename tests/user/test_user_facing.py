@@ -57,10 +57,10 @@ def _predict_rows(ckpt: Path, capsys, *args: str) -> list:
 
 @pytest.mark.parametrize("which", ["rel", "tag"])
 def test_predict_gives_offsets_and_scores_for_every_method(runs, capsys, which):
-    from mclner.data.grid import decode_grid_scored
     from mclner.data.text import tokenize_line
     from mclner.evaluation import predict_entities
     from mclner.inference import load_model
+    from mclner.methods.mclner.grid import decode_grid_scored
     from mclner.predictor import predict_scored
 
     texts = ["John  visited 伦敦 today.", "Mary Smith met 北京 people in Paris"]
@@ -116,7 +116,7 @@ def test_predict_types_filter_and_errors(runs, capsys):
     assert main(["predict", str(ckpt), "--text", text, "--none-bias", "6", "--types", ",".join(keep),
                  "--output-format", "iob2"]) == 0
     tags = [x.split("\t")[1] for x in capsys.readouterr().out.splitlines() if x]
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
 
     assert iob2_to_entities(tags) == [(e["word_start"], e["word_end"], e["entity_group"]) for e in some]
 
@@ -271,7 +271,7 @@ def test_heatmap_of_a_checkpoint(runs, tmp_path, capsys):
 
 @pytest.mark.parametrize("which", ["rel", "tag"])
 def test_entity_embedding_of_any_checkpoint(runs, tmp_path, which):
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
     from mclner.data.readers import load_sentences
 
     argv = ["plot", "entities", str(runs[which] / "best"), "--reduce", "pca", "--max-sentences", "6", "--seed", "3"]
@@ -314,7 +314,7 @@ def test_confusion_from_a_checkpoint_matches_its_predictions(runs, tmp_path, cap
 def test_report_embeds_the_figures_and_reproduces_the_run(runs, capsys):
     from mclner.cli import build_parser
     from mclner.training.cli import config_from_args
-    from mclner.training.trainer import run_args
+    from mclner.training.records import run_args
     from mclner.viz.report import train_command
 
     run = runs["rel"]

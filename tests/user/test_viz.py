@@ -176,7 +176,7 @@ def test_entity_confusion_random_totals():
             else:
                 i += 1
         pred.append(ents)
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
 
     n_gold = sum(len(iob2_to_entities(t)) for t in gold)
     n_pred = sum(len(p) for p in pred)

@@ -16,10 +16,11 @@ import torch
 
 from mclner import ops
 from mclner.data.batches import Example
+from mclner.data.collate import tag_collator
 from mclner.data.translations import MODES
 from mclner.errors import UserError
 from mclner.methods.base import Context, Method, Stage, option, register
-from mclner.methods.mclner import FULL_COMMON, QUICK_COMMON
+from mclner.methods.presets import FULL_COMMON, QUICK_COMMON
 from mclner.methods.token_classification import TaggerModelConfig, TokenClassificationModel
 from mclner.nn import masked_mean, prob_mse, token_ce
 from mclner.schema import tag_vocabulary
@@ -61,10 +62,7 @@ class ConCNERMethod(Method):
         return ConCNERModel(encoder, TaggerModelConfig(tags=tag_vocabulary(label_map.types)))
 
     def make_collator(self, tokenizer: Any, label_map: Any, max_length: int) -> Any:
-        from mclner.data.collate import RelationCollator
-
-        tag_to_id = {t: i for i, t in enumerate(tag_vocabulary(label_map.types))}
-        return RelationCollator(tokenizer, label_map, max_length=max_length, grid=False, tag_to_id=tag_to_id)
+        return tag_collator(tokenizer, label_map, max_length)
 
     # -- data and stages
     def prepare_examples(self, sentences: Sequence[Any], ctx: Context) -> List[Example]:
@@ -88,9 +86,9 @@ class ConCNERMethod(Method):
             results = lexicon_translations(sentences, load_lexicon(t.lexicon, t.target_lang), t.target_lang,
                                            c.translation_mode, segmentation=seg.mode)
             where = f"{t.lexicon}, {c.translation_mode}; target segmentation {seg.describe()}"
-        if ctx.is_main:
-            changed = sum(r.sentence.tokens != s.tokens for r, s in zip(results, sentences))
-            print(f"translations ({where}): {changed}/{len(sentences)} sentences differ from their source")
+        changed = sum(r.sentence.tokens != s.tokens for r, s in zip(results, sentences))
+        ctx.log({"event": "translations", "message": f"translations ({where}): {changed}/{len(sentences)} "
+                                                     "sentences differ from their source"})
         return [Example(s, r.sentence, list(r.spans)) for s, r in zip(sentences, results)]
 
     def stages(self) -> List[Stage]:
@@ -109,7 +107,7 @@ class ConCNERMethod(Method):
             return {}
         return {"teacher_probs": teacher.tag_logits(batch["tgt"]).float().softmax(-1)}
 
-    def loss(self, model: ConCNERModel, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, torch.Tensor]:
+    def loss(self, model: ConCNERModel, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, Any]:
         w = stage.weights
         out: Dict[str, torch.Tensor] = {}
         if "tgt" in batch:  # distillation: the teacher's tag distributions on target words

@@ -32,7 +32,7 @@ from mclner.methods.dlbri.model import (
     decode_entities,
     kl_sum,
 )
-from mclner.methods.mclner import FULL_COMMON, QUICK_COMMON
+from mclner.methods.presets import FULL_COMMON, QUICK_COMMON
 from mclner.nn import token_ce
 from mclner.schema import IGNORE, tag_vocabulary
 
@@ -109,7 +109,7 @@ def entity_keys(tags: Optional[Sequence[str]]) -> List[Optional[Tuple[str, int]]
     """Per word: (type, rank among the sentence's entities of that type) of its entity, None outside
     entities. Translations keep the entities of each type in order (lexicon: the source word order;
     files: checked), so a key names the same entity in every variant of a sentence."""
-    from mclner.data.grid import iob2_to_entities
+    from mclner.data.iob2 import iob2_to_entities
 
     out: List[Optional[Tuple[str, int]]] = [None] * len(tags or [])
     seen: Dict[str, int] = {}
@@ -151,7 +151,6 @@ class DLBriMethod(Method):
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
-        self.stage_name = ""  # the stage being run (set by prepare_stage; collate reads it)
         self.types: List[str] = []
 
     # -- model and batches
@@ -160,11 +159,10 @@ class DLBriMethod(Method):
         return DLBriModel(encoder, DLBriModelConfig(types=list(label_map.types)))
 
     def make_collator(self, tokenizer: Any, label_map: Any, max_length: int) -> Any:
-        from mclner.data.collate import RelationCollator
+        from mclner.data.collate import tag_collator
 
         self.types = list(label_map.types)
-        tag_to_id = {t: i for i, t in enumerate(tag_vocabulary(label_map.types))}
-        return RelationCollator(tokenizer, label_map, max_length=max_length, grid=False, tag_to_id=tag_to_id)
+        return tag_collator(tokenizer, label_map, max_length)
 
     # -- data and stages
     def prepare_examples(self, sentences: Sequence[Any], ctx: Context) -> List[Any]:
@@ -190,10 +188,9 @@ class DLBriMethod(Method):
             made["full"] = file_translations(c.translations, sentences, index, ctx.source_total or len(sentences),
                                              t.target_lang)
         out = [DLBriExample(s, {m: made[m][k].sentence for m in made}) for k, s in enumerate(sentences)]
-        if ctx.is_main:
-            changed = {m: sum(r.sentence.tokens != s.tokens for r, s in zip(made[m], sentences)) for m in made}
-            print(f"oriented pairs ({t.lexicon}; target segmentation {seg.describe()}): "
-                  + ", ".join(f"{m} {n}/{len(sentences)} changed" for m, n in changed.items()))
+        changed = {m: sum(r.sentence.tokens != s.tokens for r, s in zip(made[m], sentences)) for m in made}
+        ctx.log({"event": "translations", "message": f"oriented pairs ({t.lexicon}; target segmentation "
+                 f"{seg.describe()}): " + ", ".join(f"{m} {n}/{len(sentences)} changed" for m, n in changed.items())})
         return out
 
     def stages(self) -> List[Stage]:
@@ -219,7 +216,6 @@ class DLBriMethod(Method):
         return out
 
     def prepare_stage(self, model: DLBriModel, stage: Stage) -> None:
-        self.stage_name = stage.name
         model.config.decode_with = "combination" if stage.name == "combine" else "student"
         if stage.name == "combine":
             # the classifiers start from student pair 1's heads (docs/METHOD.md, "Combination"); a
@@ -246,11 +242,12 @@ class DLBriMethod(Method):
             parts = (f"enc.{SPAN}.", f"enc.{TYPE}.", "span_head.0.", "type_head.0.", "comb.")
         return lambda name: name.startswith(parts)
 
-    def collate(self, collator: Any, examples: Sequence[Any], target: Optional[Sequence[Any]]) -> Dict[str, Any]:
+    def collate(self, collator: Any, examples: Sequence[Any], target: Optional[Sequence[Any]],
+                stage: Stage) -> Dict[str, Any]:
         batch: Dict[str, Any] = {}
         if examples:
-            if self.stage_name.startswith("bridge"):
-                a, b = PAIRS[int(self.stage_name[len("bridge"):]) - 1]
+            if stage.name.startswith("bridge"):
+                a, b = PAIRS[int(stage.name[len("bridge"):]) - 1]
                 sa = [e.src if a == "source" else e.variants[a] for e in examples]
                 sb = [e.variants[b] for e in examples]
                 ba, bb = collator(sa), collator(sb)
@@ -276,7 +273,7 @@ class DLBriMethod(Method):
             out[f"t_span{k}"], out[f"t_type{k}"] = sp.float().softmax(-1), tp.float().softmax(-1)
         return out
 
-    def loss(self, model: DLBriModel, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, torch.Tensor]:
+    def loss(self, model: DLBriModel, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, Any]:
         if "pair" in batch:
             return self._bridge_loss(model, batch["pair"], impl)
         if stage.name == "source":
@@ -308,7 +305,7 @@ class DLBriMethod(Method):
         out["loss"] = total
         return out
 
-    def _students_loss(self, model: DLBriModel, batch: Dict[str, Any], stage: Stage) -> Dict[str, torch.Tensor]:
+    def _students_loss(self, model: DLBriModel, batch: Dict[str, Any], stage: Stage) -> Dict[str, Any]:
         w = stage.weights
         tgt = batch["tgt"]
         mask = tgt["word_mask"].bool()
@@ -316,7 +313,8 @@ class DLBriMethod(Method):
         h_tp = [model.words(TYPE + k, tgt) for k in (0, 1)]
         logits = {"span": [model.span_head[k](h_sp[k]) for k in (0, 1)],
                   "type": [model.type_head[k](h_tp[k]) for k in (0, 1)]}
-        out: Dict[str, torch.Tensor] = {}
+        out: Dict[str, Any] = {}
+        stats: Dict[str, torch.Tensor] = {}
         total = 0.0
         for task in ("span", "type"):
             for k in (0, 1):
@@ -326,9 +324,9 @@ class DLBriMethod(Method):
                                          self.config.com_threshold)
                 tag = f"{task}{k + 1}"
                 out[f"distil_{tag}"], out[f"com_{tag}"], out[f"p_{tag}"] = distil, terms["com"], terms["p"]
-                out[f"delta_{tag}"] = terms["delta_own"]
+                stats[f"delta_{tag}"] = terms["delta_own"]
                 # the shares of words co-matched and self-penalised (the adaptive δ can exceed 1)
-                out[f"com_share_{tag}"], out[f"p_share_{tag}"] = terms["com_share"], terms["p_share"]
+                stats[f"com_share_{tag}"], stats[f"p_share_{tag}"] = terms["com_share"], terms["p_share"]
                 total = total + w["distil"] * distil + w["com"] * terms["com"]
                 if w["p"] > 0:
                     total = total + w["p"] * terms["p"]
@@ -342,6 +340,7 @@ class DLBriMethod(Method):
                                                       src["word_mask"])
                 total = total + w["sbc"] * out["sbc_src"]
         out["loss"] = total
+        out["stats"] = stats
         return out
 
     def _combine_loss(self, model: DLBriModel, batch: Dict[str, Any], impl: str) -> Dict[str, torch.Tensor]:
@@ -354,25 +353,26 @@ class DLBriMethod(Method):
         return out
 
     # -- decoding
-    def calibrates(self) -> bool:
+    def calibrates(self, stage: Stage) -> bool:
         # only the student stage picks a pair: a resume then need not reload every earlier stage's best
-        return not self.config.combination and self.stage_name == "students"
+        return not self.config.combination and stage.name == "students"
 
-    def calibrate(self, model: DLBriModel, dev: Sequence[Any], collator: Any, ctx: Context) -> Optional[Dict[str, Any]]:
+    def calibrate(self, model: DLBriModel, stage: Stage, dev: Sequence[Any], collator: Any,
+                  ctx: Context) -> Optional[Dict[str, Any]]:
         """Without combination: decode with the student pair (span k + type k) that scores better on the
         source dev set (after the student stage)."""
-        if self.stage_name != "students":
+        if not self.calibrates(stage):
             return None
         from mclner.evaluation import evaluate
 
         f1 = {}
         for k in (1, 2):
-            model.config.student = float(k)
+            model.config.student = k
             f1[k] = evaluate(model, dev, collator, ctx.label_map, batch_size=2 * ctx.train.batch_size,
                              device=ctx.device, impl=ctx.impl)["f1"]
         best = 1 if f1[1] >= f1[2] else 2
-        model.config.student = float(best)
-        return {"model": {"student": float(best)}, "student_dev_f1": f1,
+        model.config.student = best
+        return {"model": {"student": best}, "student_dev_f1": f1,
                 "message": f"decoding with student pair {best} (source dev F1 {f1[1]:.4f} vs {f1[2]:.4f})"}
 
 

@@ -34,7 +34,7 @@ class DLBriModelConfig(DictConfig):
     boundary_dim: int = 64
     # decoding: "combination" (the combined span/type classifiers) or "student" (student `student`)
     decode_with: str = "student"
-    student: float = 1.0  # 1 or 2 (a float: the engine's calibration hands numbers over as floats)
+    student: int = 1  # 1 or 2 (checkpoints written before this was an int hold 1.0 or 2.0)
 
 
 

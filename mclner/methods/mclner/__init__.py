@@ -15,28 +15,13 @@ import torch
 from mclner.data.batches import build_examples
 from mclner.errors import UserError
 from mclner.methods.base import Context, Method, Stage, option, register
+from mclner.methods.mclner.grid import NNW, NONE, GridLabels, class_names, num_classes, thw
+from mclner.methods.mclner.losses import NONE_SAMPLING, grid_ce, sample_relation_pairs
 from mclner.methods.mclner.model import MCLNERModel, RelationModelConfig
-from mclner.nn import (
-    FUSIONS,
-    grid_ce,
-    prob_mse,
-    relation_info_nce,
-    sample_relation_pairs,
-    sentence_info_nce,
-)
-from mclner.nn.losses import NONE_SAMPLING
+from mclner.methods.presets import FULL_COMMON, QUICK_COMMON
+from mclner.nn import FUSIONS, prob_mse, relation_info_nce, sentence_info_nce
 
 CE_CELLS = ("all", "decoded")
-
-# The quick preset: a CPU run of the whole method (source stage + one self-training round) in under
-# 30 minutes on 2 cores. Short sentences from a subset, frozen word embeddings (half the CPU step:
-# they are most of e5-small's weights) with a higher encoder lr for the short schedule, and decoding
-# calibrated against the NONE prior that such a schedule leaves (docs/TRAINING.md).
-QUICK_COMMON: Dict[str, Any] = dict(
-    max_train_sentences=2000, max_eval_sentences=500, max_words=40, batch_size=16, effective_batch_size=32,
-    max_steps=250, eval_every=50, epochs=1, max_unlabeled_sentences=1000, encoder_lr=1e-4, freeze_embeddings=True,
-)
-FULL_COMMON: Dict[str, Any] = dict(batch_size=16, effective_batch_size=32, epochs=10, eval_every=None, max_words=None)
 
 
 @dataclass
@@ -88,28 +73,37 @@ class MCLNERConfig:
                                               "unchanged)")
 
 
+@dataclass
+class MCLNERDecodeConfig:
+    none_bias: Optional[float] = option(None, "decode with this bias subtracted from the NONE logit (relation "
+                                              "models; default: the checkpoint's calibrated value, 0 unless "
+                                              "trained with --calibrate-none-bias)", type=float)
+
+
 @register
 class MCLNERMethod(Method):
     name = "mclner"
     description = "mCL-NER: relation grid, code-switched and relation-level contrastive views, self-training"
     Config = MCLNERConfig
+    # quick: decoding calibrated against the NONE prior that the short schedule leaves (docs/TRAINING.md)
     presets = {
         "quick": {**QUICK_COMMON, "tc_max_pairs": 1024, "calibrate_none_bias": True, "st_max_steps": 100},
         "full": dict(FULL_COMMON),
     }
+    DecodeConfig = MCLNERDecodeConfig
     config: MCLNERConfig
 
     # -- model and batches
     def build_model(self, encoder: torch.nn.Module, label_map: Any) -> MCLNERModel:
         c = self.config
         return MCLNERModel(encoder, RelationModelConfig(
-            num_classes=label_map.num_classes, fusion=c.fusion, biaffine_dim=c.biaffine_dim,
+            num_classes=num_classes(label_map), fusion=c.fusion, biaffine_dim=c.biaffine_dim,
             cln_hidden=c.cln_hidden, proj_dim=c.proj_dim))
 
     def make_collator(self, tokenizer: Any, label_map: Any, max_length: int) -> Any:
-        from mclner.data.collate import RelationCollator
+        from mclner.data.collate import SentenceCollator
 
-        return RelationCollator(tokenizer, label_map, max_length=max_length, grid=True)
+        return SentenceCollator(tokenizer, max_length, labels={"grid_labels": GridLabels(label_map)})
 
     def init_model(self, model: MCLNERModel, examples: Sequence[Any], label_map: Any) -> Dict[str, Any]:
         """With --prior-init: the biaffine bias b_c = log p(c) over the cells of the training grids that
@@ -117,14 +111,13 @@ class MCLNERMethod(Method):
         --none-keep; the CLN head's output bias 0."""
         if not self.config.prior_init:
             return {}
-        from mclner.data.grid import iob2_to_entities
-        from mclner.schema import NNW, NONE
+        from mclner.data.iob2 import iob2_to_entities
 
-        counts = torch.zeros(label_map.num_classes, dtype=torch.float64)
+        counts = torch.zeros(num_classes(label_map), dtype=torch.float64)
         for e in examples:
             n = len(e.src.tokens)
             for s, t_end, typ in iob2_to_entities(e.src.tags):
-                counts[label_map.thw(typ)] += 1
+                counts[thw(label_map, typ)] += 1
                 counts[NNW] += t_end - s
             # the cells L_ce is taken over (--ce-cells): all n², or those decoding reads
             counts[NONE] += n * n if self.config.ce_cells == "all" else n * (n + 1) // 2 + max(n - 1, 0)
@@ -136,7 +129,7 @@ class MCLNERMethod(Method):
         with torch.no_grad():
             model.relation.b_bi.copy_(prior.log().to(model.relation.b_bi.dtype))
             model.relation.cln_2.bias.zero_()
-        return {"prior_init": {name: float(p) for name, p in zip(label_map.class_names(), prior)}}
+        return {"prior_init": {name: float(p) for name, p in zip(class_names(label_map), prior)}}
 
     # -- data and stages
     def prepare_examples(self, sentences: Sequence[Any], ctx: Context) -> List[Any]:
@@ -153,8 +146,9 @@ class MCLNERMethod(Method):
             switcher = CodeSwitcher(load_lexicon(t.lexicon, t.target_lang), target_lang=t.target_lang,
                                     word_ratio=self.config.cs_word_ratio, seed=t.seed, segmentation=seg.mode)
         examples = build_examples(sentences, switcher)
-        if switcher is not None and hasattr(switcher, "report") and ctx.is_main:
-            print(f"code-switching ({ctx.train.lexicon}; target segmentation {seg.describe()}): {switcher.report()}")
+        if switcher is not None:
+            ctx.log({"event": "codeswitch", "message": f"code-switching ({ctx.train.lexicon}; target segmentation "
+                                                       f"{seg.describe()}): {switcher.report()}"})
         return examples
 
     def stages(self) -> List[Stage]:
@@ -177,9 +171,9 @@ class MCLNERMethod(Method):
         thr = self.config.st_threshold
         kept, counts = pseudo_label(teacher, sentences, collator, ctx.label_map, threshold=thr,
                                     batch_size=2 * ctx.train.batch_size, device=ctx.device, impl=ctx.impl)
-        if ctx.is_main:
-            print(f"[{stage.name}] pseudo-labels: {counts['unlabeled']} unlabelled, {counts['has_entity']} with an "
-                  f"entity, {counts['continuous']} continuous, {counts['confident']} ≥ {thr}")
+        ctx.log({"event": "pseudo_labels", "stage": stage.name,
+                 "message": f"[{stage.name}] pseudo-labels: {counts['unlabeled']} unlabelled, {counts['has_entity']} "
+                            f"with an entity, {counts['continuous']} continuous, {counts['confident']} ≥ {thr}"})
         return kept, counts
 
     def teacher_outputs(self, teacher: torch.nn.Module, batch: Dict[str, Any], stage: Stage,
@@ -195,10 +189,10 @@ class MCLNERMethod(Method):
         return grid_ce(logits, labels, none_weight=c.none_weight, focal_gamma=c.focal_gamma,
                        none_keep=c.none_keep, none_sampling=c.none_sampling, decoded_only=c.ce_cells == "decoded")
 
-    def loss(self, model: MCLNERModel, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, torch.Tensor]:
+    def loss(self, model: MCLNERModel, batch: Dict[str, Any], stage: Stage, impl: str) -> Dict[str, Any]:
         c, w = self.config, stage.weights
         src, cs = batch["src"], batch.get("cs")
-        out: Dict[str, torch.Tensor] = {}
+        out: Dict[str, Any] = {}
         h = model.word_states(src)
         rel = model.relation_logits(h, impl)
         total = out["ce_src"] = self.grid_ce(rel["logits"], src["grid_labels"])
@@ -219,12 +213,10 @@ class MCLNERMethod(Method):
                 # view A from the source pair's biaffine inputs, view B from the counterpart's CLN pair
                 # features at the aligned pair (the same sentence without a counterpart)
                 b, i, j = pairs["b"], pairs["i"], pairs["j"]
-                hsi, hej = rel["hs"][b, i], rel["he"][b, j]
-                za = model.proj_a(torch.cat([hsi * hej, hsi, hej], -1))
-                hb = h_cs if h_cs is not None else h
-                zb = model.proj_b(model.relation.pair_features_at(hb, b, pairs["ai"], pairs["aj"]))
+                za = model.view_a(rel["hs"][b, i], rel["he"][b, j])
+                zb = model.view_b(h_cs if h_cs is not None else h, b, pairs["ai"], pairs["aj"])
                 out["tc"] = relation_info_nce(za, zb, c.tau_tc, impl)
-                out["tc_pairs"] = torch.tensor(float(b.shape[0]), device=h.device)
+                out["stats"] = {"tc_pairs": torch.tensor(float(b.shape[0]), device=h.device)}
                 total = total + w["tc"] * out["tc"]
         tgt = batch.get("tgt")
         if tgt is not None:
@@ -239,15 +231,15 @@ class MCLNERMethod(Method):
         return out
 
     # -- decoding
-    def calibrates(self) -> bool:
+    def calibrates(self, stage: Stage) -> bool:
         return self.config.calibrate_none_bias
 
-    def calibrate(self, model: MCLNERModel, dev: Sequence[Any], collator: Any,
+    def calibrate(self, model: MCLNERModel, stage: Stage, dev: Sequence[Any], collator: Any,
                   ctx: Context) -> Optional[Dict[str, Any]]:
         """With --calibrate-none-bias: the decoding NONE bias that maximises source dev F1."""
-        if not (self.calibrates() and dev):
+        if not (self.calibrates(stage) and dev):
             return None
-        from mclner.evaluation import calibrate_none_bias
+        from mclner.methods.mclner.calibrate import calibrate_none_bias
 
         bias, curve = calibrate_none_bias(model, dev, collator, ctx.label_map, batch_size=2 * ctx.train.batch_size,
                                           device=ctx.device, impl=ctx.impl)

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from mclner.methods.base import DictConfig, Entity, NERModel
+from mclner.methods.mclner.grid import NNW, NONE, decode_grid, thw
 from mclner.nn import MLP, RelationHead, WordEncoder
-from mclner.schema import NONE
 
 
 @dataclass
@@ -28,7 +28,6 @@ class RelationModelConfig(DictConfig):
     # Subtracted from the NONE logit when decoding (not in the losses): chosen on the source dev set by
     # `--calibrate-none-bias`; 0 = plain argmax decoding as in the paper.
     none_bias: float = 0.0
-
 
 
 class MCLNERModel(NERModel):
@@ -52,6 +51,14 @@ class MCLNERModel(NERModel):
     def relation_logits(self, h: torch.Tensor, impl: str = "reference") -> Dict[str, torch.Tensor]:
         return self.relation(h, impl)
 
+    def view_a(self, hs: torch.Tensor, he: torch.Tensor) -> torch.Tensor:
+        """View A of relations (i, j) from the biaffine inputs hs_i, he_j: ``proj_a([hs ⊙ he; hs; he])``."""
+        return self.proj_a(torch.cat([hs * he, hs, he], -1))
+
+    def view_b(self, h: torch.Tensor, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """View B of the listed relations (b, i, j): ``proj_b`` of the CLN pair features r'_ij."""
+        return self.proj_b(self.relation.pair_features_at(h, b, i, j))
+
     @torch.no_grad()
     def predict_probs(self, batch: Dict[str, torch.Tensor], impl: str = "reference",
                       none_bias: Optional[float] = 0.0) -> torch.Tensor:
@@ -70,11 +77,53 @@ class MCLNERModel(NERModel):
                **_: Any) -> List[Tuple[List[Entity], Optional[torch.Tensor]]]:
         """Entities of each sentence by grid decoding (``none_bias``: see predict_probs; default the
         calibrated one); with return_scores also its relation probabilities ``[n, n, C]`` on the CPU."""
-        from mclner.data.grid import decode_grid
-
         probs = self.predict_probs(batch, impl=impl, none_bias=none_bias).cpu()
         out = []
         for r, n in enumerate(batch["word_mask"].sum(1).tolist()):
             p = probs[r, : int(n), : int(n)]
             out.append((list(decode_grid(p, label_map)), p if return_scores else None))
         return out
+
+    def entity_scores(self, entities: Sequence[Entity], scores: Optional[torch.Tensor],
+                      label_map: Any) -> List[Optional[float]]:
+        """The mean probability of the relations that decode each entity, its THW cell and its NNW
+        links (as grid decoding and self-training score it), from the ``[n, n, C]`` probabilities."""
+        if scores is None:
+            return [None] * len(entities)
+        p = scores.detach().float().cpu()
+        if p.dim() != 3:
+            raise ValueError(f"expected [n, n, C] relation probabilities, got shape {tuple(p.shape)}")
+        n = p.shape[0]
+        out: List[Optional[float]] = []
+        for s, e, t in entities:
+            if e >= n:  # a word the model did not see (cut sentence): no score
+                out.append(None)
+                continue
+            links = sum(float(p[k, k + 1, NNW]) for k in range(s, e))
+            out.append((float(p[e, s, thw(label_map, t)]) + links) / (e - s + 1))
+        return out
+
+    def describe_decoding(self, none_bias: Optional[float] = None, **_: Any) -> str:
+        from mclner.methods.mclner.calibrate import describe
+
+        return describe(none_bias, float(self.config.none_bias))
+
+    def argmax_decoding(self) -> Optional[Dict[str, Any]]:
+        return {"none_bias": 0.0} if float(self.config.none_bias or 0.0) else None
+
+    def entity_states(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.word_states(batch)
+
+    @torch.no_grad()
+    def pair_views(self, batch: Dict[str, torch.Tensor], impl: str = "reference") -> Tuple[torch.Tensor, torch.Tensor]:
+        """View A and view B of every word pair of the batch's first sentence, ``[n, n, p]`` each (the
+        relation-level contrastive views, docs/METHOD.md §4), on the CPU in float32."""
+        h = self.word_states(batch)
+        rel = self.relation_logits(h, impl)
+        n = int(batch["lengths"][0])
+        hs, he = rel["hs"][0, :n], rel["he"][0, :n]
+        za = self.view_a(hs.unsqueeze(1).expand(n, n, -1), he.unsqueeze(0).expand(n, n, -1))
+        ii, jj = torch.meshgrid(torch.arange(n, device=h.device), torch.arange(n, device=h.device), indexing="ij")
+        b = torch.zeros(n * n, dtype=torch.long, device=h.device)
+        zb = self.view_b(h[:1], b, ii.reshape(-1), jj.reshape(-1)).reshape(n, n, -1)
+        return za.float().cpu(), zb.float().cpu()

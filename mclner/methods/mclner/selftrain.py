@@ -12,15 +12,16 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
+from mclner.data.iob2 import entities_to_iob2
 from mclner.evaluation import predict_entities
-from mclner.schema import NNW, THW_BASE
+from mclner.methods.mclner.grid import NNW, THW_BASE, thw
 
 
 def is_continuous(pred: torch.Tensor) -> bool:
     """Every predicted THW cell (e, s), e ≥ s, has NNW at (k, k+1) for s ≤ k < e."""
     n = pred.shape[0]
-    thw = (pred >= THW_BASE) & torch.ones(n, n, dtype=torch.bool).tril()
-    for e, s in thw.nonzero().tolist():
+    cells = (pred >= THW_BASE) & torch.ones(n, n, dtype=torch.bool).tril()
+    for e, s in cells.nonzero().tolist():
         for k in range(s, e):
             if int(pred[k, k + 1]) != NNW:
                 return False
@@ -30,7 +31,7 @@ def is_continuous(pred: torch.Tensor) -> bool:
 def relation_confidence(probs: torch.Tensor, entities: Sequence[Tuple[int, int, str]], label_map: Any) -> float:
     vals: List[float] = []
     for s, e, t in entities:
-        vals.append(float(probs[e, s, label_map.thw(t)]))
+        vals.append(float(probs[e, s, thw(label_map, t)]))
         vals.extend(float(probs[k, k + 1, NNW]) for k in range(s, e))
     return sum(vals) / len(vals) if vals else 0.0
 
@@ -47,8 +48,6 @@ def pseudo_label(
     impl: str = "reference",
 ) -> Tuple[List[Any], Dict[str, int]]:
     """(kept sentences with IOB2 pseudo tags, counts per filter)."""
-    from mclner.data.grid import entities_to_iob2
-
     preds, probs = predict_entities(
         teacher, sentences, collator, label_map, batch_size=batch_size, device=device, impl=impl, return_probs=True
     )

@@ -4,12 +4,14 @@ trained on the source language only and applied zero-shot to the target (docs/ME
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from mclner.data.collate import tag_collator
+from mclner.data.iob2 import iob2_to_entities
 from mclner.methods.base import DictConfig, Entity, Method, NERModel, Stage, register
-from mclner.methods.mclner import FULL_COMMON, QUICK_COMMON
+from mclner.methods.presets import FULL_COMMON, QUICK_COMMON
 from mclner.nn import TokenHead, WordEncoder, token_ce
 from mclner.schema import tag_vocabulary
 
@@ -21,7 +23,6 @@ class TaggerModelConfig(DictConfig):
     tags: List[str] = field(default_factory=lambda: ["O"])  # IOB2 tag vocabulary, id = position
     dropout: float = 0.1
     encoder_hidden: int = 0
-
 
 
 class TokenClassificationModel(NERModel):
@@ -39,11 +40,12 @@ class TokenClassificationModel(NERModel):
     def tag_logits(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.words(batch))
 
+    def entity_states(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.words(batch)
+
     @torch.no_grad()
     def decode(self, batch: Dict[str, torch.Tensor], label_map: Any, *, impl: str = "reference",
                return_scores: bool = False, **_: Any) -> List[Tuple[List[Entity], Optional[torch.Tensor]]]:
-        from mclner.data.grid import iob2_to_entities
-
         probs = self.tag_logits(batch).float().softmax(-1).cpu()
         ids = probs.argmax(-1)
         tags = self.config.tags
@@ -70,18 +72,10 @@ class TokenClassificationMethod(Method):
         return TokenClassificationModel(encoder, TaggerModelConfig(tags=tag_vocabulary(label_map.types)))
 
     def make_collator(self, tokenizer: Any, label_map: Any, max_length: int) -> Any:
-        from mclner.data.collate import RelationCollator
-
-        tag_to_id = {t: i for i, t in enumerate(tag_vocabulary(label_map.types))}
-        return RelationCollator(tokenizer, label_map, max_length=max_length, grid=False, tag_to_id=tag_to_id)
+        return tag_collator(tokenizer, label_map, max_length)
 
     def stages(self) -> List[Stage]:
         return [Stage("source")]
-
-    def prepare_examples(self, sentences: Sequence[Any], ctx: Any) -> List[Any]:
-        from mclner.data.batches import build_examples
-
-        return build_examples(sentences, None)
 
     def loss(self, model: TokenClassificationModel, batch: Dict[str, Any], stage: Stage,
              impl: str) -> Dict[str, torch.Tensor]:

@@ -4,16 +4,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mclner.data.grid import (
+from mclner.data.iob2 import entities_to_iob2, iob2_to_entities
+from mclner.data.labels import LabelMap
+from mclner.methods.mclner.grid import (
     NNW,
     NONE,
-    LabelMap,
     decode_batch,
     decode_grid,
     decode_grid_scored,
     encode_grid,
-    entities_to_iob2,
-    iob2_to_entities,
+    num_classes,
+    thw,
+    type_of,
 )
 
 TYPES = ["LOC", "MISC", "ORG", "PER"]
@@ -47,26 +49,26 @@ def test_round_trip(tags):
     grid = encode_grid(tags, LM)
     assert grid.dtype == np.int64 and grid.shape == (len(tags), len(tags))
     # probabilities and logits give the same entities
-    assert decode_grid(one_hot(grid, LM.num_classes), LM) == ents
-    assert decode_grid(torch.tensor(one_hot(grid, LM.num_classes) * 7.0 - 3.0), LM) == ents
+    assert decode_grid(one_hot(grid, num_classes(LM)), LM) == ents
+    assert decode_grid(torch.tensor(one_hot(grid, num_classes(LM)) * 7.0 - 3.0), LM) == ents
 
 
 def test_grid_layout():
     tags = ["B-PER", "I-PER", "I-PER", "O", "B-LOC"]
     g = encode_grid(tags, LM)
     assert g[0, 1] == NNW and g[1, 2] == NNW and g[2, 3] == NONE
-    assert g[2, 0] == LM.thw("PER")  # row = tail, column = head
-    assert g[4, 4] == LM.thw("LOC")
+    assert g[2, 0] == thw(LM, "PER")  # row = tail, column = head
+    assert g[4, 4] == thw(LM, "LOC")
     assert (g != 0).sum() == 4
 
 
-def test_label_map():
-    assert LM.num_classes == 6
-    assert LM.thw("LOC") == 2 and LM.type_of(2) == "LOC" and LM.type_of(NNW) is None
+def test_label_map_and_grid_classes():
+    assert num_classes(LM) == 6
+    assert thw(LM, "LOC") == 2 and type_of(LM, 2) == "LOC" and type_of(LM, NNW) is None
     assert LabelMap.from_dict(LM.to_dict()) == LM
     assert LabelMap.from_tags([["B-PER", "O"], None, ["I-LOC"]]).types == ["LOC", "PER"]
-    with pytest.raises(KeyError):
-        LM.thw("DATE")
+    with pytest.raises(KeyError, match="'DATE' is not in the label map"):
+        thw(LM, "DATE")
     with pytest.raises(ValueError):
         LabelMap(["PER", "PER"])
 
@@ -74,11 +76,11 @@ def test_label_map():
 def test_discontinuous_candidate_dropped():
     g = encode_grid(["B-ORG", "I-ORG", "I-ORG"], LM)
     g[1, 2] = NONE  # broken continuity
-    assert decode_grid(one_hot(g, LM.num_classes), LM) == []
+    assert decode_grid(one_hot(g, num_classes(LM)), LM) == []
 
 
 def test_overlap_resolved_by_score():
-    c = LM.num_classes
+    c = num_classes(LM)
     probs = np.full((4, 4, c), 0.0)
     probs[..., NONE] = 1.0
     # candidate A: words 0..2 PER, weak; candidate B: word 2 LOC, strong
@@ -88,13 +90,13 @@ def test_overlap_resolved_by_score():
 
     put(0, 1, NNW, 0.6)
     put(1, 2, NNW, 0.6)
-    put(2, 0, LM.thw("PER"), 0.6)
-    put(2, 2, LM.thw("LOC"), 0.95)
-    put(3, 3, LM.thw("ORG"), 0.9)
+    put(2, 0, thw(LM, "PER"), 0.6)
+    put(2, 2, thw(LM, "LOC"), 0.95)
+    put(3, 3, thw(LM, "ORG"), 0.9)
     assert decode_grid(probs, LM) == [(2, 2, "LOC"), (3, 3, "ORG")]
     scored = decode_grid_scored(probs, LM)
     assert scored[0][3] == pytest.approx(0.95)
-    put(2, 2, LM.thw("LOC"), 0.5)
+    put(2, 2, thw(LM, "LOC"), 0.5)
     assert decode_grid(probs, LM) == [(0, 2, "PER"), (3, 3, "ORG")]
     # length restricts decoding
     assert decode_grid(probs, LM, length=2) == []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import re
-from typing import Any
+import sys
+from typing import Any, Callable, Dict, Mapping, NoReturn, Sequence
 
 _SAYS_DEFAULT = re.compile(r"%\(default\)|\bdefault\b\s*[:=]", re.IGNORECASE)
 
@@ -46,7 +48,7 @@ def field_type(f: dataclasses.Field) -> Any:
     return kind
 
 
-def add_field(group: Any, f: dataclasses.Field, owners: str = "") -> None:
+def add_field(group: Any, f: dataclasses.Field, owners: str = "", note: str = "") -> None:
     """One option from a config field. Its argparse default is None so that an option given on the
     command line is told apart from one left out, whatever its value (a preset never swallows it)."""
     from mclner.methods.base import option_flag
@@ -60,7 +62,7 @@ def add_field(group: Any, f: dataclasses.Field, owners: str = "") -> None:
         shown = " (default: on)" if default else " (default: off)"
     else:
         shown = "" if default is None else f" (default: {default})"
-    text = f.metadata.get("help", "") + (f" [{owners}]" if owners else "") + shown
+    text = f.metadata.get("help", "") + (f" [{owners}]" if owners else "") + shown + note
     if flag_only:
         group.add_argument(flag, dest=f.name, action="store_true", default=None, help=text)
     elif isinstance(f.default, bool):
@@ -68,3 +70,50 @@ def add_field(group: Any, f: dataclasses.Field, owners: str = "") -> None:
     else:
         group.add_argument(flag, dest=f.name, type=field_type(f), default=None, choices=f.metadata.get("choices"),
                            help=text)
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """`` (did you mean X?)`` for the closest choice, or ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def choice_type(choices: Sequence[str], what: str) -> Callable[[str], str]:
+    """An argparse ``type`` accepting one of ``choices``; anything else is refused naming the closest one."""
+
+    def check(text: str) -> str:
+        if text in choices:
+            return text
+        raise argparse.ArgumentTypeError(f"unknown {what} {text!r}{did_you_mean(text, choices)}; choose one of "
+                                         f"{', '.join(choices)}")
+
+    return check
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` report a bad command line in one line (``prog: error: ...``), pointing at
+    ``--help``, instead of printing the usage of every option first."""
+
+    def error(message: str) -> NoReturn:
+        print(f"{parser.prog}: error: {message} (see {parser.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+
+
+def _shown(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return "none" if v is None else str(v)
+
+
+def preset_values(name: str, presets: Mapping[str, Dict[str, Any]], label: str) -> str:
+    """`` (--preset quick: 250)`` for an option a preset sets: one value when every method that sets
+    it agrees, else the value per method."""
+    by_method = {m: p[name] for m, p in presets.items() if name in p}
+    if not by_method:
+        return ""
+    values = {_shown(v) for v in by_method.values()}
+    if len(values) == 1:
+        return f" ({label}: {values.pop()})"
+    return f" ({label}: " + ", ".join(f"{_shown(v)} for {m}" for m, v in by_method.items()) + ")"

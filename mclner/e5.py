@@ -181,15 +181,19 @@ def e5_state_dict(e5: E5File) -> Dict[str, np.ndarray]:
 
 
 def _write_folder(out: Path, build) -> Path:
-    """Build into a temporary sibling and rename: a half-written folder is never visible."""
+    """Build into a temporary sibling, record the SHA-256 (and size) of every file in ``checksums.json``
+    (checked when the folder is used), and swap it into place: a half-written folder is never visible,
+    and a process reading the old folder meanwhile keeps its open files."""
+    from mclner.store.atomic import atomic_replace_dir
+    from mclner.store.checksums import write_checksums
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
         build(tmp)
         (tmp / "mclner_converted.json").write_text(json.dumps({"converter_version": CONVERTER_VERSION}))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        write_checksums(tmp)
+        atomic_replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,16 +1,18 @@
-"""`mclner evaluate` and `mclner predict`: a checkpoint of any method on labelled data or raw text.
+"""`mclner evaluate`, `mclner predict` and `mclner export`: a checkpoint of any method on labelled data,
+raw text or CoNLL files, and a tagger out of the toolkit as a Hugging Face token-classification folder.
 The decoding options of the methods (`Method.DecodeConfig`) are generated from the registry."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from mclner._cli_util import DefaultsHelpFormatter, add_field
 from mclner.errors import UserError
@@ -27,11 +29,10 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _load(checkpoint: str, device: Optional[str]):
+def _load(checkpoint: str, device: Optional[str]) -> Any:
     from mclner.inference import load_model
 
-    lm = load_model(checkpoint, device)
-    return lm.model, lm.collator, lm.label_map, lm.device
+    return load_model(checkpoint, device)
 
 
 def _impl(args: argparse.Namespace, device: Any) -> str:
@@ -73,12 +74,31 @@ def decoding_note(model: Any, options: Dict[str, Any]) -> str:
     return "decoding: " + model.describe_decoding(**options)
 
 
+def segmentation_note(lm: Any, sentences: List[Any]) -> Optional[str]:
+    """A note when labelled CJK data is split otherwise than the model's target was (per character
+    against words, or the reverse): the model then sees units it did not learn, and scores drop."""
+    from mclner.data.segmentation import MIN_CJK_SHARE, cjk_token_counts, resolve_segmentation
+    from mclner.data.segmenters import checkpoint_segmenter
+
+    text = checkpoint_segmenter(lm.path, lm.config)
+    total, cjk, _ = cjk_token_counts(sentences)
+    if not total or cjk < MIN_CJK_SHARE * total:
+        return None
+    data = resolve_segmentation("auto", text.get("lang") or "xx", sentences, "the data").mode
+    if data == text["segmentation"]:
+        return None
+    how = {"char": "one token per character", "word": "into words"}
+    return (f"the data is split {how[data]}, the model's target was split {how[text['segmentation']]} "
+            f"(segmenter {text['segmenter']}): the model sees units it did not learn, so scores may be low")
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
     from mclner.data.readers import load_sentences
     from mclner.evaluation import _types_in, format_scores, predict_entities, score
 
     device = check_device(args.device)
-    model, builder, label_map, dev = _load(args.checkpoint, device)
+    lm = _load(args.checkpoint, device)
+    model, builder, label_map, dev = lm.model, lm.collator, lm.label_map, lm.device
     impl = _impl(args, dev)
     sentences = [s for s in load_sentences(args.data, split=args.split, lang=args.lang) if s.tags is not None]
     # the first K labelled sentences, as `mclner train --max-eval-sentences K` scores them
@@ -87,8 +107,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"{args.data} ({args.split}) has no labelled sentences to score")
     decode = decode_options(args)
     note = decoding_note(model, decode)
+    seg_note = segmentation_note(lm, sentences)
     if not args.json:
         print(f"{note}; impl {impl}; {len(sentences)} sentences", file=sys.stderr)
+        if seg_note:
+            print(f"note: {seg_note}", file=sys.stderr)
     opts = dict(batch_size=args.batch_size, device=dev, impl=impl, **decode)
     # Long sets go in chunks with a progress bar (on a terminal); a short set is one call, batched
     # exactly as the trainer's final evaluation batches it.
@@ -106,6 +129,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         preds = predict_entities(model, sentences, builder, label_map, **opts)
     res = score([s.tags for s in sentences], preds)
     res["decoding"] = note
+    if seg_note:
+        res["segmentation_note"] = seg_note
     res["impl"] = impl
     # Gold types the model never learned are scored (all missed: recall 0) and named (docs/TRAINING.md).
     res["unknown_types"] = sorted(set(_types_in([s.tags for s in sentences])) - set(label_map.types))
@@ -123,18 +148,60 @@ def _read_predict_input(args: argparse.Namespace) -> List[Any]:
     return [s for s, _, _ in _read_predict_items(args)]
 
 
-def _read_predict_items(args: argparse.Namespace) -> List[Any]:
-    """``(sentence, text, spans)`` per input sentence: the words, the line they come from and each
-    word's character offsets in it (a CoNLL file's words are joined as they are written)."""
+def _file_lines(src: str) -> Iterator[Tuple[int, str]]:
+    """``(line number, line)`` of a text file, read line by line (mclner.data.lines)."""
+    from mclner.data.lines import iter_lines
+
+    try:
+        f = open(src, "rb")
+    except FileNotFoundError:
+        raise UserError(f"{src}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{src}: is a folder, expected a text file") from None
+    except OSError as exc:
+        raise UserError(f"{src}: cannot read ({exc.strerror})") from None
+    with f:
+        try:
+            yield from iter_lines(f, src)
+        except IsADirectoryError:
+            raise UserError(f"{src}: is a folder, expected a text file") from None
+        except OSError as exc:
+            raise UserError(f"{src}: cannot read ({exc.strerror})") from None
+
+
+def _count_records(args: argparse.Namespace) -> Optional[int]:
+    """How many records the input holds, where that is known without keeping it (for the progress
+    bar): --text, or a raw text file (its lines counted block by block); None for stdin or CoNLL."""
+    if getattr(args, "text", None):
+        return len(args.text)
+    if args.input_format != "text" or args.input == "-" or not Path(args.input).is_file():
+        return None
+    n, last = 0, b"\n"
+    with open(args.input, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
+def _read_predict_items(args: argparse.Namespace, segmenter: Any = None) -> Iterator[Any]:
+    """``(sentence, text, spans)`` per input record: the words, the line they come from and each
+    word's character offsets in it (a CoNLL file's words are joined as they are written). Raw text
+    gives one record per line, blank lines included (an empty record), so that output line k belongs
+    to input line k; lines end at ``\\n`` or ``\\r\\n`` only. ``segmenter`` splits raw text
+    (`mclner.data.segmenters`; default: one word per Han/kana character). Raw text is read line by
+    line, each line and sentence bounded (mclner.data.lines), so that the input is streamed."""
+    from mclner.data.lines import MAX_LINE_CHARS, check_sentence, iter_lines, too_long
     from mclner.data.readers import Sentence
-    from mclner.data.text import split_lines, tokenize_line, words_to_text
+    from mclner.data.text import tokenize_line, words_to_text
 
     fmt = args.input_format
     src = args.input
+    split = segmenter if segmenter is not None else tokenize_line
     if getattr(args, "text", None):
         if src != "-" or fmt != "text":
             raise UserError("--text gives the input: it cannot be combined with --input or --input-format conll")
-        lines = list(args.text)
+        lines: Iterator[Tuple[Any, str]] = ((f"--text {k}", t) for k, t in enumerate(args.text, 1))
     elif fmt == "conll":
         from mclner.data.readers import read_conll
 
@@ -142,32 +209,21 @@ def _read_predict_items(args: argparse.Namespace) -> List[Any]:
             raise UserError("--input-format conll needs a file path, not stdin")
         # The words are the first column; any other column (tags, known or not) is ignored, and a
         # file of words alone is fine.
-        out = []
         for s in read_conll(src, tag_col=None):
             tw = words_to_text(list(s.tokens))
-            out.append((Sentence(list(s.tokens), None, args.lang or s.lang), tw.text, tw.spans))
-        return out
+            yield Sentence(list(s.tokens), None, args.lang or s.lang), tw.text, tw.spans
+        return
+    elif src == "-":
+        stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin  # bytes: decoded line by line
+        lines = ((f"stdin:{k}", line) for k, line in iter_lines(stdin, "stdin"))
     else:
-        if src == "-":
-            text = sys.stdin.read()
-        else:
-            try:
-                text = Path(src).read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise UserError(f"{src}: no such file") from None
-            except IsADirectoryError:
-                raise UserError(f"{src}: is a folder, expected a text file") from None
-            except UnicodeDecodeError as exc:
-                raise UserError(f"{src}: not UTF-8 text ({exc.reason})") from None
-            except OSError as exc:
-                raise UserError(f"{src}: cannot read ({exc.strerror})") from None
-        # split_lines drops a leading byte order mark: it is not part of the first word
-        lines = split_lines(text)
-    out = []
-    for line in lines:
-        tw = tokenize_line(line)
-        out.append((Sentence(tw.words, None, args.lang or "xx"), tw.text, tw.spans))
-    return out
+        lines = ((f"{src}:{k}", line) for k, line in _file_lines(src))
+    for where, line in lines:  # iter_lines drops a leading byte order mark: not part of the first word
+        if len(line) > MAX_LINE_CHARS:
+            raise too_long(where)
+        tw = split(line)
+        check_sentence(len(tw.words), where)
+        yield Sentence(tw.words, None, args.lang or "xx"), tw.text, tw.spans
 
 
 def _check_output(output: str) -> Optional[Path]:
@@ -197,6 +253,28 @@ def _parse_types(text: Optional[str], known: List[str]) -> Optional[set]:
     return types
 
 
+# Characters that JSON leaves unescaped but line-oriented readers (str.splitlines, many editors) take for
+# line breaks: escaped, so that a JSON Lines record is always one line.
+_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(rec: Any) -> str:
+    """``rec`` as one JSON line, non-ASCII text kept readable, line-break characters escaped."""
+    text = json.dumps(rec, ensure_ascii=False)
+    for ch, esc in _LINE_BREAKS.items():
+        text = text.replace(ch, esc)
+    return text
+
+
+def _segmenter(args: argparse.Namespace, lm: Any) -> Any:
+    """The segmenter of raw text: --segmenter, else the one the checkpoint records."""
+    from mclner.data.segmenters import Segmenter, checkpoint_segmenter
+
+    if args.input_format == "conll" and not getattr(args, "text", None):
+        return None
+    return Segmenter(args.segmenter or checkpoint_segmenter(lm.path, lm.config)["segmenter"])
+
+
 def _run_predict(args: argparse.Namespace) -> int:
     from mclner.data.iob2 import entities_to_iob2
     from mclner.data.text import entity_dicts
@@ -204,35 +282,53 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     device = check_device(args.device)
     dest = _check_output(args.output)
-    model, builder, label_map, dev = _load(args.checkpoint, device)  # before waiting on stdin
+    lm = _load(args.checkpoint, device)  # before waiting on stdin
+    model, builder, label_map, dev = lm.model, lm.collator, lm.label_map, lm.device
     impl = _impl(args, dev)
     keep = _parse_types(args.types, list(label_map.types))
-    items = _read_predict_items(args)
-    nonempty = [k for k, (s, _, _) in enumerate(items) if s.tokens]
-    scored = predict_scored(model, [items[k][0] for k in nonempty], builder, label_map, batch_size=args.batch_size,
-                            device=dev, impl=impl, **decode_options(args))
-    preds: List[List[Any]] = [[] for _ in items]
-    for k, ents in zip(nonempty, scored):
-        preds[k] = [e for e in ents if keep is None or e[2] in keep]
+    stream = _read_predict_items(args, _segmenter(args, lm))
+    opts = dict(batch_size=args.batch_size, device=dev, impl=impl, **decode_options(args))
     tmp = None if dest is None else dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         out = sys.stdout if tmp is None else open(tmp, "w", encoding="utf-8")
     except OSError as exc:
         raise UserError(f"--output {args.output}: cannot write ({exc.strerror})") from None
+    bar = None
     try:
-        for (s, text, spans), ents in zip(items, preds):
-            if args.output_format == "jsonl":
-                rec = {"text": text, "tokens": s.tokens, "entities": entity_dicts(text, spans, ents)}
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            else:
-                for tok, tag in zip(s.tokens, entities_to_iob2([e[:3] for e in ents], len(s.tokens))):
-                    out.write(f"{tok}\t{tag}\n")
-                out.write("\n")
+        # In chunks: the input is streamed, so memory does not grow with its number of lines; an input
+        # longer than one chunk gets a progress bar on a terminal (stderr), as `evaluate` does.
+        chunk = 16 * args.batch_size
+        while True:
+            items = list(itertools.islice(stream, chunk))
+            if not items:
+                break
+            if bar is None and len(items) == chunk and args.progress and sys.stderr.isatty():
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=_count_records(args), desc="predict", unit="sent", file=sys.stderr)
+            nonempty = [k for k, (s, _, _) in enumerate(items) if s.tokens]
+            scored = predict_scored(model, [items[k][0] for k in nonempty], builder, label_map, **opts)
+            preds: List[List[Any]] = [[] for _ in items]
+            for k, ents in zip(nonempty, scored):
+                preds[k] = [e for e in ents if keep is None or e[2] in keep]
+            for (s, text, spans), ents in zip(items, preds):
+                if args.output_format == "jsonl":
+                    rec = {"text": text, "tokens": s.tokens, "entities": entity_dicts(text, spans, ents)}
+                    out.write(json_line(rec) + "\n")
+                else:
+                    for tok, tag in zip(s.tokens, entities_to_iob2([e[:3] for e in ents], len(s.tokens))):
+                        out.write(f"{tok}\t{tag}\n")
+                    out.write("\n")
+            if bar is not None:
+                bar.update(len(items))
     except BaseException:
         if tmp is not None:
             out.close()
             tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if bar is not None:
+            bar.close()
     if tmp is not None:
         out.close()
         os.replace(tmp, dest)
@@ -244,6 +340,33 @@ def _add_impl(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--impl", choices=IMPL_CHOICES, default=None, help=f"{IMPL_HELP} (default: auto)")
     p.add_argument("--fused", action="store_true", help=FUSED_HELP)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from mclner.export import describe, export_token_classification
+    from mclner.inference import check_checkpoint_path
+
+    check_checkpoint_path(args.checkpoint)
+    out = export_token_classification(args.checkpoint, args.output, overwrite=args.overwrite)
+    d = describe(out)
+    print(f"{out}: {', '.join(d['architectures'] or ['?'])} with labels {', '.join(d['labels'])}; "
+          f'load it with transformers.pipeline("token-classification", model="{out}", '
+          'aggregation_strategy="simple")')
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a tagger checkpoint as a Hugging Face token-classification folder",
+                       description="Write the checkpoint of a tagger method (token-classification, concner) as a "
+                       "standard Hugging Face token-classification folder (config with id2label, weights, "
+                       "tokenizer, model card): AutoModelForTokenClassification and pipeline(\"token-"
+                       "classification\") load it without mclner. Relation-grid (mclner) and span (dlbri) models "
+                       "have no such head in transformers and are refused (docs/USAGE.md).",
+                       formatter_class=DefaultsHelpFormatter)
+    p.add_argument("checkpoint", help="checkpoint folder written by `mclner train` (e.g. runs/x/best)")
+    p.add_argument("output", help="the new folder")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT when it is a folder `mclner export` wrote")
+    p.set_defaults(func=_run_export)
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
@@ -270,8 +393,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser("predict", help="tag raw text or a CoNLL file with a checkpoint",
                        description="Read sentences (raw text: one sentence per line, split into words and punctuation, "
-                       "CJK characters into single characters; or a CoNLL file) and write the entities "
-                       "as JSON lines or the words with IOB2 tags. A JSON line is {text, tokens, entities}; "
+                       "Chinese/Japanese as the model's target corpus was split: per character, or into words "
+                       "with the segmenter the checkpoint records; or a CoNLL file) and write the entities "
+                       "as JSON lines or the words with IOB2 tags, one record per input line (a blank line gives "
+                       "an empty record). A JSON line is {text, tokens, entities}; "
                        "each entity has the fields of the Hugging Face token-classification pipeline's "
                        "aggregated output: entity_group, score, word (as written in the text), start and end "
                        "(character offsets, end exclusive), and word_start/word_end (word indices, end "
@@ -288,10 +413,21 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--output-format", choices=("jsonl", "iob2"), default="jsonl",
                    help="JSON lines {tokens, entities} or 'word<TAB>tag' lines with blank lines between sentences")
     q.add_argument("--lang", default=None, help="language code of the input")
+    from mclner.data.segmenters import SEGMENTERS
+
+    q.add_argument("--segmenter", choices=SEGMENTERS, default=None,
+                   help="how raw text is split into words (default: the checkpoint's, that of its target corpus): "
+                   "char = one word per Han/kana character, space = Han/kana runs between spaces are words, "
+                   "fugashi/sudachipy = Japanese words, jieba = Chinese words (optional extras: "
+                   "pip install \"mclner[ja]\", \"mclner[ja-sudachi]\", \"mclner[zh]\")")
     q.add_argument("--batch-size", type=_positive_int, default=32, help="sentences per batch")
+    q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="a progress bar on long inputs (on a terminal)")
     q.add_argument("--types", default=None, metavar="T1,T2",
                    help="keep only these entity types (comma-separated, e.g. PER,LOC)")
     _add_impl(q)
     q.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     _add_decode_options(q)
     q.set_defaults(func=_run_predict)
+
+    _add_export(sub)

@@ -29,4 +29,8 @@ fi
 # makes the metadata say version 0.0.0 and pip refuses it. Built with isolation it installs cleanly,
 # so install it first and the --no-build-isolation step below finds it already satisfied.
 python -m pip install -q "seqeval>=1.2.2,<2"
+# The segmenters of the test extra that ship only sdists (jieba, unidic-lite): built with isolation too.
+if [[ ",$extras," == *",test,"* ]]; then
+  python -m pip install -q "unidic-lite>=1.0.8,<2" "jieba>=0.42,<1"
+fi
 python -m pip install -q --no-build-isolation ".${extras:+[$extras]}"

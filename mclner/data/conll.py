@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
+from mclner.data.lines import MAX_SENTENCE_WORDS, check_sentence
 from mclner.data.sentence import CHAR_LANGS, Sentence
 from mclner.errors import DataFormatError, UserError
 
@@ -19,30 +20,11 @@ _TAG_RE = re.compile(r"^([BIESM])[-_](.+)$")
 
 
 def _read_lines(path: Path, encoding: str) -> List[str]:
-    """The file's lines, decoded; a decoding error names the line where it happens."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a file") from None
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise DataFormatError(
-            f"{path}:{line}: cannot decode byte {data[exc.start]:#04x} at column {col} as {encoding} "
-            f"(pass the file's encoding)"
-        ) from None
-    out = text.split("\n")
-    if text.endswith("\n"):
-        out.pop()
-    if "\r" in text:
-        out = [ln.rstrip("\r") for ln in out]
-    if out and out[0].startswith("\ufeff"):
-        out[0] = out[0][1:]
-    return out
+    """The file's lines, decoded and bounded in length (:mod:`mclner.data.lines`); a decoding error
+    names the line where it happens."""
+    from mclner.data.lines import read_lines
+
+    return read_lines(path, encoding)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -92,6 +74,8 @@ def _blocks(path: Path, lines: Sequence[str], token_col: int, tag_col: Optional[
             raise DataFormatError(
                 f"{path}:{i}: {len(cols)} column(s), expected {ncols} as on line {ncols_line}"
             )
+        if len(tokens) >= MAX_SENTENCE_WORDS:  # no sentence grows without bound (mclner.data.lines)
+            check_sentence(len(tokens) + 1, f"{path}:{i}")
         tokens.append(cols[token_col].strip(" "))
         if tag_col is not None:
             tags.append(cols[tag_col].strip())

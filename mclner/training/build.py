@@ -10,6 +10,7 @@ import torch
 from mclner.errors import UserError
 from mclner.methods.base import Method
 from mclner.nn.encoder import hf_encoders
+from mclner.training.preflight import check_model_size
 
 
 def load_encoder_or_fail(name: str) -> Tuple[Any, Any]:
@@ -25,6 +26,8 @@ def load_encoder_or_fail(name: str) -> Tuple[Any, Any]:
 def build_model(cfg: Any, method: Method, label_map: Any) -> Tuple[torch.nn.Module, Any]:
     """(model, tokenizer) of ``method`` on the configured encoder."""
     tokenizer, encoder = load_encoder_or_fail(cfg.encoder)
+    # a model too large for the device is refused with its size, not an allocation traceback
+    check_model_size(method, encoder, label_map, cfg.device, cfg.freeze_embeddings)
     model = method.build_model(encoder, label_map)
     if cfg.freeze_embeddings:
         for enc in hf_encoders(model):

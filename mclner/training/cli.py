@@ -33,17 +33,27 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from mclner._cli_util import choice_type, one_line_errors, preset_values
+
+    one_line_errors(p)  # a mistyped value: one line, not the whole usage of every option
+
+    def quick(name: str) -> str:  # what --preset quick sets the option to (the help shows the plain default)
+        return preset_values(name, {m: cls.presets.get("quick", {}) for m, cls in methods.items()}, "--preset quick")
+
     groups = {"data": p.add_argument_group("data"), "optimisation": p.add_argument_group("optimisation")}
     for f in dataclasses.fields(TrainConfig):
         if "help" in f.metadata:
-            add_field(groups[f.metadata["group"]], f)
+            add_field(groups[f.metadata["group"]], f, note=quick(f.name))
     m = p.add_argument_group("method")
-    m.add_argument("--method", choices=tuple(methods), default="mclner",
+    m.add_argument("--method", type=choice_type(tuple(methods), "method"), default="mclner",
+                   metavar="{" + ",".join(methods) + "}",
                    help="the method to train (default: mclner); its own options follow")
     presets = sorted({k for cls in methods.values() for k in cls.presets})
-    m.add_argument("--preset", choices=presets, default=None,
+    m.add_argument("--preset", type=choice_type(tuple(presets), "preset"), default=None,
+                   metavar="{" + ",".join(presets) + "}",
                    help="the method's preset: quick = the whole method on a 2-core CPU in under 30 minutes (a "
-                   "subset, short sentences, frozen word embeddings); full = all data, 10 epochs (GPU)")
+                   "subset, short sentences, frozen word embeddings); full = all data, 10 epochs (GPU). Each option "
+                   "below says what quick sets it to; an option given on the command line wins")
     # Each method's options, generated from its Config; an option that several methods share is listed once.
     seen: Dict[str, List[str]] = {}
     fields: Dict[str, dataclasses.Field] = {}
@@ -56,7 +66,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         if own:
             g = p.add_argument_group(f"{name} options")
             for f in own:
-                add_field(g, fields[f.name], ", ".join(seen[f.name]) if len(seen[f.name]) > 1 else "")
+                add_field(g, fields[f.name], ", ".join(seen[f.name]) if len(seen[f.name]) > 1 else "",
+                          note=quick(f.name))
     r = p.add_argument_group("run")
     r.add_argument("--resume", action="store_true", help="continue the run in --output-dir where it stopped")
     r.add_argument("--overwrite", action="store_true",

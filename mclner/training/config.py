@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from mclner.data.segmentation import SEGMENTATIONS
+from mclner.data.segmenters import SEGMENTERS as SEGMENTERS_RAW
 from mclner.errors import UserError
 from mclner.methods.base import DictConfig, option
 from mclner.ops.impl import FUSED_HELP, IMPL_CHOICES, IMPL_HELP
@@ -41,6 +42,15 @@ class TrainConfig(DictConfig):
         "words as they are (word- or morpheme-segmented corpora), auto = inferred from the target text (unlabelled, "
         "else test): word when more than 0.3 of its CJK tokens have several characters, and for non-CJK targets",
         choices=SEGMENTATIONS)
+    target_segmenter: Optional[str] = _data(
+        None, "how raw target text is split into words: by `mclner predict` and NERPredictor (recorded in the "
+        "checkpoint) and for --target-unlabeled-format text. char = one word per Han/kana character, space = Han/kana "
+        "runs between spaces, fugashi or sudachipy = Japanese words, jieba = Chinese words (optional extras "
+        "mclner[ja], mclner[ja-sudachi], mclner[zh]); default: char for a per-character target, else fugashi (ja), "
+        "jieba (zh) or space", choices=SEGMENTERS_RAW)
+    target_unlabeled_format: str = _data(
+        "conll", "--target-unlabeled is CoNLL (words in the first column) or raw text, one sentence per line, split "
+        "with --target-segmenter", choices=("conll", "text"))
     lexicon: Optional[str] = _data("cc-cedict", "bilingual lexicon for code-switching (name or path)")
     encoder: str = _data("multilingual-e5-small", "encoder: embedded name or a Hugging Face folder")
     output_dir: str = _data("runs/mclner", "where checkpoints, logs and results go")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from mclner.training.checkpoint import rng_state, set_rng_state
+from mclner.training.state_codec import rng_state, set_rng_state
 
 
 @dataclass

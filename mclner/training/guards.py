@@ -46,6 +46,8 @@ def check_device(spec: Optional[str]) -> Optional[str]:
     except (RuntimeError, ValueError, TypeError):
         raise UserError(f"--device {spec!r} is not a torch device (expected cpu, cuda or cuda:K)") from None
     if dev.type == "cpu":
+        if dev.index is not None:  # torch accepts cpu:3, but safetensors (and so every checkpoint) does not
+            raise UserError(f"--device {spec}: the CPU takes no device index (use --device cpu)")
         return spec
     if dev.type == "cuda":
         if not torch.cuda.is_available():

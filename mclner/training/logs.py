@@ -3,10 +3,10 @@ methods' and the engine's events), TensorBoard scalars when it is installed, and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from mclner.store.jsonl import JsonlAppender
 from mclner.training.guards import json_safe
 
 
@@ -26,7 +26,9 @@ class RunLog:
         if not self.enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.f = open(out_dir / "log.jsonl", "a", encoding="utf-8")
+        self.f = JsonlAppender(out_dir / "log.jsonl")  # a torn last line of a killed run is repaired first
+        if self.f.repaired:
+            self.say(f"note: {self.f.repaired}")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -51,8 +53,7 @@ class RunLog:
             self._write(record)
 
     def _write(self, record: Dict[str, Any]) -> None:
-        self.f.write(json.dumps(json_safe(record)) + "\n")  # valid JSON: no bare NaN/Infinity
-        self.f.flush()
+        self.f.append(json_safe(record))  # valid JSON: no bare NaN/Infinity
         if self.tb is not None and "step" in record:
             prefix = record.get("stage", "train")
             for k, v in record.items():

@@ -12,6 +12,7 @@ from mclner.errors import UserError
 from mclner.ops.impl import check_impl, choose_impl
 from mclner.training.config import recorded_impl
 from mclner.training.reuse import option_diff, plan_reuse
+from mclner.training.rundir import read_run_record, write_run_record
 
 # Options that do not change what a run trains: --resume may change them.
 RESUME_FREE = ("output_dir", "impl", "fused", "device", "log_every", "progress", "save_every", "stop_after_steps",
@@ -26,13 +27,9 @@ def run_args(cfg: Any, method: Any) -> Dict[str, Any]:
 
 
 def _recorded(run_dir: Path) -> Optional[Dict[str, Any]]:
-    """``run_dir/training_args.json`` (None when there is none to read: the run folder is checked, with
-    its own errors, when the run starts)."""
-    try:
-        rec = json.loads((run_dir / "training_args.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
+    """``run_dir/training_args.json`` (None when there is none: the run folder is checked, with its own
+    errors, when the run starts); an unreadable record is a UserError, never a skipped check."""
+    return read_run_record(run_dir)
 
 
 def check_resume_args(run_dir: Path, args: Dict[str, Any], method: Any) -> None:
@@ -56,7 +53,7 @@ def run_impl(run_dir: Path) -> Optional[str]:
 
 def write_run_args(out: Path, cfg: Any, method: Any) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "training_args.json").write_text(json.dumps(run_args(cfg, method), indent=2))
+    write_run_record(out, run_args(cfg, method))  # atomic: a kill never leaves half a record
 
 
 def choose_run_impl(cfg: Any, out: Path, resume: bool, device: Any) -> Tuple[str, bool]:

@@ -10,6 +10,11 @@ Which stages may be taken: every common training option that matters (all but th
 change) must be equal, and stage S is taken only when each method option that differs is first read
 by a stage after S (:meth:`mclner.methods.base.Method.late_options`; an option not named there counts
 as read from the first stage on), S is finished in RUN, and both runs have the same stages up to S.
+
+Nothing is taken on trust: RUN's record must name every option that matters (a record without them
+cannot say what its stages read), the checkpoints of a taken stage must record (under their
+checksums) the same options as RUN's ``training_args.json``, and a taken stage must hold no
+symbolic link that leads out of it or loops; the stage is copied without following links.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from pathlib import Path
 from typing import Any, Dict, List, NamedTuple
 
 from mclner.errors import UserError
-from mclner.training.checkpoint import _link_or_copy, read_done, replace_recorded_file
+from mclner.store.checksums import replace_recorded_file
+from mclner.store.links import link_or_copy
+from mclner.training.checkpoint import read_done
 
 
 class OptionDiff(NamedTuple):
@@ -78,6 +85,11 @@ def plan_reuse(run_dir: Path, now: Dict[str, Any], method: Any, free: tuple) -> 
     if not isinstance(rec, dict) or not isinstance(rec.get("method_config"), dict):
         raise UserError(f"{where}: the run does not record its resolved method options (trained by an older "
                         "mclner), so what its stages read cannot be told; train the stages again")
+    missing = _unrecorded(rec, now, method, free)
+    if missing:
+        raise UserError(f"{where}: its training_args.json does not record {', '.join(missing)} (written by an older "
+                        "mclner, or edited), so what its stages were trained with cannot be told; train the stages "
+                        "again")
     diff = option_diff(rec, now, method, free)
     common = [d for d in diff if not d.method_option]
     if common:
@@ -100,7 +112,45 @@ def plan_reuse(run_dir: Path, now: Dict[str, Any], method: Any, free: tuple) -> 
                 raise UserError(f"{where}: nothing to reuse: stage {name}: {why}")
             break
         taken.append(name)
+    for name in taken:
+        _check_stage(Path(run_dir) / "stages" / name, name, rec, method, free, where)
     return taken
+
+
+def _unrecorded(rec: Dict[str, Any], now: Dict[str, Any], method: Any, free: tuple) -> List[str]:
+    """The flags of the options that matter (common ones not in ``free``, the method's own) that the
+    record ``rec`` lacks."""
+    from mclner.methods.base import option_flag
+    from mclner.training.config import TrainConfig
+
+    out = [option_flag(f) for f in dataclasses.fields(TrainConfig) if f.name not in free and f.name in now
+           and f.name not in rec]
+    if rec.get("method") != now.get("method"):
+        return out  # another method: the method itself is the difference (option_diff names it)
+    own = rec.get("method_config") if isinstance(rec.get("method_config"), dict) else {}
+    return out + [option_flag(f) for f in dataclasses.fields(method.config) if f.name not in own]
+
+
+def _check_stage(stage: Path, name: str, rec: Dict[str, Any], method: Any, free: tuple, where: str) -> None:
+    """A stage is taken only when nothing in it leads out of it (a link to /etc would be copied into
+    this run, a loop nests copies without end) and its checkpoints, which record under their checksums
+    the options they were trained with, agree with the run's training_args.json."""
+    from mclner.inference.checkpoint import checksums_required, read_config
+    from mclner.store.checksums import verify_files
+    from mclner.store.links import refuse_links_out
+
+    refuse_links_out(stage, f"stage {name} of {where}")
+    for ckpt in sorted(p for p in stage.iterdir() if p.is_dir() and (p / "training_args.json").is_file()):
+        verify_files(ckpt, ["training_args.json"], checksums_required(read_config(ckpt)))
+        try:
+            theirs = json.loads((ckpt / "training_args.json").read_text(encoding="utf-8"))
+        except ValueError:
+            theirs = None
+        if not isinstance(theirs, dict):
+            raise UserError(f"{where}: {ckpt / 'training_args.json'} is not a JSON object")
+        for d in option_diff(theirs, rec, method, free):
+            raise UserError(f"{where}: stage {name} was trained with {d.flag} {d.old!r} (as {ckpt} records), but the "
+                            f"run's training_args.json says {d.new!r}; the record was changed: train the stages again")
 
 
 def link_stages(run_dir: Path, out: Path, names: List[str], args: Dict[str, Any]) -> None:
@@ -114,11 +164,16 @@ def link_stages(run_dir: Path, out: Path, names: List[str], args: Dict[str, Any]
     text = json.dumps(args, indent=2, default=str)
     for name in names:
         tmp = dest / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-        # temporaries of an interrupted write (".name.tmp-…") are not part of the stage
-        shutil.copytree(Path(run_dir) / "stages" / name, tmp, copy_function=_link_or_copy,
-                        ignore=shutil.ignore_patterns(".*"))
-        for ckpt in sorted(p for p in tmp.iterdir() if (p / "training_args.json").is_file()):
-            replace_recorded_file(ckpt, "training_args.json", text)
+        try:
+            # temporaries of an interrupted write (".name.tmp-…") are not part of the stage; links are
+            # copied as links, never followed (plan_reuse refused any that leads out)
+            shutil.copytree(Path(run_dir) / "stages" / name, tmp, copy_function=link_or_copy,
+                            ignore=shutil.ignore_patterns(".*"), symlinks=True)
+            for ckpt in sorted(p for p in tmp.iterdir() if (p / "training_args.json").is_file()):
+                replace_recorded_file(ckpt, "training_args.json", text)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         target = dest / name
         if target.exists():
             shutil.rmtree(target)

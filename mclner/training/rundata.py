@@ -69,12 +69,15 @@ def _dev_sentences(cfg: Any) -> List[Any]:
         return []
 
 
-def _unlabeled(cfg: Any, method: Method) -> List[Any]:
+def _unlabeled(cfg: Any, method: Method, test: List[Any]) -> List[Any]:
     spec = cfg.target_unlabeled or cfg.target
     if not spec:
         raise UserError(f"method {method.name!r} ({', '.join(s.name for s in method.stages())}) needs "
                         "unlabelled target text: pass --target-unlabeled or --target")
-    raw = load_split(spec, "train", cfg.target_lang)
+    if cfg.target_unlabeled and cfg.target_unlabeled_format == "text":
+        raw = raw_target_text(cfg, test)
+    else:
+        raw = load_split(spec, "train", cfg.target_lang)
     unl = [type(s)(list(s.tokens), None, getattr(s, "lang", cfg.target_lang)) for s in raw]
     if cfg.max_words:
         unl = [s for s in unl if 0 < len(s.tokens) <= cfg.max_words]
@@ -97,9 +100,16 @@ def read_sentences(cfg: Any, method: Method) -> RunSentences:
     tgt_test_all: List[Any] = []
     if cfg.target:
         tgt_test_all = [s for s in load_split(cfg.target, "test", cfg.target_lang) if s.tags is not None]
-    unl = _unlabeled(cfg, method) if method.needs_unlabeled() else []
+    unl = _unlabeled(cfg, method, tgt_test_all) if method.needs_unlabeled() else []
     return RunSentences(train, [k for k, _ in kept], len(split), dev, tgt_test_all[: cfg.max_eval_sentences or None],
                         tgt_test_all, unl)
+
+
+def raw_target_text(cfg: Any, test: List[Any]) -> List[Any]:
+    """--target-unlabeled as raw text (--target-unlabeled-format text), split like the target corpus."""
+    from mclner.data.segmenters import read_raw_text
+
+    return read_raw_text(cfg.target_unlabeled, cfg.target_lang, cfg.target_segmentation, cfg.target_segmenter, test)
 
 
 def target_segmentation(cfg: Any, unlabeled: List[Any], test: List[Any]) -> Any:
@@ -109,7 +119,9 @@ def target_segmentation(cfg: Any, unlabeled: List[Any], test: List[Any]) -> Any:
 
     mode = cfg.target_segmentation or "auto"
     spec = cfg.target_unlabeled or cfg.target
-    if not unlabeled and cfg.target_unlabeled and mode == "auto":
+    if cfg.target_unlabeled and cfg.target_unlabeled_format == "text":
+        unlabeled = []  # split by the segmentation decided on the test set: no evidence of its own
+    elif not unlabeled and cfg.target_unlabeled and mode == "auto":
         unlabeled = load_split(cfg.target_unlabeled, "train", cfg.target_lang)
     if unlabeled:
         return resolve_segmentation(mode, cfg.target_lang, unlabeled, f"the unlabelled target text ({spec})")

@@ -1,7 +1,9 @@
 """The output folder of a training run: what may be deleted, and one run at a time.
 
-- A *run folder* is one mclner wrote: it holds the marker file ``.mclner-run`` (older runs:
-  ``training_args.json`` beside ``stages/`` or ``log.jsonl``).
+- A *run folder* is one mclner wrote: it holds the marker file ``.mclner-run`` whose JSON says
+  ``"format": "mclner-run"`` (runs of an mclner that wrote no marker yet: a checkpoint whose
+  ``config.json`` says ``"format": "mclner-checkpoint"`` under ``stages/*/`` or ``best/``). File names
+  that other tools write too (``training_args.json``, ``log.jsonl``) never make a folder a run folder.
 - ``--overwrite`` removes only the entries mclner writes (:data:`RUN_ENTRIES`), and only after the
   run's options, data and encoder were checked; a non-empty folder that is not a run folder is
   refused, so a mistyped ``--output-dir`` never deletes someone's files.
@@ -23,20 +25,68 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from mclner.errors import UserError
+from mclner.store.atomic import write_json_atomic
 
 MARKER = ".mclner-run"
 LOCK = ".mclner.lock"
 # Everything a run writes in its folder (top level); --overwrite deletes these and nothing else.
 RUN_ENTRIES = ("stages", "best", "log.jsonl", "results.json", "training_args.json", "tensorboard", ".best.tmp",
                MARKER)
-_RUN_PREFIXES = (".best.old-", ".best.tmp-", ".results.json.tmp-", ".training_args.json.tmp-")
+_RUN_PREFIXES = (".best.old-", ".best.tmp-", ".results.json.tmp-", ".training_args.json.tmp-", ".mclner-run.tmp-")
+
+
+MARKER_FORMAT = "mclner-run"
+
+
+def _json_field(f: Path, key: str) -> Any:
+    """``key`` of the small JSON object in file ``f`` (None when it is not one)."""
+    try:
+        if f.is_symlink() or not f.is_file() or f.stat().st_size > 1 << 20:
+            return None
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def is_run_dir(path: Path) -> bool:
+    """Whether mclner marked ``path`` as its run folder (see the module doc)."""
+    from mclner.inference.checkpoint import FORMAT
+
     path = Path(path)
-    if (path / MARKER).is_file():
+    if _json_field(path / MARKER, "format") == MARKER_FORMAT:
         return True
-    return (path / "training_args.json").is_file() and ((path / "stages").is_dir() or (path / "log.jsonl").is_file())
+    stages = path / "stages"
+    ckpts = [path / "best"] + ([c for s in sorted(stages.iterdir()) if s.is_dir() for c in (s / "last", s / "best")]
+                               if stages.is_dir() and not stages.is_symlink() else [])
+    return any(_json_field(c / "config.json", "format") == FORMAT for c in ckpts)
+
+
+RECORD = "training_args.json"
+
+
+def read_run_record(path: Path) -> Optional[Dict[str, Any]]:
+    """The options a run folder recorded (``training_args.json``), None when it has none. A record that
+    cannot be read (cut short by an older mclner killed while writing it, edited) is a UserError: the
+    options of a resumed run are checked against it, never skipped."""
+    f = Path(path) / RECORD
+    try:
+        if f.stat().st_size > 64 << 20:
+            raise UserError(f"{f}: {f.stat().st_size} bytes, too large for a run record")
+        rec = json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise UserError(f"{f}: not a readable run record ({str(exc)[:80]}); each stage checkpoint keeps a copy "
+                        f"(stages/<stage>/last/{RECORD}): put one back to resume") from None
+    if not isinstance(rec, dict):
+        raise UserError(f"{f}: not a run record (a JSON object)")
+    return rec
+
+
+def write_run_record(path: Path, record: Dict[str, Any]) -> None:
+    """Write ``training_args.json`` atomically (a kill never leaves half a record)."""
+    write_json_atomic(Path(path) / RECORD, record)
 
 
 def _foreign_entries(path: Path) -> list:
@@ -194,8 +244,8 @@ class RunDir:
         if self.overwrite:
             clear_run(self.path)
         if self.resume:
-            from mclner.training.checkpoint import recover_tree
+            from mclner.store.atomic import recover_tree
 
             for line in recover_tree(self.path):
                 print(f"resume: {line}")
-        (self.path / MARKER).write_text(json.dumps({"format": "mclner-run", "version": 1}) + "\n")
+        write_json_atomic(self.path / MARKER, {"format": MARKER_FORMAT, "version": 1})

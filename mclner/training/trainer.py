@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,14 +31,13 @@ from mclner.errors import UserError
 from mclner.evaluation import evaluate, format_scores
 from mclner.methods.base import Context, Stage
 from mclner.ops.impl import selected_impls
+from mclner.store.atomic import write_json_atomic
 from mclner.training.batching import EpochPlan
 from mclner.training.build import build_model, make_optimizer, make_scheduler
 from mclner.training.callbacks import Callback, CallbackList, Checkpoints, Progress, StepLog
 from mclner.training.checkpoint import (
     checkpoint_exists,
     copy_checkpoint,
-    has_training_state,
-    load_training_state,
     load_weights,
     read_done,
     save_checkpoint,
@@ -60,11 +58,13 @@ from mclner.training.dist import (
 )
 from mclner.training.guards import NonFiniteGuard
 from mclner.training.logs import RunLog, banner, method_log, where
+from mclner.training.model_card import refresh_model_card
 from mclner.training.records import check_resume_args, choose_run_impl, reused_stages, run_args, write_run_args
 from mclner.training.reuse import link_stages
 from mclner.training.rundata import Data, load_data
 from mclner.training.rundir import RunDir
 from mclner.training.state import StageRun
+from mclner.training.state_codec import has_training_state, load_training_state, restore_training_state
 from mclner.training.step import StepModule, StepSetup, autocast, train_step
 
 
@@ -208,7 +208,8 @@ class Trainer:
         if self.env.is_main:
             copy_checkpoint(best, self.out / "best")
             summary["final"] = self._final_eval(model)
-            (self.out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+            write_json_atomic(self.out / "results.json", summary)
+            refresh_model_card(self.out / "best", summary["final"])  # the card shows the final scores
             for line in where(self.out):
                 self.progress.say(line)
 
@@ -275,10 +276,9 @@ class Trainer:
         if self.resume and has_training_state(last):
             self._load_weights(model, last)
             ts = load_training_state(last)  # JSON + safetensors, verified; never unpickles
-            opt.load_state_dict(ts["optimizer"])
-            sched.load_state_dict(ts["scheduler"])
-            setup.scaler.load_state_dict(ts["scaler"])
-            run.state.load(ts["counters"])
+            counters = run.state.counters()  # checked: an edited state is a one-line error, not a traceback
+            restore_training_state(last, ts, model, opt, sched, setup.scaler, counters)
+            run.state.load(counters)
             restore_rng(env, ts)  # every rank its own RNG state, as it was at the save
             if env.is_main:
                 self.progress.say(f"[{stage.name}] resumed from {last} at step {run.state.step}")
@@ -385,8 +385,11 @@ class Trainer:
             load_weights(model, path, self.env.device)  # verifies the SHA-256 recorded at save
 
     def _save(self, dest: Path, model: torch.nn.Module, **kw: Any) -> None:
+        from mclner.data.segmenters import text_record
+
+        text = text_record(self.data.segmentation.mode, self.cfg.target_lang, self.cfg.target_segmenter)
         save_checkpoint(dest, model, self.tokenizer, self.data.label_map, run_args(self.cfg, self.method),
-                        method=self.method, **kw)
+                        method=self.method, text=text, **kw)
 
     def _evaluate(self, model: torch.nn.Module, sentences: List[Any], **decode_options: Any) -> Dict[str, Any]:
         return evaluate(model, sentences, self.collator, self.data.label_map, batch_size=2 * self.cfg.batch_size,

@@ -11,6 +11,19 @@ from mclner._cli_util import DefaultsHelpFormatter
 from mclner.errors import UserError
 
 
+def _given_out(out):
+    """An output path given on the command line (``-o``, ``--plot``): its folder must exist, as for
+    `mclner predict -o` (a mistyped ``-o /nonexistent/x`` is an error, never a new folder tree); the
+    default outputs (``RUN/plots/...``) are made as needed."""
+    if out is None:
+        return None
+    folder = Path(out).parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"{out}: the folder {folder} {what}")
+    return out
+
+
 def _print_files(files: Sequence[Path]) -> None:
     for f in files:
         print(f)
@@ -24,7 +37,7 @@ def _run_curves(args: argparse.Namespace) -> int:
     curves = training_curves(read_log(run), terms=args.terms)
     if not curves.terms and not curves.evals:
         raise UserError(f"{run}: the log has no training steps or evaluations yet")
-    out = args.output or (run if run.is_dir() else run.parent) / "plots" / "curves"
+    out = _given_out(args.output) or (run if run.is_dir() else run.parent) / "plots" / "curves"
     res = plot_training_curves(curves, out, title=args.title or f"training curves: {run.resolve().name}",
                                log_scale=args.log_scale, seed=args.seed)
     _print_files(res.files)
@@ -42,23 +55,36 @@ def _run_per_type(args: argparse.Namespace) -> int:
     from mclner.viz.plots import plot_per_type
 
     table = _table(args.run_dirs, args.split)
-    out = args.output or (Path(args.run_dirs[0]) / "plots" / "per_type" if len(args.run_dirs) == 1 else "per_type")
+    default = Path(args.run_dirs[0]) / "plots" / "per_type" if len(args.run_dirs) == 1 else "per_type"
+    out = _given_out(args.output) or default
     _print_files(plot_per_type(table, out, title=args.title, seed=args.seed).files)
     return 0
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from mclner.viz.runs import compare_markdown
+    import sys
+
+    from mclner.viz.runs import compare_markdown, load_results, run_info, run_names, runs_markdown, scored_apart
 
     table = _table(args.run_dirs, args.split)
+    names = run_names(args.run_dirs)
+    infos = [run_info(d, load_results(d), args.split) for d in args.run_dirs]
+    apart = scored_apart(infos)
+    if apart:
+        print("warning: the runs were scored on different data (" + "; ".join(
+            f"{n}: {i['data']}, {i.get('sentences', '?')} sentences, {i.get('support', '?')} entities"
+            for n, i in zip(names, infos)) + "): their scores are not directly comparable", file=sys.stderr)
     if args.json:
         print(json.dumps({"split": table.split, "runs": table.runs, "types": table.types,
                           "values": {m: [[None if v != v else v for v in row] for row in a.tolist()]
                                      for m, a in table.values.items()},
-                          "support": table.support.tolist()}, indent=2))
+                          "support": table.support.tolist(), "run_info": dict(zip(names, infos)),
+                          "scored_on_different_data": apart}, indent=2))
     else:
+        print(runs_markdown(names, infos))
         print(compare_markdown(table, digits=args.digits), end="")
     if args.plot:
+        _given_out(args.plot)
         from mclner.viz.plots import plot_per_type
 
         _print_files(plot_per_type(table, args.plot, title=args.title, seed=args.seed).files)
@@ -132,8 +158,7 @@ def _labelled(spec: str, split: str, lang, what: str) -> list:
 
 def _run_heatmap(args: argparse.Namespace) -> int:
     from mclner.data.iob2 import iob2_to_entities
-    from mclner.viz.model import relation_similarity
-    from mclner.viz.plots import MatrixPanel, plot_matrices
+    from mclner.viz.figures import relation_heatmap
 
     torch_seed(args.seed)
     targs = _training_args(args.checkpoint)
@@ -149,32 +174,18 @@ def _run_heatmap(args: argparse.Namespace) -> int:
         k = args.index
     src = sents[k]
     lm, impl = _load_model(args)
-    spans = None
+    other, where_other = None, ""
     if args.target:
         tgt = _labelled(args.target, args.target_split, args.target_lang or targs.get("target_lang"), "--target")
         if not 0 <= args.target_index < len(tgt):
             raise UserError(f"--target-index {args.target_index}: {args.target} has {len(tgt)} labelled sentences")
         other = tgt[args.target_index]
-    else:
-        from mclner.data.codeswitch import CodeSwitcher
-        from mclner.data.lexicon import load_lexicon
-
-        lex = args.lexicon or targs.get("lexicon")
-        lang = args.target_lang or targs.get("target_lang") or "zh"
-        if not lex:
-            raise UserError("--lexicon is needed for the code-switched counterpart (or give --target)")
-        ratio = lm.config.get("method_config", {}).get("cs_word_ratio", 0.3)
-        from mclner.data.segmentation import recorded_mode
-
-        seg = recorded_mode(targs, Path(args.checkpoint).resolve().parent)  # as the run split its translations
-        res = CodeSwitcher(load_lexicon(lex, lang), target_lang=lang, word_ratio=float(ratio),
-                           seed=args.seed, segmentation=seg).switch_detailed(src)
-        other, spans = res.sentence, list(res.spans)
-    maps = relation_similarity(lm.model, lm.collator, src, other, spans, impl=impl, device=lm.device)
-    panels = [MatrixPanel(m.matrix, m.words, m.words, m.title, "column word j", "row word i") for m in maps]
-    out = args.output or _default_out(args.checkpoint, "heatmap")
-    res_plot = plot_matrices(panels, out, title=args.title or f"relation similarity, sentence {k} of {spec}",
-                             cmap="RdBu_r", vmin=-1.0, vmax=1.0, colorbar_label="cosine similarity", seed=args.seed)
+        where_other = f"sentence {args.target_index} of {args.target} {args.target_split}"
+    out = _given_out(args.output) or _default_out(args.checkpoint, "heatmap")
+    res_plot, _, other = relation_heatmap(lm, src, out, where=f"sentence {k} of {spec} {args.split}", train_args=targs,
+                                   run_dir=Path(args.checkpoint).resolve().parent, lexicon=args.lexicon,
+                                   target_lang=args.target_lang, target=other, target_where=where_other,
+                                   seed=args.seed, impl=impl, title=args.title)
     _extend_json(res_plot, {"kind": "relation_similarity", "sentence_index": k, "source_words": list(src.tokens),
                             "counterpart_words": list(other.tokens), "counterpart_lang": other.lang})
     _print_files(res_plot.files)
@@ -225,7 +236,7 @@ def _run_entities(args: argparse.Namespace) -> int:
         pts.append(p)
         langs += l_
         types += t
-    out = args.output or _default_out(args.checkpoint, "entities")
+    out = _given_out(args.output) or _default_out(args.checkpoint, "entities")
     method_name = lm.config.get("method", "")
     res = plot_embedding(np.concatenate(pts), langs, types, out, method=args.reduce, seed=args.seed,
                          title=args.title or f"entity representations ({method_name}, {args.split} sets)")
@@ -250,7 +261,7 @@ def _run_confusion(args: argparse.Namespace) -> int:
                                 impl=impl)
         except ValueError as exc:
             raise UserError(f"{args.gold}: {exc}") from None
-        out = args.output or _default_out(args.predictions, "confusion")
+        out = _given_out(args.output) or _default_out(args.predictions, "confusion")
         _show_confusion(conf, args, out)
         return 0
     preds = read_predictions(args.predictions)
@@ -266,7 +277,7 @@ def _run_confusion(args: argparse.Namespace) -> int:
         conf = entity_confusion([g.tags for g in gold], [e for _, e in preds], match=args.match)
     except ValueError as exc:
         raise UserError(f"{args.predictions}: {exc}") from None
-    out = args.output or Path(args.predictions).with_suffix("").as_posix() + ".confusion"
+    out = _given_out(args.output) or Path(args.predictions).with_suffix("").as_posix() + ".confusion"
     _show_confusion(conf, args, out)
     return 0
 
@@ -402,13 +413,15 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_run_compare)
 
 
-    r = sub.add_parser("report", help="write RUN_DIR/report.md: configuration, results per stage, figures, "
-                       "the commands to reproduce the run",
-                       description="A markdown report of a finished run: its options, the final and per-stage "
-                       "scores, the figures (training curves, per-type scores and, from RUN_DIR/best, the entity "
-                       "t-SNE, the target-test confusion and for relation methods the relation-similarity "
-                       "heatmap; written to RUN_DIR/plots/) and the `mclner train` / `mclner evaluate` commands "
-                       "that reproduce it.",
+    r = sub.add_parser("report", help="write RUN_DIR/report.html (one self-contained page) and report.md: scores, "
+                       "figures, sample predictions, the commands to reproduce the run",
+                       description="A page per finished run: RUN_DIR/report.html (figures embedded, no script, nothing "
+                       "fetched) and RUN_DIR/report.md (figures linked from RUN_DIR/plots/): its data and method, the "
+                       "final scores overall and per type, the stages, sample target sentences with gold and "
+                       "predicted entities highlighted, the figures (training curves, per-type scores and, from "
+                       "RUN_DIR/best, the entity t-SNE, the target-test confusion and for models with relation views "
+                       "the relation-similarity heatmap), the `mclner train` command that reproduces it into a new "
+                       "folder (never the run's own) with the matching `mclner evaluate`, and the run's options.",
                        formatter_class=DefaultsHelpFormatter)
     r.add_argument("run_dir", help="run folder written by `mclner train`")
     r.add_argument("--no-model", dest="with_model", action="store_false",

@@ -50,13 +50,47 @@ def _matplotlib():
     return matplotlib
 
 
-def _rc(seed: int) -> Dict[str, Any]:
+# Where distributions put CJK fonts (Debian fonts-noto-cjk, fonts-wqy-*, Fedora google-noto-*-cjk, macOS):
+# searched when matplotlib's font cache, built before such a font was installed, knows none.
+_CJK_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts", "/System/Library/Fonts",
+                  "~/.local/share/fonts", "~/.fonts")
+_CJK_FILE_HINTS = ("cjk", "wqy", "droidsansfallback", "uming", "ukai", "simhei", "msyh", "pingfang", "hiragino",
+                   "sourcehan", "ipag", "takao")
+
+
+@functools.cache
+def cjk_fonts() -> Tuple[str, ...]:
+    """Installed fonts with CJK glyphs, best first (empty when none is installed). Fonts installed
+    after matplotlib cached its font list are found on disk and registered."""
+    import os
+
     from matplotlib import font_manager
 
-    have = {f.name for f in font_manager.fontManager.ttflist}
+    def known() -> Tuple[str, ...]:
+        have = {f.name for f in font_manager.fontManager.ttflist}
+        return tuple(f for f in _CJK_FONTS if f in have)
+
+    found = known()
+    if found:
+        return found
+    for root in _CJK_FONT_DIRS:
+        root = os.path.expanduser(root)
+        for dirpath, _dirs, files in os.walk(root):
+            for name in sorted(files):
+                low = name.lower()
+                if low.endswith((".ttf", ".otf", ".ttc")) and any(h in low for h in _CJK_FILE_HINTS):
+                    try:
+                        font_manager.fontManager.addfont(os.path.join(dirpath, name))
+                    except (OSError, RuntimeError, ValueError):  # an unreadable font file: skip it
+                        continue
+    return known()
+
+
+def _rc(seed: int) -> Dict[str, Any]:
+    # The families themselves, not the generic "sans-serif": matplotlib falls back glyph by glyph only
+    # along font.family, so DejaVu Sans draws Latin text and the CJK font every character it lacks.
     return {
-        "font.family": ["sans-serif"],
-        "font.sans-serif": ["DejaVu Sans"] + [f for f in _CJK_FONTS if f in have],
+        "font.family": ["DejaVu Sans", *cjk_fonts()],
         "svg.fonttype": "none",  # text stays text: searchable, small
         "svg.hashsalt": f"mclner-{seed}",  # stable element ids
         "axes.unicode_minus": False,
@@ -86,10 +120,17 @@ def _figure(figsize: Tuple[float, float], nrows: int = 1, ncols: int = 1, **kw: 
 
 
 def _out_stem(out: PathLike) -> Path:
+    """The output path without suffix; its folder is made when missing (``RUN/plots``, a script's
+    ``figs/``). The command line checks a path given with ``-o`` before it gets here."""
     out = Path(out)
     if out.suffix.lower() in (".png", ".svg", ".json"):
         out = out.with_suffix("")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{out}: {out.parent} is a file, not a folder") from None
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the folder {out.parent} ({exc.strerror})") from None
     return out
 
 
@@ -113,10 +154,24 @@ def describe_axes(ax) -> Dict[str, Any]:
         "legend": [_texts(lg.get_texts()) for lg in legends],
         "lines": [{"label": ln.get_label(), "points": len(ln.get_xdata())} for ln in ax.get_lines()
                   if not ln.get_label().startswith("_")],
+        "legend_covers_last_points": _covered_ends(ax, legends),
         "scatter_points": [len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)],
         "bars": [len(c.patches) for c in ax.containers if isinstance(c, BarContainer)],
         "images": [list(im.get_array().shape) for im in ax.get_images()],
     }
+
+
+def _covered_ends(ax, legends) -> List[str]:
+    """The labelled lines whose last point lies under a legend (drawn figures only)."""
+    covered = []
+    for ln in ax.get_lines():
+        xs, ys = ln.get_xdata(), ln.get_ydata()
+        if ln.get_label().startswith("_") or not len(xs):
+            continue
+        px, py = ax.transData.transform((float(xs[-1]), float(ys[-1])))
+        if any(lg.get_window_extent().contains(px, py) for lg in legends):
+            covered.append(ln.get_label())
+    return covered
 
 
 def _save(fig, out: PathLike, data: Dict[str, Any]) -> PlotResult:
@@ -136,8 +191,8 @@ def _save(fig, out: PathLike, data: Dict[str, Any]) -> PlotResult:
         data["missing_glyphs"] = True
         if not _GLYPH_NOTE["shown"]:
             _GLYPH_NOTE["shown"] = True
-            log.warning("some characters have no glyph in the installed fonts (CJK needs e.g. Noto Sans CJK); "
-                        "the PNG shows boxes for them, the SVG keeps the text")
+            log.warning("some characters have no glyph in the installed fonts (CJK needs e.g. Noto Sans CJK: "
+                        "apt-get install fonts-noto-cjk); the PNG shows boxes for them, the SVG keeps the text")
     js = stem.parent / (stem.name + ".json")
     js.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8")
     return PlotResult([png, svg, js], data)
@@ -177,8 +232,9 @@ def plot_training_curves(curves: TrainingCurves, out: PathLike, title: Optional[
     if log_scale:
         ax_loss.set_yscale("log")
     ax_loss.set_ylabel("loss")
+    # legends beside the axes, never over the curves (the last point of a run is the one looked for)
     if curves.terms:
-        ax_loss.legend(loc="upper right", fontsize="small", ncols=2)
+        ax_loss.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0.0)
     styles = {"dev_f1": ("-o", "dev F1"), "dev_precision": ("--", "dev precision"), "dev_recall": (":", "dev recall")}
     for k in EVAL_KEYS:
         if k in curves.evals:
@@ -187,7 +243,7 @@ def plot_training_curves(curves: TrainingCurves, out: PathLike, title: Optional[
     ax_dev.set_ylabel("dev score (%)")
     ax_dev.set_xlabel("optimizer step (stages one after another)")
     if curves.evals:
-        ax_dev.legend(loc="lower right", fontsize="small")
+        ax_dev.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0.0)
     else:
         ax_dev.set_ylim(0, 100)
         ax_dev.text(0.5, 0.5, "no dev evaluations in the log", ha="center", va="center", transform=ax_dev.transAxes)
@@ -225,13 +281,26 @@ def plot_per_type(table: PerTypeTable, out: PathLike, title: Optional[str] = Non
     fig, axes = _figure((max(6.0, 1.1 * n_types * max(1, n_runs) ** 0.5 + 3), 7.5), 3, 1, sharex=True)
     width = 0.8 / max(1, n_runs)
     x = np.arange(n_types)
+    marks: Dict[str, List[Dict[str, Any]]] = {}
     for ax, m in zip(axes[:, 0], METRICS):
         for i, run in enumerate(table.runs):
-            vals = np.nan_to_num(100 * table.values[m][i], nan=0.0)
-            ax.bar(x - 0.4 + width * (i + 0.5), vals, width, label=run)
+            raw = 100 * table.values[m][i]
+            xs = x - 0.4 + width * (i + 0.5)
+            bars = ax.bar(xs, np.nan_to_num(raw, nan=0.0), width, label=run)
+            colour = bars.patches[0].get_facecolor() if bars.patches else "black"
+            # A zero bar has no height and a type the run did not score has no bar: say which it is.
+            for xi, v, t in zip(xs, raw, table.types):
+                if np.isnan(v) or v == 0:
+                    label = "n/s" if np.isnan(v) else "0"
+                    ax.text(xi, 1.5, label, ha="center", va="bottom", fontsize="x-small", rotation=90,
+                            color="dimgrey" if label == "n/s" else colour)
+                    marks.setdefault(m, []).append({"run": run, "type": t, "mark": label})
         ax.set_ylabel({"precision": "precision (%)", "recall": "recall (%)", "f1": "F1 (%)"}[m])
         ax.set_ylim(0, 100)
         ax.grid(axis="y", linewidth=0.4, alpha=0.6)
+    if any(mk["mark"] == "n/s" for v in marks.values() for mk in v):
+        fig.text(0.01, 0.0, "n/s: not scored by that run (the type is absent from its results)", fontsize="x-small",
+                 color="dimgrey", ha="left", va="bottom")
     axes[0, 0].legend(fontsize="small", loc="upper left", ncols=min(n_runs, 3))
     axes[-1, 0].set_xticks(x, table.types)
     axes[-1, 0].set_xlabel(f"entity type ({table.split})")
@@ -244,6 +313,7 @@ def plot_per_type(table: PerTypeTable, out: PathLike, title: Optional[str] = Non
         "types": table.types,
         "values": {m: _nan_to_none(table.values[m]) for m in METRICS},
         "support": table.support.tolist(),
+        "marks": marks,  # per metric: the bars drawn as "0" (a score of zero) or "n/s" (not scored)
     }
     return _save(fig, out, data)
 
@@ -318,6 +388,7 @@ def plot_matrices(panels: Sequence[MatrixPanel], out: PathLike, title: Optional[
         fig.suptitle(title)
     data = {
         "kind": "matrices",
+        "title": title or "",
         "vmin": lo,
         "vmax": hi,
         "panels": [{"title": p.title, "rows": list(p.row_labels), "cols": list(p.col_labels),

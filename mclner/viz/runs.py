@@ -15,36 +15,37 @@ from mclner.errors import UserError
 
 PathLike = Union[str, Path]
 
-# Numbers in a step record that are not loss terms (counters, schedule, diagnostics).
-NOT_LOSS_KEYS = frozenset({"step", "epoch", "grad_norm", "elapsed_s", "tc_pairs"})
+# Numbers in a step record that are not loss terms: the engine's counters, schedule and diagnostics.
+# A method's own statistics come in the record's "stats" object (never drawn as a loss); logs written
+# before that object existed carried one such statistic at the top level, listed in LEGACY_STATS.
+NOT_LOSS_KEYS = frozenset({"step", "epoch", "grad_norm", "elapsed_s"})
+LEGACY_STATS = frozenset({"tc_pairs"})
 EVAL_KEYS = ("dev_f1", "dev_precision", "dev_recall")
 METRICS = ("precision", "recall", "f1")
 
 
 def read_log(path: PathLike) -> List[Dict[str, Any]]:
     """The records of a ``log.jsonl`` (a run folder or the file itself); a bad line is a UserError
-    naming file and line."""
+    naming file and line, a torn last line (a killed run) is skipped with a warning."""
+    from mclner.store.jsonl import read_jsonl
+
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such run folder or file")
     if path.is_dir():
         path = path / "log.jsonl"
+        if not path.is_file():
+            raise UserError(f"{path}: no such file (is it a run folder written by `mclner train`?)")
+    return read_jsonl(path)  # a torn last line (a killed run) is skipped with a warning
+
+
+def text_line_of(path: Path, offset: int) -> int:
+    """The 1-based line of a byte offset of a file (for errors naming where bad bytes are)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file (is it a run folder written by `mclner train`?)") from None
-    records = []
-    for k, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{k}: not a JSON record ({exc.msg})") from None
-        if not isinstance(rec, dict):
-            raise UserError(f"{path}:{k}: not a JSON object")
-        records.append(rec)
-    return records
+        with open(path, "rb") as f:
+            return f.read(offset).count(b"\n") + 1
+    except OSError:
+        return 1
 
 
 @dataclass
@@ -69,7 +70,7 @@ class TrainingCurves:
 
 def _is_loss_key(key: str, value: Any) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool) and key not in NOT_LOSS_KEYS
-            and not key.startswith("lr_") and math.isfinite(float(value)))
+            and key not in LEGACY_STATS and not key.startswith("lr_") and math.isfinite(float(value)))
 
 
 def training_curves(records: Iterable[Mapping[str, Any]], terms: Optional[Sequence[str]] = None) -> TrainingCurves:
@@ -141,11 +142,53 @@ def load_results(run_dir: PathLike) -> Dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: no such file (the run has not finished, or it is not a run folder)") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected the run's results.json") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}): not a results.json written by `mclner train`") \
+            from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except (OSError, RecursionError) as exc:
+        raise UserError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: not a JSON object")
+    check_results(data, path)
     return data
+
+
+def _check_scores(s: Any, where: str) -> None:
+    """A score dict as `mclner.evaluation.evaluate` writes it: precision/recall/f1 numbers in [0, 1],
+    support a count, per_type a dict of such dicts (checked one level down)."""
+    if not isinstance(s, Mapping):
+        raise UserError(f"{where}: expected an object of scores, got {type(s).__name__}")
+    for m in METRICS:
+        v = s.get(m)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            raise UserError(f"{where}: {m} must be a number in [0, 1], got {v!r}")
+    sup = s.get("support", 0)
+    if isinstance(sup, bool) or not isinstance(sup, int) or sup < 0:
+        raise UserError(f"{where}: support must be a count, got {sup!r}")
+
+
+def check_results(data: Mapping[str, Any], path: Any = "results.json") -> None:
+    """A one-line UserError naming the field when a results.json is not shaped as `mclner train`
+    writes it (what the tables and figures read: ``final`` → split → scores → ``per_type``)."""
+    final = data.get("final")
+    if final is None:
+        return
+    if not isinstance(final, Mapping):
+        raise UserError(f"{path}: 'final' must be an object of splits, got {type(final).__name__}")
+    for split, s in final.items():
+        _check_scores(s, f"{path}: final.{split}")
+        per = s.get("per_type", {})
+        if not isinstance(per, Mapping):
+            raise UserError(f"{path}: final.{split}.per_type must be an object, got {type(per).__name__}")
+        for t, r in per.items():
+            _check_scores(r, f"{path}: final.{split}.per_type.{t}")
+    stages = data.get("stages")
+    if stages is not None and not isinstance(stages, Mapping):
+        raise UserError(f"{path}: 'stages' must be an object, got {type(stages).__name__}")
 
 
 def run_names(paths: Sequence[PathLike]) -> List[str]:
@@ -222,3 +265,38 @@ def compare_markdown(table: PerTypeTable, digits: int = 1) -> str:
         cells.append(str(sup[0]) if len(sup) == 1 else " / ".join(str(x) for x in table.support[:, j]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- what each run was scored on
+
+
+def run_info(run_dir: PathLike, results: Mapping[str, Any], split: str = "target_test") -> Dict[str, Any]:
+    """A run's method and the data its ``split`` scores come from: the data set (``training_args.json``),
+    how many sentences and gold entities were scored, and the first-K cut (``--max-eval-sentences``)."""
+    path = Path(run_dir)
+    folder = path if path.is_dir() else path.parent
+    try:
+        args = json.loads((folder / "training_args.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        args = {}
+    args = args if isinstance(args, dict) else {}
+    scores = (results.get("final") or {}).get(split) or {}
+    data = args.get("target") if split == "target_test" else args.get("target_dev") or args.get("source")
+    part = "test" if split == "target_test" else "dev"
+    return {"method": results.get("method") or args.get("method") or "?", "data": f"{data} {part}" if data else "?",
+            "first_k": args.get("max_eval_sentences"), "sentences": scores.get("sentences"),
+            "support": scores.get("support")}
+
+
+def runs_markdown(names: Sequence[str], infos: Sequence[Mapping[str, Any]]) -> str:
+    """A markdown table of each run's method and scored data (``run_info``)."""
+    lines = ["| run | method | scored on | sentences | entities |", "|---|---|---|---:|---:|"]
+    for n, i in zip(names, infos):
+        data = str(i["data"]) + (f" (first {i['first_k']})" if i.get("first_k") else "")
+        lines.append(f"| {n} | {i['method']} | {data} | {i.get('sentences', '?')} | {i.get('support', '?')} |")
+    return "\n".join(lines) + "\n"
+
+
+def scored_apart(infos: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the runs were scored on different data (set, sentences or gold entities differ)."""
+    return len({(i["data"], i.get("sentences"), i.get("support")) for i in infos}) > 1

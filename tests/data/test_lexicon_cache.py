@@ -3,6 +3,7 @@ damaged cache is rebuilt (issue 10 items 2, 3); the MUSE language error names a 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import pickle
@@ -32,6 +33,10 @@ def home(tmp_path, monkeypatch):
     member.parent.mkdir(parents=True)
     member.write_bytes(gzip.compress(CEDICT.encode("utf-8")))
     (d / ".complete").write_text("test\n")
+    # the stand-in's size and hash as the recorded ones (a cached source is checked against them at use)
+    src = sources.SOURCES["cc-cedict"]
+    recorded = ((member.stat().st_size, sources.sha256_file(member)),)
+    monkeypatch.setitem(sources.SOURCES, "cc-cedict", dataclasses.replace(src, member_hashes=recorded))
     return d
 
 
@@ -67,7 +72,7 @@ def test_planted_pickles_never_run(home, tmp_path):
     assert not marker.exists() and cache.read_bytes()[:1] == b"{"
 
 
-def test_damaged_or_stale_cache_is_rebuilt(home):
+def test_damaged_or_stale_cache_is_rebuilt(home, monkeypatch):
     L.load_lexicon("cc-cedict")
     cache = home / f"en-zh.v{L.PARSER_VERSION}.json"
     good = cache.read_bytes()
@@ -79,6 +84,9 @@ def test_damaged_or_stale_cache_is_rebuilt(home):
     member = home / sources.SOURCES["cc-cedict"].members[0]
     member.write_bytes(gzip.compress((CEDICT + "倫敦 伦敦 [Lun2 dun1] /London/\n").encode("utf-8")))
     os.utime(member, ns=(10**18, 10**18))
+    src = sources.SOURCES["cc-cedict"]  # the new file is the fetched one: its size and hash recorded
+    recorded = ((member.stat().st_size, sources.sha256_file(member)),)
+    monkeypatch.setitem(sources.SOURCES, "cc-cedict", dataclasses.replace(src, member_hashes=recorded))
     assert L.load_lexicon("cc-cedict").translate("London", entity=True) == ["伦敦"]
 
 

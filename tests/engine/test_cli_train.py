@@ -106,7 +106,7 @@ def _one_line_error(capsys, argv, expect):
 def test_checkpoint_loads_without_tokenizer_warnings(trained, capfd):
     # transformers>=5 warns about a "Mistral regex" for local folders whose config.json lacks
     # transformers_version; our checkpoints carry it, so loading one is quiet.
-    from mclner.training.checkpoint import load_checkpoint
+    from mclner.inference.checkpoint import load_checkpoint
 
     _, best = trained
     capfd.readouterr()
@@ -133,7 +133,7 @@ def test_incompatible_checkpoint_is_one_line(capsys, trained, tmp_path):
     cfg = json.loads((bad / "config.json").read_text())
     cfg["method_config"]["biaffine_dim"] = 32  # the architecture no longer fits the weights
     (bad / "config.json").write_text(json.dumps(cfg))
-    from mclner.training.checkpoint import write_checksums
+    from mclner.store.checksums import write_checksums
 
     write_checksums(bad)  # consistent files (else the checksum check refuses the edit first)
     _one_line_error(capsys, ["predict", str(bad)], "do not match")

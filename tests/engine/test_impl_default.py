@@ -123,8 +123,9 @@ def test_resume_without_recorded_options_takes_the_default(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     assert Trainer(TrainConfig(output_dir=str(run)), resume=True).impl == "auto"  # no training_args.json
-    (run / "training_args.json").write_text("{not json")
-    assert Trainer(TrainConfig(output_dir=str(run)), resume=True).impl == "auto"
+    (run / "training_args.json").write_text("{not json")  # unreadable: an error, never a skipped check
+    with pytest.raises(UserError, match="training_args.json: not a readable run record"):
+        Trainer(TrainConfig(output_dir=str(run)), resume=True)
     assert recorded_impl({"impl": "fast"}) is None and recorded_impl([]) is None and recorded_impl({}) is None
 
 

@@ -61,7 +61,7 @@ def test_the_option_is_off_by_default_and_validated():
 
 def test_a_bucketed_run_resumes_exactly(task_files):
     from mclner.cli import build_parser
-    from mclner.training.checkpoint import read_weights
+    from mclner.inference.checkpoint import read_weights
     from mclner.training.cli import config_from_args
     from mclner.training.trainer import train
 

@@ -64,7 +64,7 @@ def _state(model):
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     live = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)  # an enabled scaler's state
     live.scale(torch.ones(()))  # initialises the scale tensor
-    from mclner.training.checkpoint import rng_state
+    from mclner.training.state_codec import rng_state
 
     return opt, sched, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                         "scaler_live": live.state_dict(),
@@ -82,7 +82,7 @@ def _save(dest: Path, seed: int = 0, state: bool = True):
 
 
 def _weights(path: Path) -> dict:
-    from mclner.training.checkpoint import read_weights
+    from mclner.inference.checkpoint import read_weights
 
     return read_weights(path)  # model.safetensors + encoder/model.safetensors
 
@@ -95,7 +95,7 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def test_training_state_round_trips_without_pickle(tmp_path):
-    from mclner.training.checkpoint import load_training_state, set_rng_state
+    from mclner.training.state_codec import load_training_state, set_rng_state
 
     model, _, _ = _model()
     opt, sched, state = _state(model)
@@ -177,7 +177,7 @@ def _flip(path: Path, offset_from_end: int = 5) -> None:
 
 @pytest.mark.parametrize("name", ["model.safetensors", "tokenizer.json", "encoder/config.json"])
 def test_flipped_byte_is_refused_naming_the_file(tmp_path, name):
-    from mclner.training.checkpoint import load_checkpoint
+    from mclner.inference.checkpoint import load_checkpoint
 
     _save(tmp_path / "ck")
     _flip(tmp_path / "ck" / name, 3 if name.endswith(".json") else 5)
@@ -187,7 +187,7 @@ def test_flipped_byte_is_refused_naming_the_file(tmp_path, name):
 
 
 def test_flipped_byte_in_training_state_is_refused(tmp_path):
-    from mclner.training.checkpoint import load_training_state
+    from mclner.training.state_codec import load_training_state
 
     _save(tmp_path / "ck")
     _flip(tmp_path / "ck" / "training_state.safetensors")
@@ -196,7 +196,8 @@ def test_flipped_byte_in_training_state_is_refused(tmp_path):
 
 
 def test_checksummed_folder_loads_and_best_copy_verifies(tmp_path):
-    from mclner.training.checkpoint import copy_checkpoint, load_checkpoint, update_model_config
+    from mclner.inference.checkpoint import load_checkpoint
+    from mclner.training.checkpoint import copy_checkpoint, update_model_config
 
     model = _save(tmp_path / "ck")
     update_model_config(tmp_path / "ck", none_bias=1.5)  # re-checksummed, so it still verifies
@@ -212,7 +213,9 @@ def test_checksummed_folder_loads_and_best_copy_verifies(tmp_path):
 
 @pytest.mark.parametrize("kill_at", ["dest->old", "tmp->dest", "rmtree old", "writing tmp"])
 def test_kill_during_replacement_keeps_a_complete_checkpoint(tmp_path, monkeypatch, kill_at):
-    from mclner.training import checkpoint as ck
+    from mclner.inference.checkpoint import load_checkpoint
+    from mclner.store.atomic import recover_tree
+    from mclner.training.state_codec import has_training_state, load_training_state
 
     dest = tmp_path / "stages" / "source" / "last"
     _save(dest, seed=0)
@@ -251,12 +254,12 @@ def test_kill_during_replacement_keeps_a_complete_checkpoint(tmp_path, monkeypat
     assert leftovers, "the simulated kill should leave a .tmp-/.old- folder"
 
     # a reader finds a complete checkpoint under the name: the new one if the swap finished, else the old
-    ck.load_checkpoint(dest)
+    load_checkpoint(dest)
     assert _same(_weights(dest), old_w) == (kill_at != "rmtree old")
-    assert ck.has_training_state(dest)
-    assert ck.load_training_state(dest)["counters"]["step"] == 3
+    assert has_training_state(dest)
+    assert load_training_state(dest)["counters"]["step"] == 3
     # the resume sweep (and the next save) removes the leftovers
-    ck.recover_tree(tmp_path)
+    recover_tree(tmp_path)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["last"]
 
 
@@ -335,7 +338,7 @@ def test_half_written_done_is_recovered(tmp_path, monkeypatch, encoder_dir):
 
 def _rerecord(path: Path) -> None:
     """Record the checksums again after an edit, so that the edit reaches the loader's own checks."""
-    from mclner.training.checkpoint import write_checksums
+    from mclner.store.checksums import write_checksums
 
     (path / "checksums.json").unlink()
     write_checksums(path)
@@ -364,7 +367,7 @@ def test_broken_weights_file_is_one_line(tmp_path, capsys, damage):
 
 
 def test_swapped_label_map_is_refused(tmp_path):
-    from mclner.training.checkpoint import load_checkpoint
+    from mclner.inference.checkpoint import load_checkpoint
 
     _save(tmp_path / "ck", state=False)
     cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
@@ -383,7 +386,8 @@ def test_swapped_label_map_is_refused(tmp_path):
 
 @pytest.mark.parametrize("state", [{"__dict__": 5}, {"__tuple__": 3}, {"a": {"__tensor__": "t999"}}, "[" * 100000])
 def test_malformed_training_state_is_one_line(tmp_path, state):
-    from mclner.training.checkpoint import STATE_FORMAT, load_training_state, write_checksums
+    from mclner.store.checksums import write_checksums
+    from mclner.training.state_codec import STATE_FORMAT, load_training_state
 
     _save(tmp_path / "ck")
     f = tmp_path / "ck" / "training_state.json"

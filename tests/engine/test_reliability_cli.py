@@ -57,7 +57,8 @@ def test_predict_output_is_replaced_only_when_done(ckpt, capsys, tmp_path):
     _one_line(capsys, ["predict", str(ckpt), "-i", str(tmp_path / "none.txt"), "-o", str(out)], "no such file")
     assert out.read_text() == "previous results\n"  # a failed run leaves the old output alone
     assert main(["predict", str(ckpt), "-i", str(src), "-o", str(out)]) == 0
-    assert [json.loads(x)["tokens"] for x in out.read_text().splitlines()] == [["John", "went", "to", "Paris"],
+    # one record per input line: the blank line gives an empty one
+    assert [json.loads(x)["tokens"] for x in out.read_text().splitlines()] == [["John", "went", "to", "Paris"], [],
                                                                                ["the", "UN"]]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.jsonl"]
 

@@ -59,7 +59,7 @@ def _tree_digest(path: Path) -> Dict[str, str]:
 
 
 def _same_weights(a: Path, b: Path, ckpts: List[str]) -> None:
-    from mclner.training.checkpoint import read_weights
+    from mclner.inference.checkpoint import read_weights
 
     for ckpt in ckpts:
         wa, wb = read_weights(a / ckpt), read_weights(b / ckpt)

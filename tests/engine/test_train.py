@@ -10,7 +10,7 @@ import pytest
 import torch
 from mclner_fixtures import patch_training_data, train_config
 
-from mclner.training.checkpoint import read_weights
+from mclner.inference.checkpoint import read_weights
 from mclner.training.config import TrainConfig
 from mclner.training.trainer import train
 
@@ -88,7 +88,7 @@ def test_resume_is_exact(tmp_path, monkeypatch):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    from mclner.training.checkpoint import load_training_state
+    from mclner.training.state_codec import load_training_state
 
     sa = load_training_state(tmp_path / "full" / "stages" / "source" / "last")
     sb = load_training_state(tmp_path / "cut" / "stages" / "source" / "last")
@@ -183,9 +183,9 @@ def test_calibrate_none_bias_is_saved_and_used(tmp_path, monkeypatch):
     from mclner_fixtures import synthetic_en
 
     from mclner.evaluation import evaluate
+    from mclner.inference.checkpoint import load_checkpoint
     from mclner.methods.mclner import MCLNERMethod
     from mclner.methods.mclner.calibrate import NONE_BIAS_GRID
-    from mclner.training.checkpoint import load_checkpoint
 
     patch_training_data(monkeypatch)
     cfg = quick_cfg(tmp_path, calibrate_none_bias=True, self_training_rounds=1, st_threshold=0.0, max_steps=4,

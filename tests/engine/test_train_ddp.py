@@ -53,7 +53,7 @@ def test_torchrun_two_processes(tmp_path):
     assert {"ce_src", "ce_cs", "sc", "tc"} <= set(steps[0])
     assert sum(1 for r in rows if r.get("event") == "eval") == 2
     assert (out / "best" / "model.safetensors").is_file()
-    from mclner.training.checkpoint import load_training_state
+    from mclner.training.state_codec import load_training_state
 
     ts = load_training_state(out / "stages" / "source" / "last")
     assert ts["counters"]["step"] == 4

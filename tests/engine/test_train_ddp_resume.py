@@ -61,7 +61,7 @@ def test_ddp_resume_is_exact(tmp_path):
             "--biaffine-dim", "16", "--cln-hidden", "16", "--proj-dim", "8", "--no-progress", "--device", "cpu",
             "--self-training-rounds", "0", "--seed", "3"]
     _torchrun(tmp_path, "first", str(full), str(cut), *args)
-    from mclner.training.checkpoint import load_training_state
+    from mclner.training.state_codec import load_training_state
 
     ts = load_training_state(cut / "stages" / "source" / "last")
     assert ts["counters"]["step"] == 4

@@ -169,7 +169,7 @@ def test_checkpoint_encoder_is_a_hugging_face_folder_stored_once(runs):
     from transformers import AutoModel
 
     from mclner.inference import load_model
-    from mclner.training.checkpoint import verify_files
+    from mclner.store.checksums import verify_files
 
     ckpt = runs["rel"] / "best"
     enc = AutoModel.from_pretrained(str(ckpt / "encoder"))
@@ -192,7 +192,8 @@ def test_format_3_checkpoints_still_load(runs, tmp_path):
     from safetensors.torch import save_file
 
     from mclner.inference import load_model
-    from mclner.training.checkpoint import read_weights, write_checksums
+    from mclner.inference.checkpoint import read_weights
+    from mclner.store.checksums import write_checksums
 
     old = tmp_path / "old"
     shutil.copytree(runs["tag"] / "best", old)
@@ -327,7 +328,10 @@ def test_report_embeds_the_figures_and_reproduces_the_run(runs, capsys):
     assert "| source |" in text and "none_bias" in text
     args = json.loads((run / "training_args.json").read_text())
     words = train_command(args)
-    assert shlex_in(words, text)
+    # the page suggests the same command into a new folder (never the run's own, never --overwrite)
+    shown = list(words)
+    shown[shown.index("--output-dir") + 1] = f"{run}-reproduced"
+    assert shlex_in(shown, text) and "--overwrite" not in text
     cfg = config_from_args(build_parser().parse_args(words[1:]))
     assert cfg.to_dict() == {k: v for k, v in args.items() if k != "method_config"}
     assert run_args(cfg, cfg.method_instance())["method_config"] == args["method_config"]

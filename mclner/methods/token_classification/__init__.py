@@ -43,6 +43,12 @@ class TokenClassificationModel(NERModel):
     def entity_states(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         return self.words(batch)
 
+    def token_classifier(self) -> Optional[Tuple[torch.nn.Module, torch.nn.Linear, List[str]]]:
+        # no fusion layer: the word state is the mean of its pieces' states, so the linear head applies per piece
+        if self.words.fusion is not None:
+            return None
+        return self.words.encoder, self.head.classifier, list(self.config.tags)
+
     @torch.no_grad()
     def decode(self, batch: Dict[str, torch.Tensor], label_map: Any, *, impl: str = "reference",
                return_scores: bool = False, **_: Any) -> List[Tuple[List[Entity], Optional[torch.Tensor]]]:

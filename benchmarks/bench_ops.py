@@ -1,33 +1,59 @@
 """pytest-benchmark suite for the fused ops: forward+backward, reference vs fused impls.
 
 Run: pytest benchmarks --benchmark-only [--ratio-table ratios.md]
-CPU sizes are those of the build issue; on a GPU the larger sizes of the GPU issue are added.
+Columns: `reference` (pure PyTorch), `compiled` (torch.compile of the reference, CPU only: its peer on
+the CPU), and every fused impl runnable here. CPU sizes are those of the build issue, in float32; on a
+GPU the sizes of mclner.ops.roofline.GPU_CASES are added, in bfloat16 (MCLNER_BENCH_DTYPE overrides),
+and the ratio table reports each time against the roofline bound of the device.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 from conftest import record
 from mclner_memory import cpu_peak_supported, peak_extra_bytes
 
-from mclner.ops import available_impls, biaffine, cln_head, info_nce, sup_con
+from mclner.ops import (
+    available_impls,
+    biaffine,
+    biaffine_reference,
+    cln_head,
+    cln_head_reference,
+    info_nce,
+    info_nce_reference,
+    sup_con,
+    sup_con_reference,
+)
+from mclner.ops.roofline import GPU_CASES
 
 HAS_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if HAS_GPU else "cpu")
-IMPLS = ["reference", "cpu", "triton", "cuda"]
+IMPLS = ["reference", "compiled", "cpu", "triton", "cuda"]
+# The reference of each op, for the `compiled` column.
+REFERENCES = {
+    biaffine: biaffine_reference,
+    cln_head: cln_head_reference,
+    info_nce: info_nce_reference,
+    sup_con: sup_con_reference,
+}
 
 
 def _runnable(impl: str) -> bool:
     if impl == "reference":
         return True
+    if impl == "compiled":  # the CPU peer of the fused ops (on a GPU it would materialise M² as well)
+        return not HAS_GPU
     if impl == "cpu":
         return not HAS_GPU and available_impls()["cpu"]["runnable"]
     return HAS_GPU and bool(available_impls()[impl]["runnable"])
 
 
 def _dtype() -> torch.dtype:
-    return torch.float32
+    name = os.environ.get("MCLNER_BENCH_DTYPE", "bfloat16" if HAS_GPU else "float32")
+    return getattr(torch, name)
 
 
 def cln_inputs(B, N, D, H, C):
@@ -84,6 +110,9 @@ class SupConCase:
     def __call__(self, z, **kwargs):
         return sup_con(z, self.labels(), **kwargs)
 
+    def reference(self, z, **kwargs):
+        return sup_con_reference(z, self.labels(), **kwargs)
+
 
 def _sup_con_case(M, P, kind):
     c = SupConCase(M, P, kind)
@@ -121,32 +150,40 @@ CASES = {
     "sup_con lcl M16384 P128 10 classes": _sup_con_case(16384, 128, "lcl"),
     "sup_con tcl M16384 P128 M/2 pairs": _sup_con_case(16384, 128, "tcl"),
 }
-if HAS_GPU:
-    CASES.update(
-        {
-            "cln_head B32 N128 D768 H256 C6": _case(
-                cln_head, lambda: cln_inputs(32, 128, 768, 256, 6), cln_flops(32, 128, 768, 256, 6)
-            ),
-            "cln_head B8 N512 D768 H256 C6": _case(
-                cln_head, lambda: cln_inputs(8, 512, 768, 256, 6), cln_flops(8, 512, 768, 256, 6)
-            ),
-            "info_nce M65536 P128": _case(
-                info_nce, lambda: nce_inputs(65536, 128), nce_flops(65536, 128), temperature=0.1
-            ),
-            "biaffine B32 N128 Db512 C6": _case(
-                biaffine, lambda: biaffine_inputs(32, 128, 512, 6), biaffine_flops(32, 128, 512, 6)
-            ),
-            "sup_con lcl M65536 P128 10 classes": _sup_con_case(65536, 128, "lcl"),
-            "sup_con tcl M65536 P128 M/2 pairs": _sup_con_case(65536, 128, "tcl"),
-            "sup_con lcl M131072 P128 10 classes": _sup_con_case(131072, 128, "lcl"),
-            "sup_con tcl M131072 P128 M/2 pairs": _sup_con_case(131072, 128, "tcl"),
-        }
-    )
+
+
+def _gpu_case(name: str):
+    c = GPU_CASES[name]
+    d = c.dims()
+    if c.op == "cln_head":
+        shape = (d["B"], d["N"], d["D"], d["H"], d["C"])
+        return _case(cln_head, lambda: cln_inputs(*shape), cln_flops(*shape))
+    if c.op == "biaffine":
+        shape = (d["B"], d["N"], d["Db"], d["C"])
+        return _case(biaffine, lambda: biaffine_inputs(*shape), biaffine_flops(*shape))
+    if c.op == "info_nce":
+        return _case(info_nce, lambda: nce_inputs(d["M"], d["P"]), nce_flops(d["M"], d["P"]), temperature=0.1)
+    return _sup_con_case(d["M"], d["P"], "lcl" if " lcl " in name else "tcl")
+
+
+if HAS_GPU:  # the GPU sizes only: the CPU ones are too small to say anything about a GPU
+    CASES = {name: _gpu_case(name) for name in GPU_CASES}
 
 
 def _sync():
     if HAS_GPU:
         torch.cuda.synchronize()
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(op):
+    """torch.compile of the op's reference (one compiled function per op, reused across cases)."""
+    if op not in _COMPILED:
+        ref = op.reference if isinstance(op, SupConCase) else REFERENCES[op]
+        _COMPILED[op] = torch.compile(ref)
+    return _COMPILED[op]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -158,21 +195,23 @@ def test_op_forward_backward(benchmark, case, impl):
         pytest.skip("peak memory measurement needs /proc/self/clear_refs")
     op, make, kwargs, flops = CASES[case]
     inputs = [t.requires_grad_(True) for t in make()]
+    fn = _compiled(op) if impl == "compiled" else lambda *a, **k: op(*a, **k, impl=impl)
 
     def step():
         for t in inputs:
             t.grad = None
-        out = op(*inputs, **kwargs, impl=impl)
+        out = fn(*inputs, **kwargs)
         out.backward(torch.ones_like(out))
         _sync()
 
     try:
-        step()  # warm-up (kernel compilation, thread pools)
+        step()  # warm-up (kernel compilation, autotuning, thread pools)
         mem = peak_extra_bytes(step, DEVICE)
     except torch.OutOfMemoryError:
         pytest.skip(f"{impl} runs out of memory at {case}")
     benchmark.extra_info.update(
-        {"impl": impl, "case": case, "device": str(DEVICE), "peak_extra_bytes": mem, "flops": flops}
+        {"impl": impl, "case": case, "device": str(DEVICE), "peak_extra_bytes": mem, "flops": flops,
+         "dtype": str(_dtype()).replace("torch.", "")}
     )
     benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=0)
     record(case, impl, benchmark.stats.stats.median, mem, flops)

@@ -30,8 +30,8 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "cpu_isa", [](int isa) { return std::string(mclner::cpu_isa::name(mclner::cpu_isa::resolve("cpu_isa", isa))); },
       pybind11::arg("isa") = -1,
-      "Instruction set the CPU kernels (biaffine, cln_head, info_nce) run with for argument isa (-1: auto, the "
-      "best this CPU supports capped by MCLNER_CPU_ISA): 'avx512', 'avx2' or 'generic'");
+      "Instruction set the CPU kernels (biaffine, cln_head, info_nce, sup_con) run with for argument isa (-1: "
+      "auto, the best this CPU supports capped by MCLNER_CPU_ISA): 'avx512', 'avx2' or 'generic'");
   m.def(
       "cpu_best_isa", []() { return std::string(mclner::cpu_isa::name(mclner::cpu_isa::best())); },
       "Best instruction set this CPU supports for the CPU kernels: 'avx512', 'avx2' or 'generic'");

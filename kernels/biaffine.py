@@ -23,15 +23,41 @@ import triton.language as tl
 
 from mclner.ops._autograd import no_double_backward
 
-from ._common import _acc_dtype, _ieee, _interpreting, _mma, _pow2, _tl_acc, _upcast
+from ._common import _acc_dtype, _arch, _ieee, _interpreting, _mma, _pow2, _tl_acc, _upcast, launch, tile_configs
 
 
-def _blocks(NC: int, N: int, Db: int) -> Tuple[int, int, int]:
-    """(BLOCK_Q, BLOCK_J, BLOCK_K). tl.dot needs every dim >= 16 on GPUs; the interpreter pays per
-    program and per op, so there it gets large tiles and the whole Db in one chunk."""
+def _blocks(NC: int, N: int, Db: int, dtype: torch.dtype, kind: str) -> Tuple[int, int, int]:
+    """Default (BLOCK_Q, BLOCK_J, BLOCK_K) of the "fwd" kernel, (BLOCK_Q, BLOCK_J, BLOCK_D) of the
+    backward's "dp" and "dhe" kernels. tl.dot needs every dim >= 16 on GPUs; the interpreter pays per
+    program and per op, so there it gets large tiles and the whole Db in one chunk. fp32 tiles are
+    multiplied by FMAs with their operands in registers: 32-wide chunks keep them from spilling."""
     if _interpreting():
         return _pow2(NC, 16, 1024), _pow2(N, 16, 512), _pow2(Db, 16, 256)
+    if dtype == torch.float32:
+        return _pow2(NC, 16, 64), _pow2(N, 16, 64 if kind == "fwd" else 32), _pow2(Db, 16, 64 if kind == "dp" else 32)
     return _pow2(NC, 16, 64), _pow2(N, 16, 64), _pow2(Db, 16, 64)
+
+
+# Default num_warps, num_stages per kernel and 16-bit or fp32 storage, and the autotune candidates
+# ((BLOCK_Q, BLOCK_J, BLOCK_K or BLOCK_D), num_warps, num_stages; clipped like the defaults).
+_DEFAULT_WARPS = {("fwd", False): (4, 3), ("dp", False): (4, 3), ("dhe", False): (4, 3),
+                  ("fwd", True): (8, 3), ("dp", True): (8, 3), ("dhe", True): (4, 3)}
+_CANDIDATES = {
+    ("fwd", False): [(128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 32, 4, 4)],
+    ("dp", False): [(64, 64, 64, 8, 3), (128, 64, 64, 8, 3)],
+    ("dhe", False): [(64, 64, 64, 8, 3), (128, 64, 64, 8, 3)],
+    ("fwd", True): [(64, 32, 32, 4, 3)],
+    ("dp", True): [],
+    ("dhe", True): [(64, 32, 64, 8, 3)],
+}
+
+
+def _configs(kind: str, NC: int, N: int, Db: int, dtype: torch.dtype, arch: int) -> list:
+    """Launch configurations of the "fwd", "dp" or "dhe" kernel on sm_`arch`, the default first."""
+    names = ("BLOCK_Q", "BLOCK_J", "BLOCK_K" if kind == "fwd" else "BLOCK_D")
+    key = (kind, dtype == torch.float32)
+    caps = (_pow2(NC, 16, 1024), _pow2(N, 16, 1024), _pow2(Db, 16, 256))
+    return tile_configs(names, _blocks(NC, N, Db, dtype, kind), _DEFAULT_WARPS[key], _CANDIDATES[key], caps)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -182,23 +208,13 @@ def biaffine_pairs_forward(P: torch.Tensor, r: torch.Tensor, he: torch.Tensor) -
     """S[b,i,j,c] = P[b,i,c,:]·he[b,j,:] + r[b,i,c]. P [B,N,C,Db], r [B,N,C] (acc dtype), he [B,N,Db]."""
     B, N, C, Db = P.shape
     S = torch.empty((B, N, N, C), device=P.device, dtype=P.dtype)
-    BQ, BJ, BK = _blocks(N * C, N, Db)
-    grid = (triton.cdiv(N * C, BQ), triton.cdiv(N, BJ), B)
-    _biaffine_fwd_kernel[grid](
-        P,
-        r,
-        he,
-        S,
-        N,
-        C,
-        Db,
-        ACC=_tl_acc(P.dtype),
-        UPCAST=_upcast(P.dtype),
-        IEEE=_ieee(P.dtype),
-        BLOCK_Q=BQ,
-        BLOCK_J=BJ,
-        BLOCK_K=BK,
-        num_warps=4,
+    launch(
+        _biaffine_fwd_kernel,
+        lambda meta: (triton.cdiv(N * C, meta["BLOCK_Q"]), triton.cdiv(N, meta["BLOCK_J"]), B),
+        (P, r, he, S, N, C, Db),
+        dict(ACC=_tl_acc(P.dtype), UPCAST=_upcast(P.dtype), IEEE=_ieee(P.dtype)),
+        _configs("fwd", N * C, N, Db, P.dtype, _arch(P)),
+        key=("C", "Db"),
     )
     return S
 
@@ -212,38 +228,22 @@ def biaffine_pairs_backward(
     dP = torch.empty((B, N, C, Db), device=P.device, dtype=acc)
     dr = torch.empty((B, N, C), device=P.device, dtype=acc)
     dhe = torch.empty((B, N, Db), device=P.device, dtype=acc)
-    BQ, BJ, BK = _blocks(N * C, N, Db)
-    BD = BK
-    _biaffine_bwd_dp_kernel[(triton.cdiv(N * C, BQ), triton.cdiv(Db, BD), B)](
-        dS,
-        he,
-        dP,
-        dr,
-        N,
-        C,
-        Db,
-        ACC=_tl_acc(P.dtype),
-        UPCAST=_upcast(P.dtype),
-        IEEE=_ieee(P.dtype),
-        BLOCK_Q=BQ,
-        BLOCK_J=BJ,
-        BLOCK_D=BD,
-        num_warps=4,
+    consts = dict(ACC=_tl_acc(P.dtype), UPCAST=_upcast(P.dtype), IEEE=_ieee(P.dtype))
+    launch(
+        _biaffine_bwd_dp_kernel,
+        lambda meta: (triton.cdiv(N * C, meta["BLOCK_Q"]), triton.cdiv(Db, meta["BLOCK_D"]), B),
+        (dS, he, dP, dr, N, C, Db),
+        consts,
+        _configs("dp", N * C, N, Db, P.dtype, _arch(P)),
+        key=("C", "Db"),
     )
-    _biaffine_bwd_dhe_kernel[(triton.cdiv(N, BJ), triton.cdiv(Db, BD), B)](
-        dS,
-        P,
-        dhe,
-        N,
-        C,
-        Db,
-        ACC=_tl_acc(P.dtype),
-        UPCAST=_upcast(P.dtype),
-        IEEE=_ieee(P.dtype),
-        BLOCK_J=BJ,
-        BLOCK_Q=BQ,
-        BLOCK_D=BD,
-        num_warps=4,
+    launch(
+        _biaffine_bwd_dhe_kernel,
+        lambda meta: (triton.cdiv(N, meta["BLOCK_J"]), triton.cdiv(Db, meta["BLOCK_D"]), B),
+        (dS, P, dhe, N, C, Db),
+        consts,
+        _configs("dhe", N * C, N, Db, P.dtype, _arch(P)),
+        key=("C", "Db"),
     )
     return dP, dr, dhe
 

@@ -21,7 +21,6 @@ the launchers pick a few large tiles there and GPU-sized tiles otherwise.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +30,14 @@ import triton.language as tl
 from mclner.ops._autograd import no_double_backward
 from mclner.ops.cln_head import cln_prologue
 
+from ._common import _interpreting, launch
+
 __all__ = ["cln_head_triton"]
 
-_SQRT1_2 = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
+# Globals a compiled kernel reads must be constexprs (the interpreter accepts plain floats; a GPU
+# compile failed on them before kernels/_resources.py compiled these kernels).
+_SQRT1_2 = tl.constexpr(0.7071067811865476)
+_INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
 
 @triton.jit
@@ -161,29 +164,53 @@ def _cln_grid_bwd_kernel(
 # ----------------------------------------------------------------------------- launchers
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _pow2(x: int, lo: int = 16) -> int:
     return max(lo, triton.next_power_of_2(x))
 
 
-def _blocks(N: int, D: int, H: int, C: int, backward: bool) -> dict:
-    """Tile sizes. tl.dot needs every dimension ≥ 16 (C is padded to BLOCK_C)."""
+def _blocks(N: int, D: int, H: int, C: int, backward: bool, dtype: torch.dtype = torch.float32) -> dict:
+    """Default tile sizes. tl.dot needs every dimension ≥ 16 (C is padded to BLOCK_C)."""
     if _interpreting():
         # Few, large programs: the interpreter pays per program and per op, numpy does the rest.
         bj = min(_pow2(N), 128)
         bi = min(_pow2(N, 1), max(1, 4096 // bj))
         return dict(BLOCK_I=bi, BLOCK_J=bj, BLOCK_D=min(_pow2(D), 128), BLOCK_H=min(_pow2(H), 128),
                     BLOCK_C=_pow2(C))
-    # GPU: 64-128 pair rows per program keep the [rows, BLOCK_H] accumulators in registers.
+    # GPU: 64-128 pair rows per program keep the [rows, BLOCK_H] accumulators in registers; fp32
+    # weights (FMA dots, operands in registers) take a 32-wide H chunk forward so as not to spill.
     bj = min(_pow2(N), 32)
     if backward:
-        return dict(BLOCK_I=max(1, 64 // bj), BLOCK_J=bj, BLOCK_D=32, BLOCK_H=32, BLOCK_C=_pow2(C),
-                    num_warps=4)
-    return dict(BLOCK_I=max(1, 128 // bj), BLOCK_J=bj, BLOCK_D=32, BLOCK_H=64, BLOCK_C=_pow2(C),
-                num_warps=8)
+        return dict(BLOCK_I=max(1, 64 // bj), BLOCK_J=bj, BLOCK_D=32, BLOCK_H=32, BLOCK_C=_pow2(C))
+    bh = 32 if dtype == torch.float32 else 64
+    return dict(BLOCK_I=max(1, 128 // bj), BLOCK_J=bj, BLOCK_D=32, BLOCK_H=bh, BLOCK_C=_pow2(C))
+
+
+# Default num_warps, num_stages (forward / backward, 16-bit / fp32 weights) and autotune candidates
+# ((BLOCK_I·BLOCK_J pair rows, BLOCK_D, BLOCK_H), num_warps, num_stages).
+_DEFAULT_WARPS = {(False, False): (8, 3), (True, False): (4, 3), (False, True): (8, 3), (True, True): (8, 2)}
+_CANDIDATES = {
+    (False, False): [(64, 32, 64, 4, 3), (128, 64, 64, 8, 3), (128, 32, 32, 8, 3)],
+    (True, False): [(64, 32, 32, 8, 2), (64, 32, 32, 4, 2)],
+    (False, True): [],
+    (True, True): [],
+}
+
+
+def _configs(N: int, D: int, H: int, C: int, backward: bool, dtype: torch.dtype, blocks: dict | None = None) -> list:
+    """Launch configurations, the default (or the given `blocks`) first."""
+    key = (backward, dtype == torch.float32)
+    warps, stages = _DEFAULT_WARPS[key]
+    default = blocks or _blocks(N, D, H, C, backward, dtype)
+    out = [{**default, "num_warps": warps, "num_stages": stages}]
+    if blocks is not None or _interpreting():
+        return out
+    bj = default["BLOCK_J"]
+    for rows, bd, bh, w, s in _CANDIDATES[key]:
+        c = dict(BLOCK_I=max(1, rows // bj), BLOCK_J=bj, BLOCK_D=bd, BLOCK_H=bh, BLOCK_C=default["BLOCK_C"],
+                 num_warps=w, num_stages=s)
+        if c not in out:
+            out.append(c)
+    return out
 
 
 _TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64, torch.float16: tl.float16,
@@ -200,8 +227,8 @@ def _dot_args(dtype: torch.dtype) -> dict:
     return dict(PREC=prec, DOT=_TL_DTYPES[dtype])
 
 
-def _grid(B: int, N: int, blocks: dict) -> tuple[int, int, int]:
-    return (B, triton.cdiv(N, blocks["BLOCK_I"]), triton.cdiv(N, blocks["BLOCK_J"]))
+def _grid(B: int, N: int):
+    return lambda meta: (B, triton.cdiv(N, meta["BLOCK_I"]), triton.cdiv(N, meta["BLOCK_J"]))
 
 
 def _device_ctx(t: torch.Tensor):
@@ -214,10 +241,14 @@ def cln_grid_forward(gamma, n, u, W1, W2, b2, blocks: dict | None = None) -> tor
     B, N, D = gamma.shape
     H, C = W1.shape[0], W2.shape[0]
     S = torch.empty((B, N, N, C), device=gamma.device, dtype=W1.dtype)
-    blocks = blocks or _blocks(N, D, H, C, backward=False)
     with _device_ctx(gamma):
-        _cln_grid_fwd_kernel[_grid(B, N, blocks)](
-            gamma, n, u, W1, W2, b2, S, N, D, H, C, **_dot_args(W1.dtype), **blocks
+        launch(
+            _cln_grid_fwd_kernel,
+            _grid(B, N),
+            (gamma, n, u, W1, W2, b2, S, N, D, H, C),
+            _dot_args(W1.dtype),
+            _configs(N, D, H, C, False, W1.dtype, blocks),
+            key=("D", "H", "C"),
         )
     return S
 
@@ -232,11 +263,15 @@ def cln_grid_backward(gamma, n, u, W1, W2, dS, blocks: dict | None = None):
     dU = torch.zeros_like(u)
     dW1 = torch.zeros((H, D), device=gamma.device, dtype=acc)
     dW2 = torch.zeros((C, H), device=gamma.device, dtype=acc)
-    blocks = blocks or _blocks(N, D, H, C, backward=True)
     with _device_ctx(gamma):
-        _cln_grid_bwd_kernel[_grid(B, N, blocks)](
-            gamma, n, u, W1, W2, dS, dG, dN, dU, dW1, dW2, N, D, H, C,
-            **_dot_args(W1.dtype), **blocks,
+        launch(
+            _cln_grid_bwd_kernel,
+            _grid(B, N),
+            (gamma, n, u, W1, W2, dS, dG, dN, dU, dW1, dW2, N, D, H, C),
+            _dot_args(W1.dtype),
+            _configs(N, D, H, C, True, W1.dtype, blocks),
+            key=("D", "H", "C"),
+            reset=("dG", "dN", "dU", "dW1", "dW2"),  # atomically accumulated: zeroed before each timed run
         )
     return dG, dN, dU, dW1, dW2
 

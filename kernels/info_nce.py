@@ -23,51 +23,58 @@ import triton.language as tl
 
 from mclner.ops._autograd import no_double_backward
 
-from ._common import _acc_dtype, _ieee, _interpreting, _mma, _pow2, _tl_acc, _upcast
+from ._common import (
+    _acc_dtype,
+    _arch,
+    _ieee,
+    _interpreting,
+    _logits_tile,
+    _mma,
+    _pow2,
+    _tl_acc,
+    _upcast,
+    launch,
+    tile_configs,
+)
 
 
-def _blocks(M: int, P: int) -> Tuple[int, int, int, int]:
-    """(BLOCK_O own rows, BLOCK_T other rows, BLOCK_K logit chunk of P, BLOCK_D output chunk of P).
-    tl.dot needs every dim >= 16 on GPUs; the interpreter pays per program and per op, so there it
-    gets large tiles and the whole P at once. On a GPU P <= 128 is one output chunk, so the logits
-    are computed once per tile in the backward."""
+def _blocks(M: int, P: int, dtype: torch.dtype, kind: str) -> Tuple[int, int, int, int]:
+    """Default (BLOCK_O own rows, BLOCK_T other rows, BLOCK_K logit chunk of P, BLOCK_D output chunk
+    of P) of the "lse" or "bwd" kernel. tl.dot needs every dim >= 16 on GPUs; the interpreter pays per
+    program and per op, so there it gets large tiles and the whole P at once. On a GPU P <= 128 is one
+    output chunk, so the logits are computed once per tile in the backward; fp32 tiles are multiplied
+    by FMAs (IEEE, no tensor cores), whose operands live in registers: a 32-wide logit chunk (and 32
+    other rows in the backward) keeps them from spilling (kernels/_resources.py measures it)."""
     if _interpreting():
         full = _pow2(P, 16, 256)
         return _pow2(M, 16, 1024), _pow2(M, 16, 1024), full, full
+    if dtype == torch.float32:
+        return _pow2(M, 16, 64), _pow2(M, 16, 64 if kind == "lse" else 32), _pow2(P, 16, 32), _pow2(P, 16, 128)
     return _pow2(M, 16, 64), _pow2(M, 16, 64), _pow2(P, 16, 64), _pow2(P, 16, 128)
 
 
+# num_warps, num_stages of the default configuration, and the autotune candidates (BLOCK_O, BLOCK_T,
+# BLOCK_K, BLOCK_D, num_warps, num_stages; clipped to the problem like the defaults). All compile without
+# spills on sm_80 and sm_90 at the benchmark shapes (tests/ops/test_triton_compile.py, the full sweep in
+# scripts/gpu_resources.py); the 16-bit backward needs 8 warps for its [64, 128] fp32 accumulator.
+_DEFAULT_WARPS = {("lse", False): (4, 3), ("bwd", False): (8, 3), ("lse", True): (8, 3), ("bwd", True): (8, 2)}
+_CANDIDATES = {
+    ("lse", False): [(64, 64, 64, 0, 8, 3), (128, 128, 64, 0, 8, 2), (64, 64, 128, 0, 4, 2)],
+    ("bwd", False): [(64, 64, 32, 128, 8, 2), (64, 32, 64, 128, 4, 3), (128, 64, 64, 128, 8, 2)],
+    ("lse", True): [],
+    ("bwd", True): [],
+}
+
+
+def _configs(kind: str, M: int, P: int, dtype: torch.dtype, arch: int) -> list:
+    """Launch configurations of the "lse" or "bwd" kernel on sm_`arch`, the default first."""
+    names = ("BLOCK_O", "BLOCK_T", "BLOCK_K") + (("BLOCK_D",) if kind == "bwd" else ())
+    key = (kind, dtype == torch.float32)
+    caps = (_pow2(M, 16, 1024), _pow2(M, 16, 1024), _pow2(P, 16, 256), _pow2(P, 16, 256))
+    return tile_configs(names, _blocks(M, P, dtype, kind), _DEFAULT_WARPS[key], _CANDIDATES[key], caps)
+
+
 # ----------------------------------------------------------------------------- kernels
-
-
-@triton.jit
-def _logits_tile(
-    X_ptr,
-    Y_ptr,
-    o,
-    t,
-    om,
-    tm,
-    P,
-    inv_tau,
-    ACC: tl.constexpr,
-    UPCAST: tl.constexpr,
-    IEEE: tl.constexpr,
-    BLOCK_O: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    """l[o, t] = X[o]·Y[t] / τ for one [BLOCK_O, BLOCK_T] tile, accumulated over chunks of P."""
-    kk = tl.arange(0, BLOCK_K)
-    acc = tl.zeros([BLOCK_O, BLOCK_T], dtype=ACC)
-    for k0 in range(0, P, BLOCK_K):
-        k = k0 + kk
-        km = k < P
-        x = tl.load(X_ptr + o[:, None] * P + k[None, :], mask=om[:, None] & km[None, :], other=0.0)
-        # Y tile loaded already transposed ([K, T]) so the dot needs no tl.trans.
-        y = tl.load(Y_ptr + t[None, :] * P + k[:, None], mask=km[:, None] & tm[None, :], other=0.0)
-        acc = _mma(acc, x, y, ACC, UPCAST, IEEE)
-    return acc * inv_tau
 
 
 @triton.jit
@@ -177,12 +184,14 @@ def nce_lse(
     acc = _acc_dtype(X.dtype)
     lse = torch.empty(M, device=X.device, dtype=acc)
     pos = torch.empty(M, device=X.device, dtype=acc) if with_pos else lse
-    BO, BT, BK, _ = _blocks(M, P)
-    _nce_lse_kernel[(triton.cdiv(M, BO),)](
-        X, Y, lse, pos, M, P, 1.0 / temperature,
-        ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype), STORE_POS=with_pos,
-        BLOCK_O=BO, BLOCK_T=BT, BLOCK_K=BK, num_warps=4,
-    )  # fmt: skip
+    launch(
+        _nce_lse_kernel,
+        lambda meta: (triton.cdiv(M, meta["BLOCK_O"]),),
+        (X, Y, lse, pos, M, P, 1.0 / temperature),
+        dict(ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype), STORE_POS=with_pos),
+        _configs("lse", M, P, X.dtype, _arch(X)),
+        key=("P",),
+    )
     return lse, (pos if with_pos else None)
 
 
@@ -198,16 +207,20 @@ def nce_grad(
     """Gradient of the weighted losses with respect to the own rows X (see _nce_bwd_kernel)."""
     M, P = X.shape
     dX = torch.empty_like(X)
-    BO, BT, BK, BD = _blocks(M, P)
     some = lse_own if lse_own is not None else lse_oth
-    _nce_bwd_kernel[(triton.cdiv(M, BO), triton.cdiv(P, BD))](
-        X, Y,
-        lse_own if lse_own is not None else some, w_own if w_own is not None else some,
-        lse_oth if lse_oth is not None else some, w_oth if w_oth is not None else some,
-        dX, M, P, 1.0 / temperature,
-        ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype),
-        HAS_OWN=lse_own is not None, HAS_OTH=lse_oth is not None,
-        BLOCK_O=BO, BLOCK_T=BT, BLOCK_K=BK, BLOCK_D=BD, num_warps=4,
+    launch(
+        _nce_bwd_kernel,
+        lambda meta: (triton.cdiv(M, meta["BLOCK_O"]), triton.cdiv(P, meta["BLOCK_D"])),
+        (
+            X, Y,
+            lse_own if lse_own is not None else some, w_own if w_own is not None else some,
+            lse_oth if lse_oth is not None else some, w_oth if w_oth is not None else some,
+            dX, M, P, 1.0 / temperature,
+        ),
+        dict(ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype),
+             HAS_OWN=lse_own is not None, HAS_OTH=lse_oth is not None),
+        _configs("bwd", M, P, X.dtype, _arch(X)),
+        key=("P",),
     )  # fmt: skip
     return dX
 

@@ -27,50 +27,54 @@ import triton.language as tl
 from mclner.ops._autograd import no_double_backward
 from mclner.ops.sup_con import anchor_weights, compact_labels, loss_from_stats
 
-from ._common import _acc_dtype, _ieee, _interpreting, _mma, _pow2, _tl_acc, _upcast
+from ._common import (
+    _acc_dtype,
+    _arch,
+    _ieee,
+    _interpreting,
+    _logits_tile,
+    _mma,
+    _pow2,
+    _tl_acc,
+    _upcast,
+    launch,
+    tile_configs,
+)
 
 OP = "sup_con"
 
 
-def _blocks(M: int, N: int, P: int) -> Tuple[int, int, int, int]:
-    """(BLOCK_O own rows, BLOCK_T other rows, BLOCK_K logit chunk of P, BLOCK_D output chunk of P), as
-    for info_nce: large tiles and the whole P at once in the interpreter, tl.dot-friendly ones on a GPU."""
+def _blocks(M: int, N: int, P: int, dtype: torch.dtype, kind: str) -> Tuple[int, int, int, int]:
+    """Default (BLOCK_O own rows, BLOCK_T other rows, BLOCK_K logit chunk of P, BLOCK_D output chunk of
+    P) of the "stats" or "bwd" kernel, as for info_nce: large tiles and the whole P at once in the
+    interpreter, tl.dot-friendly ones on a GPU, narrower fp32 (FMA) tiles that do not spill."""
     if _interpreting():
         full = _pow2(P, 16, 256)
         return _pow2(M, 16, 1024), _pow2(N, 16, 1024), full, full
+    if dtype == torch.float32:  # its label masks cost registers: 32 other rows, and 32 own rows backward
+        return _pow2(M, 16, 64 if kind == "stats" else 32), _pow2(N, 16, 32), _pow2(P, 16, 32), _pow2(P, 16, 128)
     return _pow2(M, 16, 64), _pow2(N, 16, 64), _pow2(P, 16, 64), _pow2(P, 16, 128)
 
 
+# Default num_warps, num_stages and autotune candidates, as in kernels/info_nce.py (checked the same way).
+_DEFAULT_WARPS = {("stats", False): (4, 3), ("bwd", False): (8, 3), ("stats", True): (8, 3), ("bwd", True): (8, 2)}
+_CANDIDATES = {
+    ("stats", False): [(128, 64, 64, 0, 8, 3), (64, 64, 64, 0, 8, 3), (64, 64, 128, 0, 4, 2)],
+    ("bwd", False): [(64, 64, 32, 128, 8, 2), (64, 32, 64, 128, 4, 3)],
+    ("stats", True): [(64, 64, 32, 0, 8, 2)],
+    ("bwd", True): [(64, 32, 32, 64, 8, 2)],
+}
+
+
+def _configs(kind: str, M: int, N: int, P: int, dtype: torch.dtype, arch: int) -> list:
+    """Launch configurations of the "stats" or "bwd" kernel on sm_`arch`, the default first."""
+    names = ("BLOCK_O", "BLOCK_T", "BLOCK_K") + (("BLOCK_D",) if kind == "bwd" else ())
+    key = (kind, dtype == torch.float32)
+    caps = (_pow2(M, 16, 1024), _pow2(N, 16, 1024), _pow2(P, 16, 256), _pow2(P, 16, 256))
+    return tile_configs(names, _blocks(M, N, P, dtype, kind), _DEFAULT_WARPS[key], _CANDIDATES[key], caps)
+
+
 # ----------------------------------------------------------------------------- kernels
-
-
-@triton.jit
-def _logits_tile(
-    X_ptr,
-    Y_ptr,
-    o,
-    t,
-    om,
-    tm,
-    P,
-    inv_tau,
-    ACC: tl.constexpr,
-    UPCAST: tl.constexpr,
-    IEEE: tl.constexpr,
-    BLOCK_O: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    """l[o, t] = X[o]·Y[t] / τ for one [BLOCK_O, BLOCK_T] tile, accumulated over chunks of P."""
-    kk = tl.arange(0, BLOCK_K)
-    acc = tl.zeros([BLOCK_O, BLOCK_T], dtype=ACC)
-    for k0 in range(0, P, BLOCK_K):
-        k = k0 + kk
-        km = k < P
-        x = tl.load(X_ptr + o[:, None] * P + k[None, :], mask=om[:, None] & km[None, :], other=0.0)
-        y = tl.load(Y_ptr + t[None, :] * P + k[:, None], mask=km[:, None] & tm[None, :], other=0.0)
-        acc = _mma(acc, x, y, ACC, UPCAST, IEEE)
-    return acc * inv_tau
 
 
 @triton.jit
@@ -203,12 +207,14 @@ def sc_stats(
     N = Y.shape[0]
     acc = _acc_dtype(X.dtype)
     lse, pos, cnt = (torch.empty(M, device=X.device, dtype=acc) for _ in range(3))
-    BO, BT, BK, _ = _blocks(M, N, P)
-    _sc_stats_kernel[(triton.cdiv(M, BO),)](
-        X, Y, lx, ly, lse, pos, cnt, M, N, P, 1.0 / temperature,
-        ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype), ONE_SET=one_set,
-        BLOCK_O=BO, BLOCK_T=BT, BLOCK_K=BK, num_warps=4,
-    )  # fmt: skip
+    launch(
+        _sc_stats_kernel,
+        lambda meta: (triton.cdiv(M, meta["BLOCK_O"]),),
+        (X, Y, lx, ly, lse, pos, cnt, M, N, P, 1.0 / temperature),
+        dict(ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype), ONE_SET=one_set),
+        _configs("stats", M, N, P, X.dtype, _arch(X)),
+        key=("P",),
+    )
     return lse, pos, cnt
 
 
@@ -226,15 +232,17 @@ def sc_grad(
     M, P = X.shape
     N = Y.shape[0]
     dX = torch.empty_like(X)
-    BO, BT, BK, BD = _blocks(M, N, P)
     some = row if row is not None else col
     r = row if row is not None else some
     c = col if col is not None else some
-    _sc_bwd_kernel[(triton.cdiv(M, BO), triton.cdiv(P, BD))](
-        X, Y, lx, ly, *r, *c, dX, M, N, P, 1.0 / temperature,
-        ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype), ONE_SET=one_set,
-        ROW=row is not None, COL=col is not None,
-        BLOCK_O=BO, BLOCK_T=BT, BLOCK_K=BK, BLOCK_D=BD, num_warps=4,
+    launch(
+        _sc_bwd_kernel,
+        lambda meta: (triton.cdiv(M, meta["BLOCK_O"]), triton.cdiv(P, meta["BLOCK_D"])),
+        (X, Y, lx, ly, *r, *c, dX, M, N, P, 1.0 / temperature),
+        dict(ACC=_tl_acc(X.dtype), UPCAST=_upcast(X.dtype), IEEE=_ieee(X.dtype), ONE_SET=one_set,
+             ROW=row is not None, COL=col is not None),
+        _configs("bwd", M, N, P, X.dtype, _arch(X)),
+        key=("P",),
     )  # fmt: skip
     return dX
 

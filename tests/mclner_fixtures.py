@@ -66,7 +66,7 @@ def synthetic_zh(n: int, seed: int = 1, labelled: bool = True) -> list:
 
 def tiny_tokenizer():
     """A WordPiece tokenizer over the synthetic vocabulary (every character too), built offline."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -75,6 +75,7 @@ def tiny_tokenizer():
     vocab = specials + words + chars + ["##" + c for c in chars if c.isascii()]
     tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()  # as a real BERT tokenizer (older pipelines join pieces with it)
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )

@@ -18,6 +18,7 @@
 #include "mclner/biaffine_tile.h"
 #include "mclner/common.h"
 #include "mclner/cpu_isa.h"
+#include "mclner/op_checks.h"
 
 namespace py = pybind11;
 
@@ -53,10 +54,7 @@ Strides4 strides4(const std::vector<int64_t>& s, const char* arg) {
 }
 
 Dims check_dims(int64_t B, int64_t N, int64_t Db, int64_t C, int dtype, int num_threads) {
-  require_positive(B, kOp, "B");
-  require_positive(N, kOp, "N");
-  require_positive(Db, kOp, "Db");
-  require_positive(C, kOp, "C");
+  checks::biaffine_sizes(kOp, B, N, Db, C);
   require_positive(num_threads, kOp, "num_threads");
   require(dtype == int(DType::Float32) || dtype == int(DType::Float64),
           std::string(kOp) + ": argument 'dtype' must be float32 (0) or float64 (1) on the CPU, got " +
@@ -325,10 +323,7 @@ void forward(std::uintptr_t P, const std::vector<int64_t>& P_strides, std::uintp
              std::uintptr_t S, int64_t B, int64_t N, int64_t Db, int64_t C, int dtype, int num_threads, int isa) {
   const Dims d = check_dims(B, N, Db, C, dtype, num_threads);
   const int level = cpu_isa::resolve(kOp, isa);
-  require_ptr(P, kOp, "P");
-  require_ptr(r, kOp, "r");
-  require_ptr(he, kOp, "he");
-  require_ptr(S, kOp, "S");
+  checks::biaffine_forward_ptrs(kOp, P, r, he, S);
   const Strides4 sP = strides4(P_strides, "P_strides");
   const Strides3 sR = strides3(r_strides, "r_strides");
   const Strides3 sHe = strides3(he_strides, "he_strides");
@@ -347,19 +342,10 @@ void backward(std::uintptr_t dS, const std::vector<int64_t>& dS_strides, std::ui
               int dtype, int num_threads, bool need_dP, bool need_dhe, int isa) {
   const Dims d = check_dims(B, N, Db, C, dtype, num_threads);
   const int level = cpu_isa::resolve(kOp, isa);
-  require_ptr(dS, kOp, "dS");
+  checks::biaffine_backward_ptrs(kOp, dS, P, he, dP, dr, dhe, need_dP, need_dhe);
   const Strides4 sdS = strides4(dS_strides, "dS_strides");
   const Strides4 sP = strides4(P_strides, "P_strides");
   const Strides3 sHe = strides3(he_strides, "he_strides");
-  if (need_dP) {
-    require_ptr(he, kOp, "he");
-    require_ptr(dP, kOp, "dP");
-    require_ptr(dr, kOp, "dr");
-  }
-  if (need_dhe) {
-    require_ptr(P, kOp, "P");
-    require_ptr(dhe, kOp, "dhe");
-  }
   py::gil_scoped_release nogil;
   if (dtype == int(DType::Float32)) {
     const auto mk = biaffine::select_micro<float>(level);

@@ -28,6 +28,7 @@
 #include "mclner/cln_gemm.h"
 #include "mclner/cln_head_tile.h"
 #include "mclner/common.h"
+#include "mclner/op_checks.h"
 #include "mclner/cpu_isa.h"
 #include "mclner/ordered_chunks.h"
 
@@ -337,11 +338,7 @@ void backward_impl(Problem<T> p, const T* dS, T* dgamma, T* du, T* dn, T* dW1, T
 }
 
 void check_sizes(int64_t B, int64_t N, int64_t D, int64_t H, int64_t C, int dtype, int threads) {
-  require_positive(B, OP, "B");
-  require_positive(N, OP, "N");
-  require_positive(D, OP, "D");
-  require_positive(H, OP, "H");
-  require_positive(C, OP, "C");
+  checks::cln_head_sizes(OP, B, N, D, H, C);
   require_positive(threads, OP, "num_threads");
   require(dtype == int(DType::Float32) || dtype == int(DType::Float64),
           std::string(OP) + ": argument 'dtype' must be float32 (0) or float64 (1) on the CPU, got code " +
@@ -370,13 +367,7 @@ Problem<T> make_problem(std::uintptr_t gamma, std::uintptr_t u, std::uintptr_t n
 void forward(std::uintptr_t gamma, std::uintptr_t u, std::uintptr_t n, std::uintptr_t W1, std::uintptr_t W2,
              std::uintptr_t b2, std::uintptr_t S, int64_t B, int64_t N, int64_t D, int64_t H, int64_t C,
              int dtype, int threads, int isa) {
-  require_ptr(gamma, OP, "gamma");
-  require_ptr(u, OP, "u");
-  require_ptr(n, OP, "n");
-  require_ptr(W1, OP, "W1");
-  require_ptr(W2, OP, "W2");
-  require_ptr(b2, OP, "b2");
-  require_ptr(S, OP, "S");
+  checks::cln_head_forward_ptrs(OP, gamma, u, n, W1, W2, b2, S);
   check_sizes(B, N, D, H, C, dtype, threads);
   const int code = cpu_isa::resolve(OP, isa);
   py::gil_scoped_release nogil;
@@ -392,17 +383,7 @@ void backward(std::uintptr_t gamma, std::uintptr_t u, std::uintptr_t n, std::uin
               std::uintptr_t dS, std::uintptr_t dgamma, std::uintptr_t du, std::uintptr_t dn, std::uintptr_t dW1,
               std::uintptr_t dW2, int64_t B, int64_t N, int64_t D, int64_t H, int64_t C, int dtype, int threads,
               int isa) {
-  require_ptr(gamma, OP, "gamma");
-  require_ptr(u, OP, "u");
-  require_ptr(n, OP, "n");
-  require_ptr(W1, OP, "W1");
-  require_ptr(W2, OP, "W2");
-  require_ptr(dS, OP, "dS");
-  require_ptr(dgamma, OP, "dgamma");
-  require_ptr(du, OP, "du");
-  require_ptr(dn, OP, "dn");
-  require_ptr(dW1, OP, "dW1");
-  require_ptr(dW2, OP, "dW2");
+  checks::cln_head_backward_ptrs(OP, gamma, u, n, W1, W2, dS, dgamma, du, dn, dW1, dW2);
   check_sizes(B, N, D, H, C, dtype, threads);
   const int code = cpu_isa::resolve(OP, isa);
   py::gil_scoped_release nogil;

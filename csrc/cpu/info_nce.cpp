@@ -35,6 +35,7 @@
 #include "mclner/common.h"
 #include "mclner/cpu_isa.h"
 #include "mclner/info_nce_tile.h"
+#include "mclner/op_checks.h"
 #include "mclner/ordered_chunks.h"
 
 namespace py = pybind11;
@@ -270,20 +271,10 @@ void backward_impl(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, 
 
 void validate(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int64_t M, int64_t P, int dtype,
               double temperature, bool symmetric, int reduction, std::uintptr_t col_lse, int num_threads) {
-  require_ptr(a, kOp, "a");
-  require_ptr(b, kOp, "b");
-  require_positive(M, kOp, "M");
-  require_positive(P, kOp, "P");
-  require(lda >= P, std::string(kOp) + ": argument 'lda' must be >= P, got " + std::to_string(lda));
-  require(ldb >= P, std::string(kOp) + ": argument 'ldb' must be >= P, got " + std::to_string(ldb));
+  checks::info_nce_views(kOp, a, lda, b, ldb, M, P);
   require(dtype == static_cast<int>(DType::Float32) || dtype == static_cast<int>(DType::Float64),
           std::string(kOp) + ": argument 'dtype' must be float32 or float64 on the CPU, got " + dtype_name(dtype));
-  require_finite(temperature, kOp, "temperature");
-  require(temperature > 0.0,
-          std::string(kOp) + ": argument 'temperature' must be positive, got " + std::to_string(temperature));
-  require(reduction >= info_nce::kMean && reduction <= info_nce::kNone,
-          std::string(kOp) + ": argument 'reduction' must be 0 (mean), 1 (sum) or 2 (none), got " +
-              std::to_string(reduction));
+  checks::info_nce_scalars(kOp, temperature, reduction, info_nce::kMean, info_nce::kNone);
   if (symmetric) require_ptr(col_lse, kOp, "col_lse");
   require_positive(num_threads, kOp, "num_threads");
 }
@@ -312,10 +303,8 @@ void backward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int6
               double temperature, bool symmetric, int reduction, std::uintptr_t grad, std::uintptr_t row_lse,
               std::uintptr_t col_lse, std::uintptr_t da, std::uintptr_t db, int num_threads, int isa) {
   validate(a, lda, b, ldb, M, P, dtype, temperature, symmetric, reduction, col_lse, num_threads);
-  require_ptr(grad, kOp, "grad");
+  checks::info_nce_backward_ptrs(kOp, grad, da, db);
   require_ptr(row_lse, kOp, "row_lse");
-  require_ptr(da, kOp, "da");
-  require_ptr(db, kOp, "db");
   const int threads = thread_count(num_threads);
   const int level = cpu_isa::resolve(kOp, isa);
   py::gil_scoped_release nogil;

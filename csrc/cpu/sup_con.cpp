@@ -30,6 +30,7 @@
 
 #include "mclner/common.h"
 #include "mclner/cpu_isa.h"
+#include "mclner/op_checks.h"
 #include "mclner/sup_con_tile.h"
 
 namespace py = pybind11;
@@ -217,26 +218,22 @@ void validate(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int6
               int num_threads) {
   require_ptr(x, kOp, "x");
   require_ptr(lab_x, kOp, "lab_x");
-  require_positive(M, kOp, "M");
-  require_positive(N, kOp, "N");
-  require_positive(P, kOp, "P");
-  require(ldx >= P, std::string(kOp) + ": argument 'ldx' must be >= P, got " + std::to_string(ldx));
+  checks::sup_con_sizes(kOp, M, N, P);
+  checks::row_stride(kOp, "ldx", ldx, P);
   if (one_set) {
     require(N == M, std::string(kOp) + ": one-set form needs N == M, got N = " + std::to_string(N) +
                         ", M = " + std::to_string(M));
   } else {
     require_ptr(y, kOp, "y");
     require_ptr(lab_y, kOp, "lab_y");
-    require(ldy >= P, std::string(kOp) + ": argument 'ldy' must be >= P, got " + std::to_string(ldy));
+    checks::row_stride(kOp, "ldy", ldy, P);
   }
   require(dtype == static_cast<int>(DType::Float32) || dtype == static_cast<int>(DType::Float64),
           std::string(kOp) + ": argument 'dtype' must be float32 or float64 on the CPU, got " + dtype_name(dtype));
   // Label ids are compared as T: float32 holds every id below 2^24 exactly.
   require(M + N < (int64_t(1) << 24), std::string(kOp) + ": M + N must be below 2^24 on the CPU, got " +
                                           std::to_string(M + N));
-  require_finite(temperature, kOp, "temperature");
-  require(temperature > 0.0,
-          std::string(kOp) + ": argument 'temperature' must be positive, got " + std::to_string(temperature));
+  checks::temperature(kOp, temperature);
   require_positive(num_threads, kOp, "num_threads");
 }
 
@@ -244,9 +241,7 @@ void forward(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int64
              int dtype, double temperature, bool one_set, std::uintptr_t lab_x, std::uintptr_t lab_y,
              std::uintptr_t lse, std::uintptr_t pos, std::uintptr_t cnt, int num_threads, int isa) {
   validate(x, ldx, y, ldy, M, N, P, dtype, temperature, one_set, lab_x, lab_y, num_threads);
-  require_ptr(lse, kOp, "lse");
-  require_ptr(pos, kOp, "pos");
-  require_ptr(cnt, kOp, "cnt");
+  checks::sup_con_forward_ptrs(kOp, lse, pos, cnt);
   const int threads = thread_count(num_threads);
   const int level = cpu_isa::resolve(kOp, isa);
   const auto lx = reinterpret_cast<const int32_t*>(lab_x);
@@ -269,20 +264,9 @@ void backward(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int6
               std::uintptr_t w_y, std::uintptr_t c_y, std::uintptr_t lse_y, std::uintptr_t dx, int num_threads,
               int isa) {
   validate(x, ldx, y, ldy, M, N, P, dtype, temperature, one_set, lab_x, lab_y, num_threads);
-  require(row_terms || col_terms, std::string(kOp) + ": at least one of 'row_terms', 'col_terms' must be set");
-  if (row_terms) {
-    require_ptr(w_x, kOp, "w_x");
-    require_ptr(c_x, kOp, "c_x");
-    require_ptr(lse_x, kOp, "lse_x");
-  }
-  if (col_terms) {
-    require_ptr(w_y, kOp, "w_y");
-    require_ptr(c_y, kOp, "c_y");
-    require_ptr(lse_y, kOp, "lse_y");
-  }
+  checks::sup_con_backward_ptrs(kOp, row_terms, col_terms, w_x, c_x, lse_x, w_y, c_y, lse_y, dx);
   require(!(one_set && row_terms && col_terms) || (w_x == w_y && c_x == c_y && lse_x == lse_y),
           std::string(kOp) + ": one-set form with both terms needs the same anchor arrays for x and y");
-  require_ptr(dx, kOp, "dx");
   const int threads = thread_count(num_threads);
   const int level = cpu_isa::resolve(kOp, isa);
   const auto lx = reinterpret_cast<const int32_t*>(lab_x);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "mclner/common.h"
+#include "mclner/op_checks.h"
 
 namespace py = pybind11;
 
@@ -32,10 +33,7 @@ void check_strides(const std::vector<int64_t>& s, size_t n, const char* arg) {
 }
 
 void check_common(int64_t B, int64_t N, int64_t Db, int64_t C, int dtype, int device) {
-  require_positive(B, kOp, "B");
-  require_positive(N, kOp, "N");
-  require_positive(Db, kOp, "Db");
-  require_positive(C, kOp, "C");
+  checks::biaffine_sizes(kOp, B, N, Db, C);
   require(device >= 0, std::string(kOp) + ": argument 'device' must be a CUDA device index, got " +
                            std::to_string(device));
   require(dtype == int(DType::Float32) || dtype == int(DType::Float16) || dtype == int(DType::BFloat16),
@@ -49,10 +47,7 @@ void forward(std::uintptr_t P, const std::vector<int64_t>& P_strides, std::uintp
              std::uintptr_t S, int64_t B, int64_t N, int64_t Db, int64_t C, int dtype, int device,
              std::uintptr_t stream) {
   check_common(B, N, Db, C, dtype, device);
-  require_ptr(P, kOp, "P");
-  require_ptr(r, kOp, "r");
-  require_ptr(he, kOp, "he");
-  require_ptr(S, kOp, "S");
+  checks::biaffine_forward_ptrs(kOp, P, r, he, S);
   check_strides(P_strides, 4, "P_strides");
   check_strides(r_strides, 3, "r_strides");
   check_strides(he_strides, 3, "he_strides");
@@ -66,19 +61,10 @@ void backward(std::uintptr_t dS, const std::vector<int64_t>& dS_strides, std::ui
               std::uintptr_t dP, std::uintptr_t dr, std::uintptr_t dhe, int64_t B, int64_t N, int64_t Db, int64_t C,
               int dtype, int device, std::uintptr_t stream, bool need_dP, bool need_dhe) {
   check_common(B, N, Db, C, dtype, device);
-  require_ptr(dS, kOp, "dS");
+  checks::biaffine_backward_ptrs(kOp, dS, P, he, dP, dr, dhe, need_dP, need_dhe);
   check_strides(dS_strides, 4, "dS_strides");
   check_strides(P_strides, 4, "P_strides");
   check_strides(he_strides, 3, "he_strides");
-  if (need_dP) {
-    require_ptr(he, kOp, "he");
-    require_ptr(dP, kOp, "dP");
-    require_ptr(dr, kOp, "dr");
-  }
-  if (need_dhe) {
-    require_ptr(P, kOp, "P");
-    require_ptr(dhe, kOp, "dhe");
-  }
   py::gil_scoped_release nogil;
   biaffine_cuda_backward(dS, dS_strides.data(), P, P_strides.data(), he, he_strides.data(), dP, dr, dhe, B, N, Db, C,
                          dtype, device, stream, need_dP, need_dhe);

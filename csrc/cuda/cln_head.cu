@@ -203,8 +203,11 @@ struct EpiAtomic {  // split-K weight gradients
   __device__ __forceinline__ void operator()(int64_t r, int64_t c, float v) const { atomicAdd(out + r * ld + c, v); }
 };
 
+// The minimum of 2 blocks per SM (<= 128 registers a thread) is what keeps nvcc 13's ptxas from
+// spilling the 16-bit dS loader on sm_90 (with the thread count alone it capped the kernel at 64
+// registers and spilled 24 bytes; scripts/gpu_resources.py reads it from the built module).
 template <bool AR, bool BC, class LA, class LB, class EP>
-__global__ void __launch_bounds__(THREADS) gemm_kernel(int64_t M, int64_t Nc, int64_t K, int64_t kslice, LA la,
+__global__ void __launch_bounds__(THREADS, 2) gemm_kernel(int64_t M, int64_t Nc, int64_t K, int64_t kslice, LA la,
                                                        LB lb, EP ep) {
   tile_gemm<AR, BC>(M, Nc, K, kslice, la, lb, ep);
 }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "mclner/common.h"
+#include "mclner/op_checks.h"
 
 namespace py = pybind11;
 
@@ -23,11 +24,7 @@ namespace {
 constexpr const char* OP = "cln_head";
 
 void check_common(int64_t B, int64_t N, int64_t D, int64_t H, int64_t C, int64_t chunk, int dtype, int device) {
-  require_positive(B, OP, "B");
-  require_positive(N, OP, "N");
-  require_positive(D, OP, "D");
-  require_positive(H, OP, "H");
-  require_positive(C, OP, "C");
+  checks::cln_head_sizes(OP, B, N, D, H, C);
   require_positive(chunk, OP, "chunk");
   require(chunk <= N, std::string(OP) + ": argument 'chunk' must be <= N, got " + std::to_string(chunk));
   require(dtype == int(DType::Float32) || dtype == int(DType::BFloat16) || dtype == int(DType::Float16),
@@ -45,13 +42,7 @@ T* ptr(std::uintptr_t p) {
 void forward(std::uintptr_t gamma, std::uintptr_t u, std::uintptr_t n, std::uintptr_t W1, std::uintptr_t W2,
              std::uintptr_t b2, std::uintptr_t S, std::uintptr_t ws, int64_t B, int64_t N, int64_t D, int64_t H,
              int64_t C, int64_t chunk, int dtype, int device, std::uintptr_t stream) {
-  require_ptr(gamma, OP, "gamma");
-  require_ptr(u, OP, "u");
-  require_ptr(n, OP, "n");
-  require_ptr(W1, OP, "W1");
-  require_ptr(W2, OP, "W2");
-  require_ptr(b2, OP, "b2");
-  require_ptr(S, OP, "S");
+  checks::cln_head_forward_ptrs(OP, gamma, u, n, W1, W2, b2, S);
   require_ptr(ws, OP, "workspace");
   check_common(B, N, D, H, C, chunk, dtype, device);
   py::gil_scoped_release nogil;
@@ -64,17 +55,7 @@ void backward(std::uintptr_t gamma, std::uintptr_t u, std::uintptr_t n, std::uin
               std::uintptr_t dS, std::uintptr_t dgamma, std::uintptr_t du, std::uintptr_t dn, std::uintptr_t dW1,
               std::uintptr_t dW2, std::uintptr_t ws, int64_t B, int64_t N, int64_t D, int64_t H, int64_t C,
               int64_t chunk, int dtype, int device, std::uintptr_t stream) {
-  require_ptr(gamma, OP, "gamma");
-  require_ptr(u, OP, "u");
-  require_ptr(n, OP, "n");
-  require_ptr(W1, OP, "W1");
-  require_ptr(W2, OP, "W2");
-  require_ptr(dS, OP, "dS");
-  require_ptr(dgamma, OP, "dgamma");
-  require_ptr(du, OP, "du");
-  require_ptr(dn, OP, "dn");
-  require_ptr(dW1, OP, "dW1");
-  require_ptr(dW2, OP, "dW2");
+  checks::cln_head_backward_ptrs(OP, gamma, u, n, W1, W2, dS, dgamma, du, dn, dW1, dW2);
   require_ptr(ws, OP, "workspace");
   check_common(B, N, D, H, C, chunk, dtype, device);
   py::gil_scoped_release nogil;

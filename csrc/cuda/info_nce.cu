@@ -11,7 +11,8 @@
 //   grad_kernel  : dX_i = s·Σ_j dlogit_ij Y_j with dlogit from the saved lse (recomputed tiles),
 //                  accumulated in an fp32 workspace row block owned by the block; finish_kernel
 //                  converts. da = grad(X=a, Y=b), db = grad(X=b, Y=a).
-// The per-element arithmetic (online LSE, dlogit, row loss, upstream weight) is the shared
+// The logit tiles and the gradient sweep are csrc/include/mclner/pair_tiles.cuh (shared with
+// sup_con.cu); the per-element arithmetic (online LSE, dlogit, row loss, upstream weight) is the shared
 // csrc/include/mclner/info_nce_tile.h that the CPU kernels run too.
 #include <cstdint>
 #include <stdexcept>
@@ -20,6 +21,7 @@
 #include "mclner/common.h"
 #include "mclner/cuda_common.cuh"
 #include "mclner/info_nce_tile.h"
+#include "mclner/pair_tiles.cuh"
 
 namespace mclner {
 namespace {
@@ -28,44 +30,15 @@ using info_nce::OnlineLse;
 
 constexpr const char* kOp = "info_nce";
 
-constexpr int kTile = 32;      // rows of X per block = rows of Y per tile = P chunk
-constexpr int kThreads = 256;  // 32 rows × 8 threads; each thread holds 4 columns of its row
-constexpr int kCols = kTile / (kThreads / kTile);  // 4
+using pair_tiles::kCols;
+using pair_tiles::kThreads;
+using pair_tiles::kTile;
+using pair_tiles::blocks_for;
+using pair_tiles::finish_kernel;
+using pair_tiles::logits_tile;
 
 using cuda::from_f;
 using cuda::to_f;
-
-// Loads rows [r0, r0 + kTile) × features [p0, p0 + kTile) of Z (row stride ld) as fp32, zeros outside.
-template <class T>
-__device__ __forceinline__ void load_chunk(float (*dst)[kTile + 1], const T* __restrict__ Z, int64_t ld, int64_t M,
-                                           int64_t P, int64_t r0, int64_t p0) {
-  for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
-    const int r = e / kTile, c = e % kTile;
-    const int64_t row = r0 + r, col = p0 + c;
-    dst[r][c] = (row < M && col < P) ? to_f(Z[row * ld + col]) : 0.0f;
-  }
-}
-
-// S[q] = s·X_{i0+ty}·Y_{j0+tx+8q} for this thread's row ty and its kCols columns.
-template <class T>
-__device__ __forceinline__ void logits_tile(float (*Xs)[kTile + 1], float (*Ys)[kTile + 1], const T* __restrict__ X,
-                                            int64_t ldx, const T* __restrict__ Y, int64_t ldy, int64_t M, int64_t P,
-                                            int64_t i0, int64_t j0, float s, float S[kCols]) {
-  const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
-  for (int q = 0; q < kCols; ++q) S[q] = 0.0f;
-  for (int64_t p0 = 0; p0 < P; p0 += kTile) {
-    __syncthreads();  // previous users of Xs/Ys are done
-    load_chunk(Xs, X, ldx, M, P, i0, p0);
-    load_chunk(Ys, Y, ldy, M, P, j0, p0);
-    __syncthreads();
-#pragma unroll 8
-    for (int k = 0; k < kTile; ++k) {
-      const float x = Xs[ty][k];
-      for (int q = 0; q < kCols; ++q) S[q] += x * Ys[tx + 8 * q][k];
-    }
-  }
-  for (int q = 0; q < kCols; ++q) S[q] *= s;
-}
 
 // Merges the 8 per-thread states of one row (8 consecutive lanes of a warp).
 __device__ __forceinline__ OnlineLse<float> merge_row(OnlineLse<float> st) {
@@ -88,7 +61,7 @@ __global__ void __launch_bounds__(kThreads) lse_kernel(const T* __restrict__ X, 
   OnlineLse<float> st = info_nce::lse_empty<float>();
   float S[kCols];
   for (int64_t j0 = 0; j0 < M; j0 += kTile) {
-    logits_tile(Xs, Ys, X, ldx, Y, ldy, M, P, i0, j0, s, S);
+    logits_tile(Xs, Ys, X, ldx, Y, ldy, M, M, P, i0, j0, s, S);
     for (int q = 0; q < kCols; ++q)
       if (j0 + tx + 8 * q < M) info_nce::lse_push(st, S[q]);
   }
@@ -152,58 +125,19 @@ __global__ void __launch_bounds__(kThreads) grad_kernel(const T* __restrict__ X,
   __shared__ float Xs[kTile][kTile + 1];
   __shared__ float Ys[kTile][kTile + 1];
   __shared__ float dS[kTile][kTile + 1];
-  const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
-  const int64_t i0 = int64_t(blockIdx.x) * kTile;
-  const int64_t i = i0 + ty;
+  const int64_t i = int64_t(blockIdx.x) * kTile + threadIdx.x / 8;
   const float wxi = (wx && i < M) ? wx[i] : 0.0f;
   const float lxi = (lse_x && i < M) ? lse_x[i] : 0.0f;
-  // Zero this block's rows of the workspace (each block owns its rows).
-  for (int64_t e = threadIdx.x; e < int64_t(kTile) * P; e += kThreads) {
-    const int64_t r = i0 + e / P;
-    if (r < M) acc[r * P + e % P] = 0.0f;
-  }
-  float S[kCols];
-  for (int64_t j0 = 0; j0 < M; j0 += kTile) {
-    logits_tile(Xs, Ys, X, ldx, Y, ldy, M, P, i0, j0, s, S);
-    for (int q = 0; q < kCols; ++q) {
-      const int64_t j = j0 + tx + 8 * q;
-      float d = 0.0f;
-      if (i < M && j < M) {
-        const float wyj = wy ? wy[j] : 0.0f;
-        const float pr = wxi != 0.0f ? info_nce::exp_t(S[q] - lxi) : 0.0f;
-        const float pc = wyj != 0.0f ? info_nce::exp_t(S[q] - lse_y[j]) : 0.0f;
-        d = info_nce::dlogit(pr, wxi, pc, wyj);
-        if (i == j) d += info_nce::dlogit_diag_correction(wxi, wyj);
-      }
-      dS[ty][tx + 8 * q] = d;
-    }
-    // acc[i0 + ty, p0 + tx + 8q] += Σ_j dS[ty][j]·Y[j0 + j, p0 + tx + 8q], chunk by chunk of P.
-    for (int64_t p0 = 0; p0 < P; p0 += kTile) {
-      __syncthreads();  // dS complete, previous Ys users done
-      load_chunk(Ys, Y, ldy, M, P, j0, p0);
-      __syncthreads();
-      float part[kCols] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll 8
-      for (int j = 0; j < kTile; ++j) {
-        const float d = dS[ty][j];
-        for (int q = 0; q < kCols; ++q) part[q] += d * Ys[j][tx + 8 * q];
-      }
-      if (i < M)
-        for (int q = 0; q < kCols; ++q) {
-          const int64_t p = p0 + tx + 8 * q;
-          if (p < P) acc[i * P + p] += part[q];
-        }
-    }
-  }
+  auto dlogit = [&](int64_t r, int64_t j, float l) {
+    const float wyj = wy ? wy[j] : 0.0f;
+    const float pr = wxi != 0.0f ? info_nce::exp_t(l - lxi) : 0.0f;
+    const float pc = wyj != 0.0f ? info_nce::exp_t(l - lse_y[j]) : 0.0f;
+    float d = info_nce::dlogit(pr, wxi, pc, wyj);
+    if (r == j) d += info_nce::dlogit_diag_correction(wxi, wyj);
+    return d;
+  };
+  pair_tiles::grad_rows(Xs, Ys, dS, X, ldx, Y, ldy, M, M, P, s, dlogit, acc);
 }
-
-template <class T>
-__global__ void finish_kernel(const float* __restrict__ acc, int64_t n, float s, T* __restrict__ out) {
-  const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e < n) out[e] = from_f<T>(s * acc[e]);
-}
-
-unsigned blocks_for(int64_t n, int64_t per_block) { return static_cast<unsigned>((n + per_block - 1) / per_block); }
 
 template <class T>
 void forward_t(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t M, int64_t P, float s, bool symmetric,

@@ -6,6 +6,7 @@
 
 #include "mclner/common.h"
 #include "mclner/info_nce_tile.h"
+#include "mclner/op_checks.h"
 
 namespace py = pybind11;
 
@@ -28,22 +29,12 @@ constexpr const char* kOp = "info_nce";
 void validate(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int64_t M, int64_t P, int dtype,
               double temperature, bool symmetric, int reduction, std::uintptr_t row_lse, std::uintptr_t col_lse,
               std::uintptr_t work, int device) {
-  require_ptr(a, kOp, "a");
-  require_ptr(b, kOp, "b");
-  require_positive(M, kOp, "M");
-  require_positive(P, kOp, "P");
-  require(lda >= P, std::string(kOp) + ": argument 'lda' must be >= P, got " + std::to_string(lda));
-  require(ldb >= P, std::string(kOp) + ": argument 'ldb' must be >= P, got " + std::to_string(ldb));
+  checks::info_nce_views(kOp, a, lda, b, ldb, M, P);
   require(M <= (int64_t(1) << 40) / P, std::string(kOp) + ": sizes M, P are too large");
   require(dtype == int(DType::Float32) || dtype == int(DType::Float16) || dtype == int(DType::BFloat16),
           std::string(kOp) + ": argument 'dtype' must be float32 (0), float16 (2) or bfloat16 (3) on CUDA, got " +
               std::to_string(dtype) + " (" + dtype_name(dtype) + ")");
-  require_finite(temperature, kOp, "temperature");
-  require(temperature > 0.0,
-          std::string(kOp) + ": argument 'temperature' must be positive, got " + std::to_string(temperature));
-  require(reduction >= info_nce::kMean && reduction <= info_nce::kNone,
-          std::string(kOp) + ": argument 'reduction' must be 0 (mean), 1 (sum) or 2 (none), got " +
-              std::to_string(reduction));
+  checks::info_nce_scalars(kOp, temperature, reduction, info_nce::kMean, info_nce::kNone);
   require_ptr(row_lse, kOp, "row_lse");
   if (symmetric) require_ptr(col_lse, kOp, "col_lse");
   require_ptr(work, kOp, "work");
@@ -66,9 +57,7 @@ void backward(std::uintptr_t a, int64_t lda, std::uintptr_t b, int64_t ldb, int6
               std::uintptr_t col_lse, std::uintptr_t da, std::uintptr_t db, std::uintptr_t work, int device,
               std::uintptr_t stream) {
   validate(a, lda, b, ldb, M, P, dtype, temperature, symmetric, reduction, row_lse, col_lse, work, device);
-  require_ptr(grad, kOp, "grad");
-  require_ptr(da, kOp, "da");
-  require_ptr(db, kOp, "db");
+  checks::info_nce_backward_ptrs(kOp, grad, da, db);
   py::gil_scoped_release nogil;
   info_nce_cuda_backward(a, lda, b, ldb, M, P, dtype, temperature, symmetric, reduction, grad, row_lse, col_lse, da,
                          db, work, device, stream);

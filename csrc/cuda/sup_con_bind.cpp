@@ -5,6 +5,7 @@
 #include <string>
 
 #include "mclner/common.h"
+#include "mclner/op_checks.h"
 
 namespace py = pybind11;
 
@@ -32,11 +33,9 @@ void validate(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int6
   require_ptr(y, kOp, "y");
   require_ptr(lab_x, kOp, "lab_x");
   require_ptr(lab_y, kOp, "lab_y");
-  require_positive(M, kOp, "M");
-  require_positive(N, kOp, "N");
-  require_positive(P, kOp, "P");
-  require(ldx >= P, std::string(kOp) + ": argument 'ldx' must be >= P, got " + std::to_string(ldx));
-  require(ldy >= P, std::string(kOp) + ": argument 'ldy' must be >= P, got " + std::to_string(ldy));
+  checks::sup_con_sizes(kOp, M, N, P);
+  checks::row_stride(kOp, "ldx", ldx, P);
+  checks::row_stride(kOp, "ldy", ldy, P);
   if (one_set)
     require(N == M && x == y && lab_x == lab_y,
             std::string(kOp) + ": one-set form needs N == M and the same x/y and label arrays");
@@ -44,9 +43,7 @@ void validate(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int6
   require(dtype == int(DType::Float32) || dtype == int(DType::Float16) || dtype == int(DType::BFloat16),
           std::string(kOp) + ": argument 'dtype' must be float32 (0), float16 (2) or bfloat16 (3) on CUDA, got " +
               std::to_string(dtype) + " (" + dtype_name(dtype) + ")");
-  require_finite(temperature, kOp, "temperature");
-  require(temperature > 0.0,
-          std::string(kOp) + ": argument 'temperature' must be positive, got " + std::to_string(temperature));
+  checks::temperature(kOp, temperature);
   require(device >= 0,
           std::string(kOp) + ": argument 'device' must be a CUDA device index, got " + std::to_string(device));
 }
@@ -55,9 +52,7 @@ void forward(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int64
              int dtype, double temperature, bool one_set, std::uintptr_t lab_x, std::uintptr_t lab_y,
              std::uintptr_t lse, std::uintptr_t pos, std::uintptr_t cnt, int device, std::uintptr_t stream) {
   validate(x, ldx, y, ldy, M, N, P, dtype, temperature, one_set, lab_x, lab_y, device);
-  require_ptr(lse, kOp, "lse");
-  require_ptr(pos, kOp, "pos");
-  require_ptr(cnt, kOp, "cnt");
+  checks::sup_con_forward_ptrs(kOp, lse, pos, cnt);
   py::gil_scoped_release nogil;
   sup_con_cuda_forward(x, ldx, y, ldy, M, N, P, dtype, temperature, one_set, lab_x, lab_y, lse, pos, cnt, device,
                        stream);
@@ -69,18 +64,7 @@ void backward(std::uintptr_t x, int64_t ldx, std::uintptr_t y, int64_t ldy, int6
               std::uintptr_t c_y, std::uintptr_t lse_y, std::uintptr_t dx, std::uintptr_t work, int device,
               std::uintptr_t stream) {
   validate(x, ldx, y, ldy, M, N, P, dtype, temperature, one_set, lab_x, lab_y, device);
-  require(row_terms || col_terms, std::string(kOp) + ": at least one of 'row_terms', 'col_terms' must be set");
-  if (row_terms) {
-    require_ptr(w_x, kOp, "w_x");
-    require_ptr(c_x, kOp, "c_x");
-    require_ptr(lse_x, kOp, "lse_x");
-  }
-  if (col_terms) {
-    require_ptr(w_y, kOp, "w_y");
-    require_ptr(c_y, kOp, "c_y");
-    require_ptr(lse_y, kOp, "lse_y");
-  }
-  require_ptr(dx, kOp, "dx");
+  checks::sup_con_backward_ptrs(kOp, row_terms, col_terms, w_x, c_x, lse_x, w_y, c_y, lse_y, dx);
   require_ptr(work, kOp, "work");
   py::gil_scoped_release nogil;
   sup_con_cuda_backward(x, ldx, y, ldy, M, N, P, dtype, temperature, one_set, lab_x, lab_y, row_terms, col_terms, w_x,

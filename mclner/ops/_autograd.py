@@ -6,7 +6,8 @@ once_differentiable`` alone does not catch every case: it only trips when the in
 requires grad, and its error node does not lie on the path to the op's inputs, so
 ``autograd.grad(..., inputs, allow_unused=True)`` skips it and returns None. Here the returned
 gradients are tied to an error node whose inputs are the op's own differentiable inputs: any second
-derivative that reaches back to one of them runs that node and raises.
+derivative that reaches back to one of them, or to the upstream gradient (itself an input of the
+second-order graph), runs that node and raises.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ def no_double_backward(op: str) -> Callable[[FnT], FnT]:
                 grads = backward(ctx, *grad_outputs)
             if not torch.is_grad_enabled():  # create_graph=False: the usual case
                 return grads
-            return _guard(op, ctx.double_backward_anchors, grads)
+            # The upstream gradient is an input of the second-order graph too: a derivative taken
+            # for whatever it depends on (a weight w in (S * w).sum()) must raise as well.
+            upstream = tuple(g for g in grad_outputs if isinstance(g, torch.Tensor) and g.requires_grad)
+            return _guard(op, ctx.double_backward_anchors + upstream, grads)
 
         cls.forward = staticmethod(guarded_forward)  # type: ignore[assignment]
         cls.backward = staticmethod(guarded_backward)  # type: ignore[assignment]

@@ -1,10 +1,10 @@
-// One instruction-set scheme for the three CPU kernels (biaffine, cln_head, info_nce).
+// One instruction-set scheme for the four CPU kernels (biaffine, cln_head, info_nce, sup_con).
 //
 // Each kernel is compiled for AVX-512, AVX2+FMA and baseline x86-64 in the same module and picks one
 // copy per call: level 2 = "avx512" (AVX-512 F, DQ, VL), 1 = "avx2" (AVX2 + FMA), 0 = "generic"
 // (no ISA-specific code). Every bound kernel function takes `isa` (-1 = auto); auto is the best level
 // this CPU supports, capped by the environment variable MCLNER_CPU_ISA=generic|avx2|avx512 (read per
-// call, so tests and users can force the slower copies of all three kernels at once).
+// call, so tests and users can force the slower copies of all four kernels at once).
 #pragma once
 
 #include <cstdlib>

@@ -3,7 +3,7 @@ boundary of biaffine, the device guard and the info_nce binding's checks.
 
 Without a GPU these run through the emulated CUDA module (scripts/cuda_emulate.sh, MCLNER_CUDA_EMULATE):
 the real bindings, launchers and kernels on CPU tensors. The shared cases (forward and every
-gradient in float32/float16/bfloat16) are the impl="cuda" parameters of tests/test_op_*.py.
+gradient in float32/float16/bfloat16) are the impl="cuda" parameters of tests/ops/test_op_*.py.
 """
 
 import pytest

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,9 @@ def _glyph(ch: str, family) -> np.ndarray:
     fig = Figure(figsize=(0.6, 0.6), dpi=100)
     canvas = FigureCanvasAgg(fig)
     fig.text(0.5, 0.5, ch, ha="center", va="center", fontsize=28, family=family)
-    canvas.draw()
+    with warnings.catch_warnings():  # the tofu reference glyphs (private-use code points) are missing on purpose
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., 0].copy()
 
 
